@@ -1,0 +1,292 @@
+"""Typed training configs: dataclasses loaded from YAML, with `key=value` overrides.
+
+A config file may name a `base:` file (relative to itself) whose values it overrides, so the paper's
+configs stay small. Unknown keys and wrong types are errors that name the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from cdface.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    kind: str = "recordio"  # recordio | folder | list | synthetic
+    path: str = ""  # .rec / its folder, image folder, list file; for `synthetic`, where the set is built
+    num_workers: int = 2
+    prefetch_factor: int = 2
+    flip_p: float = 0.5
+    random_resized_crop: list[float] = field(default_factory=list)  # [min_scale, max_scale]; empty = off
+    color_jitter: float = 0.0
+    low_res_prob: float = 0.0
+    max_bad_fraction: float = 0.01
+    val_targets: list[str] = field(default_factory=list)  # .bin files for periodic verification
+    # Sizes of the built-in synthetic set (kind: synthetic).
+    synthetic_identities: int = 300
+    synthetic_images_per_identity: int = 12
+    synthetic_eval_identities: int = 100
+    synthetic_pairs: int = 600
+    synthetic_seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "iresnet50"
+    embedding_size: int = 512
+    dropout: float = 0.0
+    fp16: bool = False
+    gradient_checkpointing: bool = False
+    channels_last: bool = False
+
+
+@dataclass
+class HeadConfig:
+    name: str = "arcface"  # arcface | cosface | combined | curricularface | adaface | magface
+    params: dict[str, float] = field(default_factory=lambda: {"s": 64.0, "m": 0.5})
+    sharded: bool = False  # model-parallel head (cdface.parallel); needs torchrun
+    sample_rate: float = 1.0  # Partial FC; 1.0 = every class centre each step
+
+
+@dataclass
+class ScoreConfig:
+    momentum: float = 0.9  # score = momentum * score + (1 - momentum) * cos
+    sync: str = "gather"  # gather: every rank applies every rank's updates each step; average: the reference's
+    average_every: int = 100  # with sync: average, all-reduce the scores every N steps
+
+
+@dataclass
+class CDConfig:
+    interval: int = 5
+    num_classes: int = 64  # K, across all ranks
+    num_easy: int = 7  # NE
+    num_hard: int = 1  # NH
+    num_negatives: int = 500  # NP
+    percentile: float = 0.2  # p: threshold t is the p-quantile of the scores
+    widen_step: float = 0.05
+    threshold_samples: int = 100_000
+    wc: float = 0.5
+    wd: float = 1.0
+    s: float = 64.0
+    per_class_centres: bool = False  # push each hard sample from its own class's NP centres only
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    no_decay_on_bn: bool = True
+    scheduler: str = "step"  # step | cosine | poly | constant
+    milestones: list[float] = field(default_factory=lambda: [10.0, 18.0, 22.0])  # in epochs
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    poly_power: float = 2.0
+    grad_clip: float = 0.0  # max global grad norm; 0 = off
+
+
+@dataclass
+class TrainConfig:
+    name: str = "run"
+    output_dir: str = "runs"
+    method: str = "arcface"  # arcface (stage 1 / plain margin losses) | cd (stage 2)
+    init_from: str = ""  # stage-1 checkpoint whose backbone, head and scores start this run
+    resume: str = ""  # "" | auto | path of a checkpoint
+    seed: int = 0
+    batch_size: int = 512  # global, whatever the world size
+    epochs: float = 24.0
+    max_steps: int = 0  # stop after this many steps in total (0 = run all epochs)
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    compile: bool = False
+    deterministic: bool = False
+    log_every: int = 50
+    checkpoint_every: int = 2000  # steps; also at every epoch end
+    keep_checkpoints: int = 3
+    verify_every: int = 0  # steps; 0 = only at epoch ends when val_targets are set
+    max_bad_steps: int = 5  # consecutive NaN/inf losses before the run stops
+    tensorboard: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    scores: ScoreConfig = field(default_factory=ScoreConfig)
+    cd: CDConfig = field(default_factory=CDConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "method": ("arcface", "cd"),
+    "precision": ("fp32", "bf16", "fp16"),
+    "device": ("auto", "cpu", "cuda"),
+    "data.kind": ("recordio", "folder", "list", "synthetic"),
+    "head.name": ("arcface", "cosface", "combined", "curricularface", "adaface", "magface"),
+    "scores.sync": ("gather", "average"),
+    "optim.optimizer": ("sgd", "adamw"),
+    "optim.scheduler": ("step", "cosine", "poly", "constant"),
+}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`; ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            if arg is type(None) and value is None:
+                return None
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list of {_type_name(item_tp)}, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
+
+
+def _apply(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in hints:
+            raise ConfigError(f"unknown key {full!r}; allowed keys here: {', '.join(names)}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{full}: expected a mapping of {', '.join(f.name for f in dataclasses.fields(tp))}")
+            _apply(getattr(obj, key), value, prefix=f"{full}.")
+            continue
+        value = _coerce(value, tp, full)
+        if full in _CHOICES and value not in _CHOICES[full]:
+            raise ConfigError(f"{full}: {value!r} is not one of {', '.join(_CHOICES[full])}")
+        setattr(obj, key, value)
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: `base:` chain loops back to itself")
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys to values")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    merged = _read_yaml(path.parent / str(base), (*seen, path))
+    return _deep_merge(merged, data)
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "params":
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """`a.b=c` strings into a nested dict; values are parsed as YAML scalars/lists (`lr=0.01`, `x=[1,2]`)."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. optim.lr=0.01)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: cannot parse value: {exc}") from exc
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = value
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Defaults, then the YAML file (and its `base:` chain), then `key=value` overrides."""
+    cfg = TrainConfig()
+    if path is not None:
+        _apply(cfg, _read_yaml(Path(path)))
+    if overrides:
+        _apply(cfg, parse_overrides(overrides))
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    cfg = TrainConfig()
+    _apply(cfg, values)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Cross-field checks that a type alone cannot express."""
+    if cfg.batch_size <= 0:
+        raise ConfigError(f"batch_size: must be positive, got {cfg.batch_size}")
+    if not 0.0 < cfg.head.sample_rate <= 1.0:
+        raise ConfigError(f"head.sample_rate: must be in (0, 1], got {cfg.head.sample_rate}")
+    if cfg.cd.interval <= 0:
+        raise ConfigError(f"cd.interval: must be positive, got {cfg.cd.interval}")
+    if not 0.0 < cfg.cd.percentile < 1.0:
+        raise ConfigError(f"cd.percentile: must be in (0, 1), got {cfg.cd.percentile}")
+    if len(cfg.data.random_resized_crop) not in (0, 2):
+        raise ConfigError("data.random_resized_crop: expected [] or [min_scale, max_scale]")
+
+
+def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
