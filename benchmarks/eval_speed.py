@@ -1,0 +1,112 @@
+"""Speed and peak memory of the scoring protocols on synthetic inputs shaped like the real sets.
+
+Each protocol runs in its own child process (so peak RSS is per protocol); only the scoring call is timed,
+not the synthetic data generation. Full size: pairs 6,000 x 512; IJB-C 469,375 images / 23,124 templates /
+15,658,489 pairs; MegaFace 3,530 probes x 1,000,000 distractors x 512. ``--scale`` shrinks the counts.
+
+    PYTHONPATH=src python benchmarks/eval_speed.py --scale 0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+DIM = 512
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def bench_pairs(scale: float) -> dict:
+    from cdface.eval.verification import evaluate_pairs
+
+    rng = np.random.default_rng(0)
+    n = 6000  # always full size: it is cheap
+    a = _unit(rng.standard_normal((n, DIM), dtype=np.float32))
+    same = rng.random(n) < 0.5
+    b = np.where(same[:, None], a + 0.08 * rng.standard_normal((n, DIM), dtype=np.float32),
+                 rng.standard_normal((n, DIM), dtype=np.float32))
+    emb = np.empty((2 * n, DIM), np.float32)
+    emb[0::2], emb[1::2] = a, b
+    t = time.perf_counter()
+    res = evaluate_pairs(emb, same)
+    return {"size": f"{n} pairs", "seconds": time.perf_counter() - t, "metric": f"acc={res.accuracy:.4f}"}
+
+
+def bench_ijb(scale: float) -> dict:
+    from cdface.eval.ijb import ijb_verification
+
+    rng = np.random.default_rng(0)
+    n_img, n_tmpl, n_pairs = int(469375 * scale), max(4, int(23124 * scale)), int(15658489 * scale)
+    n_subj = max(2, n_tmpl // 7)
+    subj_of_tmpl = rng.integers(0, n_subj, n_tmpl)
+    tmpl = np.sort(rng.integers(0, n_tmpl, n_img))
+    medias = tmpl * 10 + rng.integers(0, 4, n_img)  # several images per media -> averaging happens
+    centres = rng.standard_normal((n_subj, DIM), dtype=np.float32)
+    feats = centres[subj_of_tmpl[tmpl]] + 1.5 * rng.standard_normal((n_img, DIM), dtype=np.float32)
+    faceness = rng.uniform(0.5, 1.0, n_img).astype(np.float32)
+    pairs = rng.integers(0, n_tmpl, (n_pairs, 2))
+    n_gen = max(1, n_pairs // 800)  # IJB-C has 19,557 genuine pairs in 15.6M
+    mates = np.flatnonzero(subj_of_tmpl[:, None] == subj_of_tmpl[None, : min(n_tmpl, 2000)])
+    pick = rng.integers(0, mates.size, n_gen)
+    pairs[:n_gen, 0], pairs[:n_gen, 1] = np.divmod(mates[pick], min(n_tmpl, 2000))
+    labels = (subj_of_tmpl[pairs[:, 0]] == subj_of_tmpl[pairs[:, 1]]).astype(np.int64)
+    t = time.perf_counter()
+    res = ijb_verification(feats, faceness, tmpl, medias, pairs, labels)
+    return {"size": f"{n_img} img / {n_tmpl} tmpl / {n_pairs} pairs", "seconds": time.perf_counter() - t,
+            "metric": f"TAR@1e-4={res.tar_at_far[1e-4]:.4f}"}
+
+
+def bench_megaface(scale: float) -> dict:
+    from cdface.eval.megaface import megaface_evaluate
+
+    rng = np.random.default_rng(0)
+    n_p, n_d = max(20, int(3530 * min(1.0, scale * 10))), max(100, int(1_000_000 * scale))
+    labels = np.repeat(np.arange(n_p // 40 + 1), 40)[:n_p]
+    centres = rng.standard_normal((labels.max() + 1, DIM), dtype=np.float32)
+    probe = centres[labels] + 1.2 * rng.standard_normal((n_p, DIM), dtype=np.float32)
+    dis = rng.standard_normal((n_d, DIM), dtype=np.float32)
+    sizes = tuple(s for s in (10, 100, 1000, 10000, 100000) if s < n_d)
+    t = time.perf_counter()
+    ident, verif = megaface_evaluate(probe, labels, dis, distractor_sizes=sizes)
+    return {"size": f"{n_p} probes x {n_d} distractors", "seconds": time.perf_counter() - t,
+            "metric": f"rank1={ident.rank1:.4f} TAR@1e-6={verif.tar_at_far[1e-6]:.4f}"}
+
+
+BENCHES = {"pairs": bench_pairs, "ijb": bench_ijb, "megaface": bench_megaface}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--only", choices=sorted(BENCHES), help="run one protocol in this process")
+    args = parser.parse_args()
+    if args.only:
+        print(json.dumps(BENCHES[args.only](args.scale)))
+        return
+    rows = []
+    for name in BENCHES:
+        proc = subprocess.Popen([sys.executable, __file__, "--only", name, "--scale", str(args.scale)],
+                                stdout=subprocess.PIPE, env=os.environ.copy())
+        out = proc.stdout.read() if proc.stdout else b""
+        _, status, usage = os.wait4(proc.pid, 0)
+        if status != 0:
+            rows.append((name, "failed", float("nan"), float("nan"), ""))
+            continue
+        res = json.loads(out.decode().strip().splitlines()[-1])
+        rows.append((name, res["size"], res["seconds"], usage.ru_maxrss / 1024**2, res["metric"]))
+    print(f"{'protocol':<10} {'size':<44} {'time (s)':>9} {'peak RSS (GB)':>14}  metric")
+    for name, size, sec, rss, metric in rows:
+        print(f"{name:<10} {size:<44} {sec:>9.3f} {rss:>14.2f}  {metric}")
+
+
+if __name__ == "__main__":
+    main()

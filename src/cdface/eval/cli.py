@@ -1,0 +1,134 @@
+"""`cdface score ...`: metrics from saved features (no model): pairs, IJB-B/C 1:1 and 1:N, MegaFace."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cdface.errors import FormatError
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``score`` command and its ``pairs`` / ``ijb`` / ``megaface`` subcommands."""
+    score = subparsers.add_parser("score", help="compute protocol metrics from saved feature arrays")
+    sub = score.add_subparsers(dest="protocol_name", metavar="PROTOCOL")
+    score.set_defaults(func=lambda args: (score.print_help(), 2)[1])
+
+    p = sub.add_parser("pairs", help="LFW-style pair verification (insightface's 10-fold protocol)")
+    p.add_argument("--embeddings", required=True, help=".npy (2N, D): rows 2i, 2i+1 form pair i (flip-fused)")
+    p.add_argument("--issame", required=True, help=".npy (N,) bool/0-1 genuine flags")
+    p.add_argument("--nfolds", type=int, default=10)
+    p.add_argument("--far-target", type=float, default=1e-3)
+    p.add_argument("--curves", action="store_true", help="include the ROC (tpr/fpr per threshold)")
+    _add_out(p)
+    p.set_defaults(func=_run_pairs)
+
+    j = sub.add_parser("ijb", help="IJB-B / IJB-C template verification (1:1) or identification (1:N)")
+    j.add_argument("--features", required=True, help=".npy (M, D): one row per line of *_name_5pts_score.txt")
+    j.add_argument("--faceness", help=".npy (M,) detector scores (default: last column of the 5pts file)")
+    j.add_argument("--meta-dir", required=True, help="the IJB_release <dataset>/meta directory")
+    j.add_argument("--dataset", choices=("IJBB", "IJBC"), default="IJBC", type=str.upper)
+    j.add_argument("--protocol", choices=("11", "1n"), default="11", type=str.lower)
+    j.add_argument("--identification-protocol", choices=("insightface", "nist"), default="insightface",
+                   help="1:N only: insightface's ijb_1n.py numbers, or open-set NIST per gallery")
+    j.add_argument("--no-norm", action="store_true", help="L2-normalise image features first (TestMode N0)")
+    j.add_argument("--no-detector-score", action="store_true", help="do not weight by faceness (D0)")
+    _add_out(j)
+    j.set_defaults(func=_run_ijb)
+
+    m = sub.add_parser("megaface", help="MegaFace challenge 1 identification and verification")
+    m.add_argument("--probe", required=True, help=".npy (Np, D) or a devkit OpenCV matrix file")
+    m.add_argument("--probe-labels", required=True, help=".npy (Np,) identity labels")
+    m.add_argument("--distractors", required=True, help=".npy (Nd, D) or a devkit OpenCV matrix file")
+    m.add_argument("--protocol", choices=("devkit", "seed"), default="devkit")
+    m.add_argument("--sizes", default="", help="comma-separated distractor subset sizes for the size curve")
+    m.add_argument("--seed", type=int, default=0, help="subset sampling seed (size curve)")
+    _add_out(m)
+    m.set_defaults(func=_run_megaface)
+
+
+def _add_out(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", help="also write the JSON to this file")
+
+
+def _load_array(path: str | Path, what: str) -> np.ndarray:
+    """A .npy array (no pickles), or a devkit OpenCV matrix file for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(path, None, f"{what}: file not found")
+    if path.suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise FormatError(path, None, f"{what}: a .npy array without pickled objects ({exc})") from exc
+    from cdface.eval.megaface_io import read_opencv_matrix
+
+    return read_opencv_matrix(path)
+
+
+def _emit(result: dict[str, Any], out: str | None) -> int:
+    text = json.dumps(result, sort_keys=True, indent=2, allow_nan=False)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+def _run_pairs(args: argparse.Namespace) -> int:
+    from cdface.eval.verification import evaluate_pairs
+
+    emb = _load_array(args.embeddings, "embeddings")
+    same = _load_array(args.issame, "issame")
+    if emb.ndim != 2 or emb.shape[0] % 2 or emb.shape[0] == 0:
+        raise FormatError(args.embeddings, None, f"an array of shape (2N, D), got {emb.shape}")
+    if same.ndim != 1 or same.shape[0] * 2 != emb.shape[0]:
+        raise FormatError(args.issame, None, f"{emb.shape[0] // 2} genuine flags, got shape {same.shape}")
+    res = evaluate_pairs(emb, same, nfolds=args.nfolds, far_target=args.far_target)
+    return _emit(res.to_dict(curves=args.curves), args.out)
+
+
+def _run_ijb(args: argparse.Namespace) -> int:
+    from cdface.eval.ijb import ijb_identification, ijb_verification
+    from cdface.eval.ijb_meta import load_ijb_1n_meta, load_ijb_meta
+
+    meta = load_ijb_meta(args.meta_dir, dataset=args.dataset, with_pairs=args.protocol == "11")
+    feats = _load_array(args.features, "features")
+    if feats.ndim != 2 or feats.shape[0] != meta.templates.shape[0]:
+        n_img = meta.templates.shape[0]
+        raise FormatError(args.features, None, f"one row per 5pts-file image ({n_img}), got {feats.shape}")
+    faceness = meta.faceness if args.faceness is None else _load_array(args.faceness, "faceness").reshape(-1)
+    if faceness.shape[0] != feats.shape[0]:
+        raise FormatError(args.faceness, None, f"{feats.shape[0]} faceness scores, got {faceness.shape[0]}")
+    common = dict(use_norm_score=not args.no_norm, use_detector_score=not args.no_detector_score)
+    if args.protocol == "11":
+        res = ijb_verification(feats, faceness, meta.templates, meta.medias, meta.pairs, meta.labels,
+                               **common)
+    else:
+        lists = load_ijb_1n_meta(args.meta_dir, dataset=args.dataset, known_templates=meta.templates)
+        res = ijb_identification(feats, faceness, meta.templates, meta.medias, lists.galleries, lists.probes,
+                                 protocol=args.identification_protocol, **common)
+    return _emit(res.to_dict(), args.out)
+
+
+def _run_megaface(args: argparse.Namespace) -> int:
+    from cdface.eval.megaface import megaface_evaluate
+
+    probe = _load_array(args.probe, "probe features")
+    labels = _load_array(args.probe_labels, "probe labels").reshape(-1)
+    distractors = _load_array(args.distractors, "distractor features")
+    if probe.ndim != 2 or labels.shape[0] != probe.shape[0]:
+        expected = f"{probe.shape[0]} labels for the probe rows, got {labels.shape}"
+        raise FormatError(args.probe_labels, None, expected)
+    if distractors.ndim != 2 or distractors.shape[1] != probe.shape[1]:
+        raise FormatError(args.distractors, None, f"an (Nd, {probe.shape[1]}) array, got {distractors.shape}")
+    sizes = tuple(int(s) for s in args.sizes.split(",") if s.strip())
+    ident, verif = megaface_evaluate(probe, labels, distractors, distractor_sizes=sizes, seed=args.seed,
+                                     protocol=args.protocol)
+    assert ident is not None and verif is not None
+    out = ident.to_dict()
+    out.update(verif.to_dict())
+    return _emit(out, args.out)

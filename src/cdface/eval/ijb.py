@@ -1,0 +1,356 @@
+"""IJB-B / IJB-C scoring from per-image features, bit-identical to insightface's ``ijb_11.py``/``ijb_1n.py``.
+
+Template building follows the reference operation for operation, vectorised:
+
+1. image features (float32, flip already fused) are optionally L2-normalised (``use_norm_score=False``) and
+   multiplied by the detector's faceness score (``use_detector_score``);
+2. per (template, media): the images of a media are averaged only when it has more than one image
+   (float32, summed in image order, then divided by the count);
+3. per template: the media features are summed in ascending media-id order (float32), then cast to
+   float64 and L2-normalised (1:1 with sklearn's ``normalize``; 1:N with ``x / sqrt(sum(x**2))``).
+
+Sequential float32 sums are reproduced exactly by adding the k-th member of every group at step k (a loop
+over ranks inside groups, never over templates). Pair scores are float64 ``sum(f1 * f2)`` with numpy's
+pairwise summation, in chunks, like the reference.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cdface.eval._arrays import far_key, l2_normalize_rows, plain_float, to_numpy
+from cdface.eval.roc import DEFAULT_FAR_LEVELS, roc_curve, tar_at_far
+
+__all__ = [
+    "IJBVerificationResult",
+    "IJBIdentificationResult",
+    "image_features",
+    "template_features",
+    "pair_scores",
+    "ijb_verification",
+    "ijb_identification",
+]
+
+
+@dataclass(frozen=True)
+class IJBVerificationResult:
+    """1:1 template verification: TAR at each FAR level (insightface's table, as fractions)."""
+
+    tar_at_far: dict[float, float]
+    fpr: np.ndarray = field(repr=False)
+    tpr: np.ndarray = field(repr=False)
+    scores: np.ndarray = field(repr=False)  # float64 per pair, in input order
+    num_templates: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tar_at_far": {far_key(k): plain_float(v) for k, v in self.tar_at_far.items()},
+            "num_pairs": int(self.scores.shape[0]),
+            "num_templates": int(self.num_templates),
+        }
+
+
+@dataclass(frozen=True)
+class IJBIdentificationResult:
+    """1:N identification: CMC at ``ranks`` and TPIR at each FPIR level (fractions)."""
+
+    cmc: dict[int, float]
+    tpir_at_fpir: dict[float, float]
+    thresholds: dict[float, float]
+    protocol: str
+    num_probes: int
+    num_gallery: int
+    per_gallery: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {f"rank{k}": plain_float(v) for k, v in self.cmc.items()}
+        out["tpir_at_fpir"] = {far_key(k): plain_float(v) for k, v in self.tpir_at_fpir.items()}
+        out["thresholds"] = {far_key(k): plain_float(v) for k, v in self.thresholds.items()}
+        out["protocol"] = self.protocol
+        out["num_probes"] = int(self.num_probes)
+        out["num_gallery"] = int(self.num_gallery)
+        if self.per_gallery:
+            out["per_gallery"] = self.per_gallery
+        return out
+
+
+def image_features(features: Any, faceness: Any, use_norm_score: bool = True,
+                   use_detector_score: bool = True) -> np.ndarray:
+    """Per-image input features of template pooling (float32), as the reference prepares them."""
+    x = to_numpy(features).astype(np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"features must be (M, D), got {x.shape}")
+    if not use_norm_score:
+        x = x / np.sqrt(np.sum(x**2, -1, keepdims=True))
+    if use_detector_score:
+        f = to_numpy(faceness).astype(np.float32).reshape(-1)
+        if f.shape[0] != x.shape[0]:
+            raise ValueError(f"{x.shape[0]} features but {f.shape[0]} faceness scores")
+        x = x * f[:, np.newaxis]
+    return x
+
+
+def _segment_sums(x: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Sequential (in row order) float sums of the row segments [start, start + length): the order numpy's
+    ``np.sum(axis=0)`` uses. Step k adds every segment's k-th row; segments are visited longest first so
+    that each step is a contiguous slice."""
+    order = np.argsort(-lengths, kind="stable")
+    s_starts, s_lengths = starts[order], lengths[order]
+    acc = x[s_starts].copy()
+    max_len = int(s_lengths[0]) if s_lengths.size else 0
+    active_counts = np.searchsorted(-s_lengths, -np.arange(1, max_len + 1), side="right")  # len > k
+    for k in range(1, max_len):
+        n = int(active_counts[k])
+        acc[:n] += x[s_starts[:n] + k]
+    out = np.empty_like(acc)
+    out[order] = acc
+    return out
+
+
+def template_features(img_feats: np.ndarray, templates: Any, medias: Any, norm: str = "sklearn"
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(unique sorted template ids, (T, D) float64 normalised template features).
+
+    ``norm="sklearn"`` as ijb_11.py (``sklearn.preprocessing.normalize``), ``"plain"`` as ijb_1n.py.
+    """
+    x = np.asarray(img_feats)
+    t = to_numpy(templates).astype(np.int64).reshape(-1)
+    m = to_numpy(medias).astype(np.int64).reshape(-1)
+    if not (x.shape[0] == t.shape[0] == m.shape[0]):
+        raise ValueError(f"{x.shape[0]} features, {t.shape[0]} template ids, {m.shape[0]} media ids")
+    order = np.lexsort((np.arange(t.size), m, t))
+    xs, ts, ms = x[order], t[order], m[order]
+    new_media = np.r_[True, (ts[1:] != ts[:-1]) | (ms[1:] != ms[:-1])]
+    m_starts = np.flatnonzero(new_media)
+    m_counts = np.diff(np.r_[m_starts, ts.size])
+    media_sum = _segment_sums(xs, m_starts, m_counts)
+    media_feat = media_sum / m_counts.astype(xs.dtype)[:, None]  # /1 leaves single images exact
+    m_templates = ts[m_starts]
+    t_starts = np.flatnonzero(np.r_[True, m_templates[1:] != m_templates[:-1]])
+    t_counts = np.diff(np.r_[t_starts, m_templates.size])
+    tmpl = _segment_sums(media_feat, t_starts, t_counts).astype(np.float64)
+    if norm == "sklearn":
+        tmpl = l2_normalize_rows(tmpl)
+    elif norm == "plain":
+        tmpl = tmpl / np.sqrt(np.sum(tmpl**2, -1, keepdims=True))
+    else:
+        raise ValueError(f"norm must be 'sklearn' or 'plain', got {norm!r}")
+    return m_templates[t_starts], tmpl
+
+
+def _template_rows(unique_templates: np.ndarray, ids: np.ndarray, what: str) -> np.ndarray:
+    rows = np.searchsorted(unique_templates, ids)
+    rows = np.minimum(rows, unique_templates.size - 1)
+    bad = unique_templates[rows] != ids
+    if np.any(bad):
+        raise ValueError(f"{what}: template id {ids[np.flatnonzero(bad)[0]]} has no image")
+    return rows
+
+
+def pair_scores(template_feats: np.ndarray, unique_templates: np.ndarray, pairs: Any,
+                chunk: int = 2048, num_threads: int | None = None) -> np.ndarray:
+    """float64 ``sum(f1 * f2)`` per template pair (numpy's pairwise summation, like the reference).
+
+    Pairs are visited sorted by the first template for memory locality, in chunks with reused buffers,
+    on ``num_threads`` threads (numpy releases the GIL); each score is computed independently, so the
+    numbers do not depend on chunking or threads.
+    """
+    p = to_numpy(pairs).astype(np.int64).reshape(-1, 2)
+    r1 = _template_rows(unique_templates, p[:, 0], "pairs")
+    r2 = _template_rows(unique_templates, p[:, 1], "pairs")
+    order = np.argsort(r1, kind="stable")
+    r1, r2 = r1[order], r2[order]
+    feats = np.ascontiguousarray(template_feats, dtype=np.float64)
+    out_sorted = np.empty(p.shape[0], dtype=np.float64)
+    bounds = list(range(0, p.shape[0], chunk))
+    threads = max(1, min(num_threads or min(4, os.cpu_count() or 1), len(bounds) or 1))
+
+    def work(part: list[int]) -> None:
+        a = np.empty((chunk, feats.shape[1]))
+        b = np.empty((chunk, feats.shape[1]))
+        for s in part:
+            n = min(chunk, p.shape[0] - s)
+            np.take(feats, r1[s:s + n], axis=0, out=a[:n])
+            np.take(feats, r2[s:s + n], axis=0, out=b[:n])
+            np.multiply(a[:n], b[:n], out=a[:n])
+            np.sum(a[:n], -1, out=out_sorted[s:s + n])
+
+    if threads == 1:
+        work(bounds)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(work, [bounds[i::threads] for i in range(threads)]))
+    scores = np.empty_like(out_sorted)
+    scores[order] = out_sorted
+    return scores
+
+
+def ijb_verification(
+    features: Any,
+    faceness: Any,
+    templates: Any,
+    medias: Any,
+    pairs: Any,
+    labels: Any,
+    use_norm_score: bool = True,
+    use_detector_score: bool = True,
+    far_levels: Any = DEFAULT_FAR_LEVELS,
+    num_threads: int | None = None,
+) -> IJBVerificationResult:
+    """IJB 1:1: TAR@FAR from per-image features, as insightface's ``ijb_11.py`` prints it (x100 there)."""
+    x = image_features(features, faceness, use_norm_score, use_detector_score)
+    uniq, tmpl = template_features(x, templates, medias, norm="sklearn")
+    scores = pair_scores(tmpl, uniq, pairs, num_threads=num_threads)
+    lab = to_numpy(labels).astype(np.int64).reshape(-1)
+    if lab.shape[0] != scores.shape[0]:
+        raise ValueError(f"{scores.shape[0]} pairs but {lab.shape[0]} labels")
+    fpr, tpr, _ = roc_curve(lab, scores)
+    return IJBVerificationResult(tar_at_far(fpr, tpr, far_levels), fpr, tpr, scores, int(uniq.size))
+
+
+def _pick_templates(all_templates: np.ndarray, all_feats: np.ndarray, tids: np.ndarray, sids: np.ndarray,
+                    what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unique (sorted) templates of a list, the subject of each template's first row, and their features."""
+    uniq, first = np.unique(tids, return_index=True)
+    rows = _template_rows(all_templates, uniq, what)
+    return uniq, sids[first], all_feats[rows]
+
+
+def _mated_ranks(sim: np.ndarray, mate: np.ndarray, max_rank: int) -> np.ndarray:
+    """1-based position of the mate in ``np.argsort(-sim)`` per row (exact, ties included).
+
+    Without ties at the mate's score the rank is 1 + #(scores above it). Rows with a tie that could reach
+    the top ``max_rank`` are re-ranked with the same ``np.argsort(-sim)`` the reference uses.
+    """
+    rows = np.arange(sim.shape[0])
+    mated = sim[rows, mate]
+    greater = np.count_nonzero(sim > mated[:, None], axis=1)
+    ties = np.count_nonzero(sim == mated[:, None], axis=1) - 1
+    ranks = greater + 1
+    redo = np.flatnonzero((ties > 0) & (greater < max_rank))
+    if redo.size:
+        order = np.argsort(-sim[redo], axis=1)
+        ranks[redo] = np.argmax(order == mate[redo, None], axis=1) + 1
+    return ranks
+
+
+def _insightface_1n(probe_feats: np.ndarray, probe_sids: np.ndarray, gal_feats: np.ndarray,
+                    gal_sids: np.ndarray, ranks: tuple[int, ...], fpir_levels: tuple[float, ...]
+                    ) -> tuple[dict[int, float], dict[float, float], dict[float, float]]:
+    order = np.argsort(gal_sids, kind="stable")
+    sorted_sids = gal_sids[order]
+    if np.any(sorted_sids[1:] == sorted_sids[:-1]):
+        raise ValueError("a subject has several gallery templates (insightface's gen_mask refuses this)")
+    idx = np.minimum(np.searchsorted(sorted_sids, probe_sids), gal_sids.size - 1)
+    found = sorted_sids[idx] == probe_sids
+    if not np.all(found):
+        missing = probe_sids[np.flatnonzero(~found)[0]]
+        raise ValueError(f"probe subject {missing} has no gallery template (insightface needs one)")
+    mate = order[idx]
+    sim = np.dot(probe_feats, gal_feats.T)
+    n_q = sim.shape[0]
+    r = _mated_ranks(sim, mate, max(ranks))
+    cmc = {k: int(np.count_nonzero(r <= k)) / n_q for k in ranks}
+    pos_sims = sim[np.arange(n_q), mate].copy()
+    sim[np.arange(n_q), mate] = -2.0
+    neg = sim[sim > -2.0]
+    tpir: dict[float, float] = {}
+    ths: dict[float, float] = {}
+    for level in fpir_levels:  # two levels
+        k = math.ceil(n_q * level)
+        if not 1 <= k <= neg.size:
+            raise ValueError(f"FPIR {level}: needs the {k}-th largest of {neg.size} non-mated scores")
+        th = float(np.partition(neg, neg.size - k)[neg.size - k])
+        ths[float(level)] = th
+        tpir[float(level)] = int(np.sum(pos_sims > th)) / n_q
+    return cmc, tpir, ths
+
+
+def _nist_1n(probe_feats: np.ndarray, probe_sids: np.ndarray, gal_feats: np.ndarray, gal_sids: np.ndarray,
+             ranks: tuple[int, ...], fpir_levels: tuple[float, ...]) -> dict[str, Any]:
+    """Open-set identification against one gallery: mated probes for CMC/TPIR, non-mated ones for FPIR.
+
+    The threshold at FPIR f is the (floor(f * n_nonmated) + 1)-th largest non-mated top score, so that at
+    most a fraction f of non-mated probes score strictly above it; a mated probe counts for TPIR when its
+    mate is at rank 1 and scores strictly above the threshold.
+    """
+    order = np.argsort(gal_sids, kind="stable")
+    idx = np.searchsorted(gal_sids, probe_sids, sorter=order)
+    idx = np.minimum(idx, gal_sids.size - 1)
+    mated = gal_sids[order[idx]] == probe_sids
+    sim = np.dot(probe_feats, gal_feats.T)
+    mate = order[idx[mated]]
+    sim_m = sim[mated]
+    r = _mated_ranks(sim_m, mate, max(ranks)) if sim_m.size else np.zeros(0, dtype=np.int64)
+    n_m = max(int(mated.sum()), 1)
+    cmc = {k: int(np.count_nonzero(r <= k)) / n_m for k in ranks}
+    top_nm = np.sort(sim[~mated].max(axis=1))[::-1] if (~mated).any() else np.zeros(0)
+    mate_scores = sim_m[np.arange(sim_m.shape[0]), mate]
+    tpir: dict[float, float] = {}
+    ths: dict[float, float] = {}
+    for level in fpir_levels:
+        k = int(math.floor(level * top_nm.size))
+        th = float(top_nm[k]) if k < top_nm.size else -np.inf
+        ths[float(level)] = th
+        tpir[float(level)] = int(np.count_nonzero((r == 1) & (mate_scores > th))) / n_m
+    return {"cmc": cmc, "tpir": tpir, "thresholds": ths, "num_mated": int(mated.sum()),
+            "num_nonmated": int((~mated).sum()), "num_gallery": int(gal_sids.size)}
+
+
+def ijb_identification(
+    features: Any,
+    faceness: Any,
+    templates: Any,
+    medias: Any,
+    galleries: list[tuple[Any, Any]],
+    probes: tuple[Any, Any],
+    protocol: str = "insightface",
+    ranks: tuple[int, ...] = (1, 5, 10),
+    fpir_levels: tuple[float, ...] = (0.01, 0.1),
+    use_norm_score: bool = True,
+    use_detector_score: bool = True,
+) -> IJBIdentificationResult:
+    """IJB 1:N. ``galleries`` = [(template ids, subject ids) of G1/S1 rows, of G2/S2 rows]; ``probes`` the
+    mixed probe rows.
+
+    ``protocol="insightface"``: exactly ``ijb_1n.py`` (galleries stacked, every probe mated; rank-k from
+    ``argsort(-sim)``; TPIR at FPIR f: fraction of probes whose mated score is above the
+    ``ceil(f * n_probes)``-th largest non-mated probe-gallery score). ``protocol="nist"``: open-set per
+    gallery (see ``_nist_1n``), metrics averaged over the galleries, each gallery also reported.
+    """
+    x = image_features(features, faceness, use_norm_score, use_detector_score)
+    all_t, all_f = template_features(x, templates, medias, norm="plain")
+    p_tids, p_sids = (to_numpy(a).astype(np.int64).reshape(-1) for a in probes)
+    gals = [tuple(to_numpy(a).astype(np.int64).reshape(-1) for a in g) for g in galleries]
+    _, p_sub, p_feat = _pick_templates(all_t, all_f, p_tids, p_sids, "probes")
+    if protocol == "insightface":
+        g_tids = np.concatenate([g[0] for g in gals])
+        g_sids = np.concatenate([g[1] for g in gals])
+        _, g_sub, g_feat = _pick_templates(all_t, all_f, g_tids, g_sids, "gallery")
+        cmc, tpir, ths = _insightface_1n(p_feat, p_sub, g_feat, g_sub, tuple(ranks), tuple(fpir_levels))
+        return IJBIdentificationResult(cmc, tpir, ths, protocol, int(p_sub.size), int(g_sub.size))
+    if protocol != "nist":
+        raise ValueError(f"protocol must be 'insightface' or 'nist', got {protocol!r}")
+    per = []
+    for i, (g_tids, g_sids) in enumerate(gals):
+        _, g_sub, g_feat = _pick_templates(all_t, all_f, g_tids, g_sids, f"gallery {i + 1}")
+        per.append(_nist_1n(p_feat, p_sub, g_feat, g_sub, tuple(ranks), tuple(fpir_levels)))
+    cmc = {k: float(np.mean([g["cmc"][k] for g in per])) for k in ranks}
+    tpir = {float(f): float(np.mean([g["tpir"][float(f)] for g in per])) for f in fpir_levels}
+    ths = {float(f): float(np.mean([g["thresholds"][float(f)] for g in per])) for f in fpir_levels}
+    per_json = [
+        {
+            **{f"rank{k}": plain_float(v) for k, v in g["cmc"].items()},
+            "tpir_at_fpir": {far_key(k): plain_float(v) for k, v in g["tpir"].items()},
+            "thresholds": {far_key(k): plain_float(v) for k, v in g["thresholds"].items()},
+            "num_mated": g["num_mated"], "num_nonmated": g["num_nonmated"], "num_gallery": g["num_gallery"],
+        }
+        for g in per
+    ]
+    return IJBIdentificationResult(cmc, tpir, ths, protocol, int(p_sub.size), -1, per_json)
