@@ -1,0 +1,165 @@
+"""Model-parallel margin head: class centres split across ranks, optional Partial FC sampling.
+
+Each rank holds C/world centres (``shard_range``). Embeddings and labels are all-gathered, each rank
+computes the cosines of the whole gathered batch against its own centres, applies the shared margin
+module (rows whose class lives elsewhere get label -1, hence no margin) and the cross-entropy is
+completed across ranks (``sharded_cross_entropy``). The result is the replicated-head-plus-DDP result:
+
+* ``loss`` on rank r is the mean loss of rank r's own rows, as a full head on that rank would give;
+* ``embeddings.grad`` is the gradient of that loss (the gather's backward sums the per-shard partial
+  gradients over ranks, then multiplies by the world size to undo the averaging in the cross-entropy);
+* ``weight.grad`` is this shard's rows of the full head's gradient averaged over ranks (what DDP gives).
+
+So the backbone stays under DDP and the head must NOT be wrapped in DDP. Every rank must run forward and
+backward each step (collectives). Margins whose non-target logits depend on the row's target cosine or
+on batch statistics of target cosines (CurricularFace) are refused; AdaFace and MagFace get the gathered
+norms, so AdaFace's running norm statistics are over the global batch (like SyncBatchNorm).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.distributed import ProcessGroup
+
+from cdface.errors import ConfigError
+from cdface.heads import CurricularFaceMargin, Margin, create_margin, normalized_cosine
+
+from .comm import all_gather_rows, all_reduce, gather_rows_with_grad, rank_and_world
+from .cross_entropy import sharded_cross_entropy
+from .sampling import sample_centres
+from .sharding import num_sampled, shard_range
+from .topk import HardNegatives, distributed_hard_negatives
+
+__all__ = ["ShardedMarginHead", "ShardedHeadOutput"]
+
+
+@dataclass
+class ShardedHeadOutput:
+    """What one step of the sharded head gives this rank.
+
+    loss: scalar, mean cross-entropy of this rank's rows (+ the margin's aux loss on them).
+    losses: (B_local,) per-row cross-entropy of this rank's rows (with graph; weighting them is fine).
+    target_cosine: (B_local,) detached cos(x_i, W_{y_i}) of this rank's rows: the difficulty signal.
+    logits: (B_global, S) this shard's block of margin logits (S = sampled centres), for inspection.
+    sampled_index: (S,) shard rows used this step, or None when every row was used.
+    aux_loss: the margin's regulariser on this rank's rows (MagFace), or None.
+    """
+
+    loss: Tensor
+    losses: Tensor
+    target_cosine: Tensor
+    logits: Tensor
+    sampled_index: Tensor | None
+    aux_loss: Tensor | None = None
+
+
+class ShardedMarginHead(nn.Module):
+    """A margin head whose (num_classes, D) centres are split by rows over the ranks of ``group``."""
+
+    def __init__(
+        self,
+        embedding_size: int,
+        num_classes: int,
+        margin: Margin | str,
+        sample_rate: float = 1.0,
+        group: ProcessGroup | None = None,
+        init_std: float = 0.01,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.margin = create_margin(margin) if isinstance(margin, str) else margin
+        if isinstance(self.margin, CurricularFaceMargin):
+            raise ConfigError(
+                "curricularface cannot be sharded: its non-target logits depend on each row's target cosine "
+                "and its running t on all target cosines; use arcface/cosface/combined/adaface/magface, "
+                "or the replicated MarginHead"
+            )
+        self.group = group
+        self.rank, self.world = rank_and_world(group)
+        self.num_classes = int(num_classes)
+        self.embedding_size = int(embedding_size)
+        self.class_start, self.class_end = shard_range(self.num_classes, self.rank, self.world)
+        self.sample_rate = float(sample_rate)
+        self.num_sample = num_sampled(self.num_local, self.sample_rate)
+        self.generator = generator
+        self.weight = nn.Parameter(torch.empty(self.num_local, self.embedding_size))
+        nn.init.normal_(self.weight, std=init_std)
+
+    @property
+    def num_local(self) -> int:
+        return self.class_end - self.class_start
+
+    def load_full_weight(self, full_weight: Tensor) -> None:
+        """Copy this rank's rows of a full (num_classes, D) centre matrix into the shard."""
+        if tuple(full_weight.shape) != (self.num_classes, self.embedding_size):
+            raise ConfigError(
+                f"full weight has shape {tuple(full_weight.shape)}, "
+                f"expected ({self.num_classes}, {self.embedding_size})"
+            )
+        with torch.no_grad():
+            self.weight.copy_(full_weight[self.class_start : self.class_end])
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> ShardedHeadOutput:
+        """One step on this rank's ``embeddings`` (B_local, D) and global class ids ``labels`` (B_local,)."""
+        labels = labels.to(embeddings.device).long()
+        gathered, counts = gather_rows_with_grad(embeddings, self.group, grad_scale=float(self.world))
+        all_labels, _ = all_gather_rows(labels, self.group, counts)
+        if bool(((all_labels < 0) | (all_labels >= self.num_classes)).any()):
+            raise ValueError(f"labels must be class ids in [0, {self.num_classes})")
+        row_start, row_count = sum(counts[: self.rank]), counts[self.rank]
+
+        local = all_labels - self.class_start
+        local = torch.where((local >= 0) & (local < self.num_local), local, torch.full_like(local, -1))
+        weight, index = self.weight, None
+        if self.training and self.num_sample < self.num_local:
+            index, local = sample_centres(local, self.num_local, self.num_sample, self.generator)
+            weight = self.weight[index]
+
+        norms = gathered.float().norm(dim=1, keepdim=True) if self.margin.needs_norms else None
+        cosine = normalized_cosine(gathered, weight)
+        logits = self.margin(cosine, local, norms)
+        losses = sharded_cross_entropy(logits, local, row_start, row_count, self.group)
+        target = self._target_cosine(cosine, local)[row_start : row_start + row_count]
+        # the regulariser acts on this rank's rows only: take their norms before the gather, whose
+        # backward rescales by the world size for the cross-entropy's sake
+        aux = self.margin.aux_loss(embeddings.float().norm(dim=1, keepdim=True)) if self.margin.needs_norms else None
+        loss = losses.mean() if aux is None else losses.mean() + aux
+        return ShardedHeadOutput(loss, losses, target, logits, index, aux)
+
+    @torch.no_grad()
+    def _target_cosine(self, cosine: Tensor, local: Tensor) -> Tensor:
+        owned = local >= 0
+        mine = cosine.gather(1, local.clamp_min(0).unsqueeze(1)).squeeze(1)
+        target = torch.where(owned, mine, torch.zeros_like(mine))
+        return all_reduce(target, dist.ReduceOp.SUM, self.group)
+
+    @torch.no_grad()
+    def hard_negatives(
+        self, queries: Tensor, classes: Tensor, num_negatives: int, per_class: bool = False, all_ranks: bool = False
+    ) -> HardNegatives:
+        """The paper's hard-negative centres for this rank's selected classes, mined over all shards.
+
+        ``queries`` (K_local, D): one embedding of each selected class (see ``topk.last_row_of_class``);
+        see ``distributed_hard_negatives`` for ``per_class`` and ``all_ranks``.
+        """
+        return distributed_hard_negatives(
+            queries,
+            classes,
+            self.weight.detach(),
+            self.class_start,
+            self.num_classes,
+            num_negatives,
+            per_class=per_class,
+            group=self.group,
+            all_ranks=all_ranks,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"embedding_size={self.embedding_size}, num_classes={self.num_classes}, "
+            f"shard=[{self.class_start}, {self.class_end}) of {self.world}, sample_rate={self.sample_rate}"
+        )
