@@ -1,0 +1,41 @@
+"""Face backbones behind one registry: `create_model(name, embedding_size=512, **kw)`.
+
+Architectures: insightface's IResNet (iresnet18..200), face.evoLVe's IR / IR-SE (ir18..152, ir_se50..152,
+the paper's backbone family), insightface's MobileFaceNet, and `iresnet_tiny` (a narrow IResNet for the
+CPU quickstart and tests). Every model takes float (N, 3, H, W) RGB
+images in [-1, 1] and returns un-normalised embeddings; `model.input_cfg` states its preprocessing.
+"""
+
+from __future__ import annotations
+
+# importing an architecture module registers its models
+from cdface.models import ir, iresnet, mobilefacenet, tiny  # noqa: F401
+from cdface.models.flops import count_flops, count_parameters, model_summary
+from cdface.models.loading import (
+    infer_arch_from_state_dict,
+    infer_model_config,
+    load_state_dict_strict,
+    strip_module_prefix,
+)
+from cdface.models.registry import (
+    create_model,
+    default_input_cfg,
+    list_models,
+    register_model,
+    resolve_model_name,
+)
+
+__all__ = [
+    "create_model",
+    "list_models",
+    "register_model",
+    "resolve_model_name",
+    "default_input_cfg",
+    "model_summary",
+    "count_flops",
+    "count_parameters",
+    "load_state_dict_strict",
+    "infer_arch_from_state_dict",
+    "infer_model_config",
+    "strip_module_prefix",
+]

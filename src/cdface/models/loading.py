@@ -1,0 +1,168 @@
+"""Loading weights into registered backbones, and recognising an architecture from its state_dict.
+
+A checkpoint of another architecture must say which keys differ (not dump a 2,000-line PyTorch error),
+and `cdface eval --model x.pth` without `--arch` needs the architecture read off the key layout: block
+counts per stage from the indices in the names, SE from `res_layer.5`, widths and embedding size
+from the shapes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from cdface.errors import FormatError
+from cdface.models.ir import IR_STAGES
+from cdface.models.iresnet import IRESNET_LAYERS
+
+__all__ = [
+    "strip_module_prefix",
+    "load_state_dict_strict",
+    "infer_arch_from_state_dict",
+    "infer_model_config",
+]
+
+_SHOW = 5  # how many keys of each kind an error message lists
+_IRESNET_BY_LAYERS = {layers: name for name, layers in IRESNET_LAYERS.items()}
+_IR_BY_STAGES = {stages: depth for depth, stages in IR_STAGES.items()}
+_MBF_VARIANTS = {((1, 4, 6, 2), 2): "mobilefacenet", ((2, 8, 12, 4), 4): "mobilefacenet_large"}
+_IR_BLOCK_CONV = re.compile(r"^body\.(\d+)\.res_layer\.1\.weight$")
+_IRESNET_BLOCK = re.compile(r"^layer([1-4])\.(\d+)\.")
+_MBF_RESIDUAL = re.compile(r"^layers\.(\d+)\.layers\.(\d+)\.layers\.0\.layers\.0\.weight$")
+
+
+def strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop the leading "module." that DataParallel/DDP put on every key (only if all keys have it)."""
+    keys = list(state_dict)
+    if keys and all(k.startswith("module.") for k in keys):
+        return {k[len("module."):]: v for k, v in state_dict.items()}
+    return dict(state_dict)
+
+
+def _shape(value: Any) -> tuple[int, ...] | None:
+    return tuple(value.shape) if isinstance(value, Tensor) else None
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(items[:_SHOW])
+    return shown + (f", ... ({len(items) - _SHOW} more)" if len(items) > _SHOW else "")
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Any], source: str | Path) -> nn.Module:
+    """Load `state_dict` into `model` requiring an exact match of keys and shapes; return the model.
+
+    On any difference raise FormatError naming `source`, the first few missing keys, unexpected keys and
+    shape mismatches, and (when recognisable) the architecture the checkpoint looks like.
+    """
+    state = strip_module_prefix(state_dict)
+    non_tensors = [k for k, v in state.items() if not isinstance(v, Tensor)]
+    if non_tensors:
+        raise FormatError(source, f"key {non_tensors[0]!r}",
+                          f"a state_dict of tensors; {len(non_tensors)} value(s) are not tensors")
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or mismatched:
+        arch = getattr(model, "arch", type(model).__name__)
+        parts = [f"weights for {arch}"]
+        if missing:
+            parts.append(f"{len(missing)} missing key(s): {_listing(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s): {_listing(unexpected)}")
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatch(es): {_listing(mismatched)}")
+        guess = infer_arch_from_state_dict(state)
+        if guess is not None and guess != arch:
+            parts.append(f"the checkpoint looks like {guess}")
+        raise FormatError(source, None, "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def infer_arch_from_state_dict(state_dict: Mapping[str, Any]) -> str | None:
+    """The registry name whose layout these keys have (e.g. "iresnet100", "ir_se50"), or None."""
+    config = infer_model_config(state_dict)
+    return None if config is None else config["arch"]
+
+
+def infer_model_config(state_dict: Mapping[str, Any]) -> dict[str, Any] | None:
+    """`{"arch", "embedding_size", "model_kwargs"}` that rebuild a model matching these weights, or None.
+
+    `model_kwargs` carries what the keys reveal beyond the name (the IR family's input size and whether
+    its output BatchNorm1d is affine); pass it to `create_model(arch, embedding_size, **model_kwargs)`.
+    """
+    state = strip_module_prefix(state_dict)
+    for infer in (_infer_iresnet, _infer_ir, _infer_mobilefacenet):
+        config = infer(state)
+        if config is not None:
+            return config
+    return None
+
+
+def _infer_iresnet(state: dict[str, Any]) -> dict[str, Any] | None:
+    fc = _shape(state.get("fc.weight"))
+    if fc is None or "conv1.weight" not in state or "features.running_mean" not in state:
+        return None
+    blocks = [0, 0, 0, 0]
+    for key in state:
+        match = _IRESNET_BLOCK.match(key)
+        if match:
+            stage, index = int(match.group(1)) - 1, int(match.group(2))
+            blocks[stage] = max(blocks[stage], index + 1)
+    name = _IRESNET_BY_LAYERS.get(tuple(blocks))
+    stem = _shape(state.get("conv1.weight"))
+    if tuple(blocks) == (1, 1, 1, 1) and stem is not None and stem[0] == 16:
+        name = "iresnet_tiny"
+    if name is None:
+        return None
+    return {"arch": name, "embedding_size": fc[0], "model_kwargs": {}}
+
+
+def _infer_ir(state: dict[str, Any]) -> dict[str, Any] | None:
+    fc = _shape(state.get("output_layer.3.weight"))
+    if fc is None or "input_layer.0.weight" not in state:
+        return None
+    per_depth: dict[int, int] = {}
+    for key, value in state.items():
+        if _IR_BLOCK_CONV.match(key) and _shape(value) is not None:
+            depth = int(value.shape[0])
+            per_depth[depth] = per_depth.get(depth, 0) + 1
+    stages = tuple(per_depth.get(depth, 0) for depth in (64, 128, 256, 512))
+    num_layers = _IR_BY_STAGES.get(stages)
+    if num_layers is None:
+        return None
+    mode = "ir_se" if "body.0.res_layer.5.fc1.weight" in state else "ir"
+    spatial = round((fc[1] / 512) ** 0.5)
+    if 512 * spatial * spatial != fc[1] or spatial not in (7, 14):
+        return None
+    kwargs = {"input_size": spatial * 16, "output_affine": "output_layer.4.weight" in state}
+    return {"arch": f"{mode}{num_layers}", "embedding_size": fc[0], "model_kwargs": kwargs}
+
+
+def _infer_mobilefacenet(state: dict[str, Any]) -> dict[str, Any] | None:
+    fc = _shape(state.get("features.layers.2.weight"))
+    stem = _shape(state.get("layers.0.layers.0.weight"))
+    if fc is None or stem is None or "conv_sep.layers.0.weight" not in state:
+        return None
+    scale = stem[0] // 64
+    residual_counts: dict[int, int] = {}
+    for key in state:
+        match = _MBF_RESIDUAL.match(key)
+        if match:
+            layer, index = int(match.group(1)), int(match.group(2))
+            residual_counts[layer] = max(residual_counts.get(layer, 0), index + 1)
+    first = residual_counts.get(1, 1)  # a plain ConvBlock at layers.1 means blocks[0] == 1
+    blocks = (first, residual_counts.get(3, 0), residual_counts.get(5, 0), residual_counts.get(7, 0))
+    name = _MBF_VARIANTS.get((blocks, scale))
+    if name is None:
+        return None
+    return {"arch": name, "embedding_size": fc[0], "model_kwargs": {}}
