@@ -1,0 +1,183 @@
+"""``cdface data ...``: inspect, pack, make-bin, synthetic."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cdface.errors import FormatError
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    data = subparsers.add_parser("data", help="inspect and build datasets (RecordIO, .bin, synthetic)")
+    sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    data.set_defaults(func=lambda args: (data.print_help(), 2)[1])
+
+    p = sub.add_parser("inspect", help="summarise a .rec (or its folder), an image folder or a .bin pair file")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--check", action="store_true", help="decode every image and count corrupt ones (slow)")
+    p.set_defaults(func=_inspect)
+
+    p = sub.add_parser("pack", help="pack an image folder root/<class>/<image> into train.rec/.idx/property")
+    p.add_argument("image_folder")
+    p.add_argument("out_dir")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality for images that are not JPEG already")
+    p.set_defaults(func=_pack)
+
+    p = sub.add_parser("make-bin", help="build an insightface .bin from aligned images and an LFW pairs.txt")
+    p.add_argument("root", help="folder of root/<name>/<name>_%%04d.jpg aligned 112x112 faces")
+    p.add_argument("pairs_txt")
+    p.add_argument("out", help="output .bin")
+    p.set_defaults(func=_make_bin)
+
+    p = sub.add_parser("synthetic", help="write the synthetic face benchmark (train.rec + eval.bin)")
+    p.add_argument("out_dir")
+    p.add_argument("--identities", type=int, default=200, help="training identities")
+    p.add_argument("--images-per-id", type=int, default=12)
+    p.add_argument("--eval-identities", type=int, default=100)
+    p.add_argument("--pairs", type=int, default=600, help="eval pairs (a multiple of 20)")
+    p.add_argument("--hard-fraction", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_synthetic)
+
+
+# ---- handlers ----
+
+
+def _count_summary(labels: np.ndarray) -> dict:
+    counts = np.bincount(labels) if labels.size else np.zeros(0, np.int64)
+    return {
+        "images": int(labels.size),
+        "classes": int(counts.size),
+        "per_class": {
+            "min": int(counts.min()) if counts.size else 0,
+            "median": float(np.median(counts)) if counts.size else 0.0,
+            "max": int(counts.max()) if counts.size else 0,
+            "first": counts[:10].tolist(),
+        },
+    }
+
+
+def inspect_path(path: str | Path, check: bool = False) -> dict:
+    """Summary dict of a .bin, a RecordIO set (.rec or its folder) or an image folder."""
+    from cdface.data.datasets import ImageFolderDataset, RecordIODataset, resolve_recordio_paths
+    from cdface.data.pairs_bin import load_bin
+
+    p = Path(path)
+    if p.suffix == ".bin":
+        pairs = load_bin(p)
+        summary: dict = {
+            "kind": "bin",
+            "path": str(p),
+            "pairs": len(pairs),
+            "same": int(pairs.issame.sum()),
+            "different": int((~pairs.issame).sum()),
+            "images": len(pairs.images),
+        }
+        if check:
+            from cdface.data.decode import decode_image
+
+            bad, shapes = [], set()
+            for i, data in enumerate(pairs.images):
+                try:
+                    shapes.add(decode_image(data).shape)
+                except FormatError:
+                    bad.append(i)
+            summary.update(bad_images=bad, shapes=sorted(str(s) for s in shapes))
+        return summary
+    if p.suffix == ".rec" or (p.is_dir() and any(p.glob("*.rec"))):
+        rec, _ = resolve_recordio_paths(p)
+        dataset = RecordIODataset(rec, cache_labels=False)
+        layout = dataset.reader.layout()
+        summary = {
+            "kind": "recordio",
+            "path": str(rec),
+            "layout": "insightface" if layout.header_key is not None else "im2rec",
+            "records": len(dataset.reader),
+        }
+        prop = rec.parent / "property"
+        if prop.is_file():
+            summary["property"] = prop.read_text().strip()
+    elif p.is_dir():
+        dataset = ImageFolderDataset(p)
+        summary = {"kind": "folder", "path": str(p)}
+    else:
+        raise FormatError(p, None, "a .bin, a .rec, a folder holding train.rec, or an image folder")
+    summary.update(_count_summary(dataset.labels))
+    if check:
+        bad = []
+        for i in range(len(dataset)):
+            try:
+                dataset.load_image(i)
+            except FormatError as exc:
+                bad.append({"index": i, "error": str(exc)})
+        summary["bad_records"] = bad
+    return summary
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    summary = inspect_path(args.path, check=args.check)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, list) and len(value) > 10:
+            value = f"{len(value)}: {value[:10]} ..."
+        print(f"{key:>12}: {value}")
+    return 0
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from cdface.data.datasets import ImageFolderDataset
+    from cdface.data.decode import decode_image, encode_jpeg, is_jpeg
+    from cdface.data.recordio import write_insightface_rec
+
+    dataset = ImageFolderDataset(args.image_folder)
+    shapes: set[tuple[int, ...]] = set()
+
+    def get(i: int) -> bytes:
+        data = dataset.paths[i].read_bytes()
+        image = decode_image(data, dataset.paths[i])  # refuse corrupt files at packing time
+        shapes.add(image.shape[:2])
+        return data if is_jpeg(data) else encode_jpeg(image, args.quality)
+
+    first = decode_image(dataset.paths[0].read_bytes(), dataset.paths[0])
+    paths = write_insightface_rec(args.out_dir, dataset.labels, get, image_size=first.shape[:2])
+    print(f"packed {len(dataset)} images of {dataset.num_classes} classes into {paths['rec']}")
+    if len(shapes) > 1:
+        print(f"warning: images have several sizes {sorted(shapes)[:5]}; training expects aligned 112x112")
+    return 0
+
+
+def _make_bin(args: argparse.Namespace) -> int:
+    from cdface.data.pairs_bin import load_bin, make_bin_from_folder
+
+    out = make_bin_from_folder(args.root, args.pairs_txt, args.out)
+    pairs = load_bin(out)
+    print(f"wrote {out}: {len(pairs)} pairs ({int(pairs.issame.sum())} same)")
+    return 0
+
+
+def _synthetic(args: argparse.Namespace) -> int:
+    from cdface.data.synthetic import build_synthetic_benchmark
+
+    paths = build_synthetic_benchmark(
+        args.out_dir,
+        num_train_ids=args.identities,
+        images_per_id=args.images_per_id,
+        num_eval_ids=args.eval_identities,
+        num_pairs=args.pairs,
+        seed=args.seed,
+        hard_fraction=args.hard_fraction,
+    )
+    for name, path in paths.items():
+        print(f"{name:>9}: {path}")
+    return 0

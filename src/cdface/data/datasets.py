@@ -1,0 +1,329 @@
+"""Training datasets: RecordIO, image folder, image list, in-memory arrays.
+
+All share one contract (docs/architecture.md): an item is ``(image (3,112,112) float, label, index,
+bad_index)``; ``labels`` (int64, contiguous 0..C-1), ``num_classes`` and ``class_to_indices()`` need no
+image decoded. A corrupt image is replaced by another sample of its class (deterministic choice), logged
+once, and reported through ``bad_index`` so the trainer's ``BadSampleTracker`` can count it.
+
+An item can be requested as ``dataset[i]`` (augmentation seeded by ``(seed, dataset.epoch, i)``) or as
+``dataset[(i, epoch)]``, which stays correct with persistent DataLoader workers that never see
+``set_epoch``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from cdface.data.decode import decode_image
+from cdface.data.recordio import RecordIOReader
+from cdface.data.transforms import EvalTransform, sample_rng
+from cdface.errors import ConfigError, FormatError
+
+__all__ = [
+    "FaceDataset",
+    "ImageFolderDataset",
+    "ImageListDataset",
+    "InMemoryDataset",
+    "RecordIODataset",
+    "build_train_dataset",
+    "contiguous_labels",
+    "resolve_recordio_paths",
+]
+
+logger = logging.getLogger("cdface.data")
+
+Transform = Callable[[np.ndarray, np.random.Generator], torch.Tensor]
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+
+
+def contiguous_labels(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map arbitrary integer labels to 0..C-1 (sorted order); returns (labels int64, original class ids)."""
+    class_ids, labels = np.unique(np.asarray(raw), return_inverse=True)
+    return labels.astype(np.int64).ravel(), class_ids
+
+
+class FaceDataset(Dataset):
+    """Labels/classes, seeding and bad-sample substitution; subclasses implement ``load_image``."""
+
+    labels: np.ndarray
+    num_classes: int
+
+    def __init__(
+        self,
+        labels: np.ndarray,
+        source: object,
+        transform: Transform | None = None,
+        max_bad_fraction: float = 0.01,
+        seed: int = 0,
+    ) -> None:
+        self.labels = np.ascontiguousarray(labels, dtype=np.int64)
+        self.num_classes = int(self.labels.max()) + 1 if self.labels.size else 0
+        self.source = str(source)
+        self.transform = transform if transform is not None else EvalTransform()
+        self.max_bad_fraction = float(max_bad_fraction)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.bad_indices: set[int] = set()  # per process: DataLoader workers each keep their own
+        self._class_indices: list[np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return int(self.labels.size)
+
+    @property
+    def num_bad(self) -> int:
+        return len(self.bad_indices)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def class_to_indices(self) -> list[np.ndarray]:
+        """Sample indices of each class, ascending (no decoding)."""
+        if self._class_indices is None:
+            order = np.argsort(self.labels, kind="stable")
+            counts = np.bincount(self.labels, minlength=self.num_classes)
+            self._class_indices = np.split(order, np.cumsum(counts)[:-1])
+        return self._class_indices
+
+    def load_image(self, index: int) -> np.ndarray:
+        """Decoded (H, W, 3) uint8 RGB image; FormatError naming the file/record when it is corrupt."""
+        raise NotImplementedError
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int, int, int]:
+        index, epoch = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), self.epoch)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        used, bad = index, -1
+        try:
+            image = self.load_image(index)
+        except FormatError as exc:
+            bad = index
+            used, image = self._substitute(index, exc)
+        tensor = self.transform(image, sample_rng(self.seed, epoch, index))
+        return tensor, int(self.labels[used]), used, bad
+
+    def _substitute(self, index: int, exc: FormatError) -> tuple[int, np.ndarray]:
+        self._note_bad(index, exc)
+        members = self.class_to_indices()[self.labels[index]]
+        start = int(np.searchsorted(members, index))
+        for step in range(1, len(members)):
+            candidate = int(members[(start + step) % len(members)])
+            if candidate in self.bad_indices:
+                continue
+            try:
+                return candidate, self.load_image(candidate)
+            except FormatError as other:
+                self._note_bad(candidate, other)
+        raise FormatError(
+            self.source, f"class {self.labels[index]}", "at least one decodable image in each class"
+        ) from exc
+
+    def _note_bad(self, index: int, exc: FormatError) -> None:
+        if index in self.bad_indices:
+            return
+        self.bad_indices.add(index)
+        logger.warning("corrupt sample %d replaced by another of its class: %s", index, exc)
+        if len(self.bad_indices) > self.max_bad_fraction * len(self):
+            raise FormatError(
+                self.source,
+                None,
+                f"at most {self.max_bad_fraction:.2%} corrupt samples; this process alone found "
+                f"{len(self.bad_indices)} of {len(self)} (first: {sorted(self.bad_indices)[:10]})",
+            ) from exc
+
+
+class InMemoryDataset(FaceDataset):
+    """Decoded images held in memory: uint8 (N, H, W, 3) plus labels."""
+
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, transform: Transform | None = None, seed: int = 0
+    ) -> None:
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+            raise ValueError(f"expected uint8 images (N, H, W, 3), got {images.dtype} {images.shape}")
+        mapped, self.class_ids = contiguous_labels(labels)
+        if mapped.size != images.shape[0]:
+            raise ValueError(f"{images.shape[0]} images but {mapped.size} labels")
+        super().__init__(mapped, "<memory>", transform, seed=seed)
+        self.images = images
+
+    def load_image(self, index: int) -> np.ndarray:
+        return self.images[index]
+
+
+def resolve_recordio_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """A directory (holding train.rec/train.idx) or a .rec file -> (rec, idx)."""
+    p = Path(path)
+    if p.is_dir():
+        recs = sorted(p.glob("*.rec"))
+        rec = p / "train.rec" if (p / "train.rec").is_file() else (recs[0] if len(recs) == 1 else None)
+        if rec is None:
+            raise FormatError(p, None, "a folder holding train.rec (and train.idx) or exactly one .rec file")
+    else:
+        rec = p
+    return rec, rec.with_suffix(".idx")
+
+
+class RecordIODataset(FaceDataset):
+    """insightface RecordIO training set (MS1MV2/MS1MV3/Glint360K/WebFace) or an im2rec file.
+
+    Labels come from the record headers alone (header bytes only, vectorised), cached next to the .idx
+    as ``<idx>.labels.npz`` keyed by the sizes and mtimes of the .idx and .rec files.
+    """
+
+    _CACHE_VERSION = 1
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        transform: Transform | None = None,
+        max_bad_fraction: float = 0.01,
+        seed: int = 0,
+        cache_labels: bool = True,
+    ) -> None:
+        rec, idx = resolve_recordio_paths(path)
+        self.reader = RecordIOReader(rec, idx if idx.is_file() else None)
+        keys, raw = self._labels_from_cache(cache_labels)
+        if not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw)) or np.any(raw < 0):
+            bad = int(np.flatnonzero(~np.isfinite(raw) | (raw != np.round(raw)) | (raw < 0))[0])
+            raise FormatError(rec, f"record {keys[bad]}", f"a non-negative integer label, got {raw[bad]}")
+        labels, self.class_ids = contiguous_labels(raw.astype(np.int64))
+        self.image_keys = keys
+        super().__init__(labels, rec, transform, max_bad_fraction, seed)
+
+    def _labels_from_cache(self, use_cache: bool) -> tuple[np.ndarray, np.ndarray]:
+        reader = self.reader
+        cache = reader.idx_path.with_name(reader.idx_path.name + ".labels.npz")
+        stamp = np.array([self._CACHE_VERSION, reader.file_size, reader.rec_path.stat().st_mtime_ns, 0, 0])
+        if reader.idx_path.is_file():
+            st = reader.idx_path.stat()
+            stamp[3:] = (st.st_size, st.st_mtime_ns)
+        if use_cache and cache.is_file():
+            try:
+                with np.load(cache, allow_pickle=False) as z:
+                    if np.array_equal(z["stamp"], stamp):
+                        return z["keys"], z["labels"]
+            except (OSError, ValueError, KeyError):
+                pass  # unreadable cache: rebuild it
+        keys = reader.layout().image_keys
+        _, raw = reader.read_headers(keys)
+        if use_cache and reader.idx_path.is_file():
+            tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp.npz")
+            try:
+                np.savez(tmp, stamp=stamp, keys=keys, labels=raw)
+                os.replace(tmp, cache)
+            except OSError:
+                tmp.unlink(missing_ok=True)  # read-only data folder: no cache
+        return keys, raw
+
+    def read_bytes(self, index: int) -> bytes:
+        key = int(self.image_keys[index])
+        _, payload = self.reader.read(key)
+        return payload
+
+    def load_image(self, index: int) -> np.ndarray:
+        key = int(self.image_keys[index])
+        _, payload = self.reader.read(key)
+        return decode_image(payload, self.reader.rec_path, f"record {key}")
+
+
+class _FileListDataset(FaceDataset):
+    """Images stored as individual files."""
+
+    paths: list[Path]
+
+    def load_image(self, index: int) -> np.ndarray:
+        path = self.paths[index]
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise FormatError(path, None, f"a readable image file ({exc.strerror})") from None
+        return decode_image(data, path)
+
+
+class ImageFolderDataset(_FileListDataset):
+    """``root/<class name>/<image>``: classes are the sorted sub-folder names."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        transform: Transform | None = None,
+        max_bad_fraction: float = 0.01,
+        seed: int = 0,
+    ) -> None:
+        root_path = Path(root)
+        if not root_path.is_dir():
+            raise FormatError(root_path, None, "an image folder: root/<class>/<image files>")
+        self.class_names = sorted(d.name for d in root_path.iterdir() if d.is_dir())
+        paths: list[Path] = []
+        labels: list[int] = []
+        for label, name in enumerate(self.class_names):
+            files = sorted(
+                f for f in (root_path / name).rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()
+            )
+            paths.extend(files)
+            labels.extend([label] * len(files))
+        if not paths:
+            raise FormatError(root_path, None, f"image files ({', '.join(IMAGE_EXTENSIONS)}) in class sub-folders")
+        self.paths = paths
+        mapped, self.class_ids = contiguous_labels(np.asarray(labels))
+        self.class_names = [self.class_names[i] for i in self.class_ids]  # drop empty folders
+        super().__init__(mapped, root_path, transform, max_bad_fraction, seed)
+
+
+class ImageListDataset(_FileListDataset):
+    """A text file of ``<path> <integer label>`` lines (paths relative to ``root``, default its folder)."""
+
+    def __init__(
+        self,
+        list_file: str | os.PathLike,
+        root: str | os.PathLike | None = None,
+        transform: Transform | None = None,
+        max_bad_fraction: float = 0.01,
+        seed: int = 0,
+    ) -> None:
+        list_path = Path(list_file)
+        base = Path(root) if root is not None else list_path.parent
+        paths: list[Path] = []
+        raw: list[int] = []
+        try:
+            text = list_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise FormatError(list_path, None, f"a readable UTF-8 text file ({exc})") from None
+        for number, line in enumerate(text.splitlines(), start=1):
+            stripped = line.strip()
+            if not stripped or stripped.startswith("#"):
+                continue
+            fields = stripped.rsplit(None, 1)
+            if len(fields) != 2 or not fields[1].lstrip("-").isdigit() or fields[1].startswith("-"):
+                raise FormatError(list_path, f"line {number}", f"'<path> <label >= 0>', got {line[:100]!r}")
+            paths.append(base / fields[0])
+            raw.append(int(fields[1]))
+        if not paths:
+            raise FormatError(list_path, None, "at least one '<path> <label>' line")
+        self.paths = paths
+        mapped, self.class_ids = contiguous_labels(np.asarray(raw, dtype=np.int64))
+        super().__init__(mapped, list_path, transform, max_bad_fraction, seed)
+
+
+def build_train_dataset(
+    kind: str,
+    path: str | os.PathLike,
+    transform: Transform | None = None,
+    **kwargs: object,
+) -> FaceDataset:
+    """``kind``: "recordio" (folder or .rec), "folder" (root/<class>/<img>) or "list" ("path label")."""
+    builders: dict[str, Callable[..., FaceDataset]] = {
+        "recordio": RecordIODataset,
+        "folder": ImageFolderDataset,
+        "list": ImageListDataset,
+    }
+    if kind not in builders:
+        raise ConfigError(f"unknown dataset kind {kind!r}; expected one of {sorted(builders)}")
+    return builders[kind](path, transform=transform, **kwargs)
