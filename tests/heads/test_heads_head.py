@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cdface.errors import ConfigError
 from cdface.heads import MARGINS, HeadOutput, MarginHead, create_head, create_margin
 from cdface.heads.arcface import ArcFaceMargin
 
@@ -72,5 +73,5 @@ def test_factory_kwargs_and_errors() -> None:
     assert head.weight.std().item() > 0.2
     with pytest.raises(ValueError, match="unknown margin"):
         create_head("sphereface", 8, 4)
-    with pytest.raises(TypeError):
+    with pytest.raises(ConfigError, match=r"unknown \['margin'\] for cosface; allowed: s, m"):
         create_head("cosface", 8, 4, margin=0.3)

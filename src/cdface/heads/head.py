@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from cdface.errors import ConfigError
 
 from .adaface import AdaFaceMargin
 from .arcface import ArcFaceMargin
@@ -68,7 +71,11 @@ def create_margin(name: str, **kwargs: Any) -> Margin:
     try:
         cls = MARGINS[name.lower()]
     except KeyError:
-        raise ValueError(f"unknown margin {name!r}; choose one of {sorted(MARGINS)}") from None
+        raise ConfigError(f"unknown margin {name!r}; choose one of {sorted(MARGINS)}") from None
+    allowed = [p for p in inspect.signature(cls).parameters if p != "self"]
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ConfigError(f"head.params: unknown {unknown} for {name}; allowed: {', '.join(allowed)}")
     return cls(**kwargs)
 
 

@@ -1,0 +1,130 @@
+"""Atomic, checksummed checkpoints: a killed run never leaves a half-written file that looks valid.
+
+Write order: `<name>.pt.tmp` -> fsync -> rename to `<name>.pt`; then the sha256 sidecar `<name>.pt.sha256`
+the same way. A checkpoint counts only when its sidecar exists and matches, so a kill between the two
+renames, or a truncated file, is skipped by `resume: auto`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cdface.errors import CdfaceError, UnsafeFileError
+
+_CKPT_RE = re.compile(r"^ckpt_(\d{8})\.pt$")
+
+
+class CheckpointError(CdfaceError):
+    """A checkpoint could not be written or read."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def checkpoint_path(directory: str | Path, step: int) -> Path:
+    return Path(directory) / f"ckpt_{step:08d}.pt"
+
+
+def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int, keep: int = 3) -> Path:
+    """Write `state` atomically; on failure the previous checkpoints are untouched and the error says so."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = checkpoint_path(directory, step)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    try:
+        _write_atomic(path, payload)
+        digest = hashlib.sha256(payload).hexdigest()
+        _write_atomic(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n".encode())
+    except OSError as exc:
+        previous = latest_valid_checkpoint(directory)
+        kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+        raise CheckpointError(f"could not write checkpoint {path} ({exc.strerror or exc}); {kept}") from exc
+    _prune(directory, keep)
+    return path
+
+
+def _prune(directory: Path, keep: int) -> None:
+    if keep <= 0:
+        return
+    valid = list_checkpoints(directory)
+    for old in valid[:-keep]:
+        old.unlink(missing_ok=True)
+        old.with_name(old.name + ".sha256").unlink(missing_ok=True)
+
+
+def list_checkpoints(directory: str | Path) -> list[Path]:
+    """Checkpoints of a run, oldest first (by step), whatever their validity."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if _CKPT_RE.match(p.name)]
+    return sorted(found, key=lambda p: int(_CKPT_RE.match(p.name).group(1)))
+
+
+def is_valid(path: Path) -> bool:
+    sidecar = path.with_name(path.name + ".sha256")
+    if not path.is_file() or not sidecar.is_file():
+        return False
+    expected = sidecar.read_text().split()
+    return bool(expected) and expected[0] == _sha256(path)
+
+
+def latest_valid_checkpoint(directory: str | Path) -> Path | None:
+    for path in reversed(list_checkpoints(directory)):
+        if is_valid(path):
+            return path
+    return None
+
+
+def load_checkpoint(path: str | Path, verify: bool = True) -> dict[str, Any]:
+    """Load with `weights_only=True`: a checkpoint that needs arbitrary code is refused, not run."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    if verify and path.with_name(path.name + ".sha256").exists() and not is_valid(path):
+        raise CheckpointError(f"{path}: checksum does not match its .sha256 sidecar (truncated or corrupt)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeFileError(
+            f"{path}: refused to load: it holds objects beyond tensors and plain containers "
+            f"(torch.load weights_only=True): {exc}"
+        ) from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint: {exc}") from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(state).__name__}")
+    return state

@@ -1,0 +1,58 @@
+"""Progress a person can follow: a line every N steps, a JSONL history, TensorBoard when installed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("cdface.train")
+
+
+class MetricsLog:
+    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True) -> None:
+        self.enabled = enabled
+        self.history: list[dict[str, Any]] = []
+        self.start = time.perf_counter()
+        self._file = open(run_dir / "metrics.jsonl", "a") if enabled else None  # noqa: SIM115
+        self._tb = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:
+                self._tb = None
+
+    def log(self, record: dict[str, Any], total_steps: int | None = None) -> None:
+        if not self.enabled:
+            return
+        self.history.append(record)
+        assert self._file is not None
+        self._file.write(json.dumps(record, sort_keys=True) + "\n")
+        self._file.flush()
+        step = int(record["step"])
+        if self._tb is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self._tb.add_scalar(key, value, step)
+        if "ce_loss" in record:
+            eta = ""
+            if total_steps:
+                rate = (time.perf_counter() - self.start) / max(step, 1)
+                eta = f" eta {max(total_steps - step, 0) * rate / 60:.1f} min"
+            log.info(
+                "epoch %.2f step %d/%s ce %.4f cd %.4f lr %.5f %.1f samples/s%s",
+                record["epoch"], step, total_steps or "?", record["ce_loss"], record["cd_loss"],
+                record["lr"], record["samples_per_s"], eta,
+            )
+        else:
+            log.info("step %d %s", step, " ".join(f"{k} {v:.5f}" for k, v in record.items() if k != "step"))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        if self._tb is not None:
+            self._tb.close()

@@ -1,0 +1,39 @@
+"""Optimizer with the paper's parameter groups: no weight decay on BatchNorm parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from cdface.config import OptimConfig
+
+
+def split_decay_groups(modules: Iterable[nn.Module]) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(decay, no_decay): parameters of normalisation layers go to no_decay."""
+    decay, no_decay, seen = [], [], set()
+    for module in modules:
+        for sub in module.modules():
+            is_norm = isinstance(sub, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm))
+            for param in sub.parameters(recurse=False):
+                if not param.requires_grad or id(param) in seen:
+                    continue
+                seen.add(id(param))
+                (no_decay if is_norm else decay).append(param)
+    return decay, no_decay
+
+
+def build_optimizer(cfg: OptimConfig, modules: list[nn.Module]) -> torch.optim.Optimizer:
+    if cfg.no_decay_on_bn:
+        decay, no_decay = split_decay_groups(modules)
+        groups = [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+    else:
+        params = [p for m in modules for p in m.parameters() if p.requires_grad]
+        groups = [{"params": params, "weight_decay": cfg.weight_decay}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.AdamW(groups, lr=cfg.lr)

@@ -1,0 +1,482 @@
+"""The trainer: one `fit()` that reads top to bottom, like insightface's train_v2.py.
+
+config -> distributed init -> data -> backbone -> margin head -> optimizer/schedule -> resume -> the loop.
+The paper's method is configuration plus small collaborators (score bank, CD sampler, miners, CD loss);
+stage 1 and stage 2 are the same loop with `method: arcface` or `method: cd`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from cdface import __version__
+from cdface.config import TrainConfig, config_to_dict, dump_config
+from cdface.data.bad_samples import BadSampleTracker
+from cdface.errors import CdfaceError
+from cdface.heads import create_head, create_margin
+from cdface.losses import ClosenessDiversityLoss
+from cdface.miners.hard_negatives import hard_negative_centres
+from cdface.models import create_model
+from cdface.parallel import ShardedMarginHead, gather_full_state, load_full_state
+from cdface.train import checkpoint as ckpt
+from cdface.train.cd_sampler import CDPlan, FaceBatchSampler
+from cdface.train.data_setup import build_training_data
+from cdface.train.distributed import DistInfo, all_gather_cat, all_reduce_sum, any_rank, init_distributed
+from cdface.train.metrics_log import MetricsLog
+from cdface.train.optim import build_optimizer
+from cdface.train.schedule import lr_multiplier
+from cdface.train.score_bank import ScoreBank
+
+log = logging.getLogger("cdface.train")
+
+
+class TrainingStopped(CdfaceError):
+    """The run stopped on purpose (too many non-finite losses, too many bad images)."""
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    step: int
+    checkpoint: Path | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    backbone: torch.nn.Module | None = None
+    head: torch.nn.Module | None = None
+
+
+def _pick_device(cfg: TrainConfig, info: DistInfo | None = None) -> torch.device:
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", info.local_rank if info else 0)
+    return torch.device("cpu")
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    if cfg.precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
+    """Train according to `cfg`; returns where the run lives and its last step.
+
+    `fault_hook(step, loss)` (tests only) may return a replacement loss, e.g. NaN, to exercise recovery.
+    """
+    # ---- 1. distributed, device, determinism ------------------------------------------------------
+    device_type = "cuda" if (cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())) else "cpu"
+    info = init_distributed(device_type, cfg.dist_timeout_s)
+    device = _pick_device(cfg, info)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    torch.manual_seed(cfg.seed)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    run_dir = Path(cfg.output_dir) / cfg.name
+    ckpt_dir = run_dir / "checkpoints"
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_config(cfg))
+
+    # ---- 2. data: dataset, score bank, batch sampler (CD samples appended), loader -----------------
+    dataset, val_sets = build_training_data(cfg, info)
+    scores = ScoreBank(len(dataset), momentum=cfg.scores.momentum, seed=cfg.seed)
+    bad_samples = BadSampleTracker(max_bad_fraction=cfg.data.max_bad_fraction, source=cfg.data.path or "training data")
+    sampler = FaceBatchSampler(
+        dataset.labels,
+        dataset.class_to_indices(),
+        batch_size=cfg.batch_size,
+        rank=info.rank,
+        world_size=info.world_size,
+        seed=cfg.seed,
+        cd=cfg.cd if cfg.method == "cd" else None,
+        scores=scores.numpy,
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=cfg.data.prefetch_factor if cfg.data.num_workers > 0 else None,
+    )
+    steps_per_epoch = sampler.steps_per_epoch
+    total_steps = int(math.ceil(cfg.epochs * steps_per_epoch))
+    if cfg.max_steps > 0:
+        total_steps = min(total_steps, cfg.max_steps)
+
+    # ---- 3. backbone and margin head ------------------------------------------------------------------
+    backbone = create_model(cfg.model.arch, embedding_size=cfg.model.embedding_size, **model_options(cfg)).to(device)
+    if cfg.model.channels_last:
+        backbone = backbone.to(memory_format=torch.channels_last)
+    sharded = cfg.head.sharded
+    if sharded:  # class centres split over the ranks (Partial FC when sample_rate < 1); see cdface.parallel
+        head = ShardedMarginHead(
+            cfg.model.embedding_size,
+            dataset.num_classes,
+            create_margin(cfg.head.name, **cfg.head.params),
+            sample_rate=cfg.head.sample_rate,
+            generator=torch.Generator(device).manual_seed(cfg.seed * 1000 + info.rank),
+        ).to(device)
+    else:
+        head = create_head(cfg.head.name, cfg.model.embedding_size, dataset.num_classes, **cfg.head.params).to(device)
+    cd_loss_fn = ClosenessDiversityLoss(s=cfg.cd.s, wc=cfg.cd.wc, wd=cfg.cd.wd)
+
+    # ---- 4. optimizer, schedule, mixed precision -------------------------------------------------
+    optimizer = build_optimizer(cfg.optim, [backbone, head])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg.optim, steps_per_epoch, total_steps))
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
+
+    # ---- 5. start from stage 1 (init_from) or resume this run --------------------------------------
+    step = 0
+    resume_path = _resolve_resume(cfg, ckpt_dir)
+    if resume_path is not None:
+        state = ckpt.load_checkpoint(resume_path)
+        backbone.load_state_dict(state["backbone"])
+        scores.load_state_dict(state["scores"])
+        optimizer.load_state_dict(state["optimizer"])
+        _load_head(head, state, optimizer)
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        sampler.load_state_dict(state["sampler"])
+        bad_samples.load_state_dict(state["bad_samples"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"])
+        step = int(state["step"])
+        if info.is_main:
+            log.info("resumed from %s at step %d", resume_path, step)
+    elif cfg.init_from:
+        state = ckpt.load_checkpoint(_resolve_init(cfg.init_from))
+        backbone.load_state_dict(state["backbone"])
+        _load_head(head, state)
+        scores.load_state_dict(state["scores"])
+        if info.is_main:
+            log.info("initialised backbone, head and difficulty scores from %s", cfg.init_from)
+
+    model = backbone
+    if info.enabled:
+        device_ids = [device.index] if device.type == "cuda" else None
+        model = DistributedDataParallel(backbone, device_ids=device_ids)
+        if not sharded:  # a sharded head reduces its own gradients
+            head = DistributedDataParallel(head, device_ids=device_ids)
+    head_module = head.module if isinstance(head, DistributedDataParallel) else head
+    no_sync = model.no_sync if isinstance(model, DistributedDataParallel) else contextlib.nullcontext
+    if cfg.compile:
+        model = torch.compile(model)
+
+    def save(at_step: int) -> Path | None:
+        path = None
+        # The head is saved whole (a sharded one gathered to rank 0), so any world size can resume it.
+        head_full = gather_full_state(head_module, optimizer) if sharded else None
+        if info.is_main:
+            optimizer_state = optimizer.state_dict()
+            if sharded:
+                optimizer_state["state"].pop(_param_index(optimizer, head_module.weight), None)
+            state = {
+                "backbone": backbone.state_dict(),
+                "head": head_full["state_dict"] if sharded else head_module.state_dict(),
+                "head_sharded": head_full or {},
+                "scores": scores.state_dict(),
+                "optimizer": optimizer_state,
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "sampler": sampler.state_dict(),
+                "bad_samples": bad_samples.state_dict(),
+                "rng": {"torch": torch.get_rng_state()}
+                | ({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+                "step": at_step,
+                "epoch": at_step // steps_per_epoch,
+                "num_classes": dataset.num_classes,
+                "config": config_to_dict(cfg),
+                "cdface_version": __version__,
+            }
+            path = ckpt.save_checkpoint(state, ckpt_dir, at_step, keep=cfg.keep_checkpoints)
+            export_backbone(backbone, cfg, run_dir, dataset.num_classes, at_step)
+        if info.enabled:
+            torch.distributed.barrier()
+        return path
+
+    # ---- 6. the loop ------------------------------------------------------------------------------
+    metrics = MetricsLog(run_dir, enabled=info.is_main, tensorboard=cfg.tensorboard)
+    bad_streak, skipped = 0, 0
+    last_cd_loss = 0.0
+    last_ckpt: Path | None = resume_path
+    window_start, window_samples = time.perf_counter(), 0
+    model.train()
+    head.train()
+    while step < total_steps:
+        epoch, batch_in_epoch = divmod(step, steps_per_epoch)
+        sampler.set_epoch(epoch, batch_in_epoch)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        for images, labels, indices, bad_index in loader:
+            plan = sampler.take_plan(step)
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            if cfg.model.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            n = sampler.local_batch
+            bad_samples.update(bad_index)
+
+            # Plain margin loss on the batch.
+            with _autocast(cfg, device):
+                embeddings = model(images[:n])
+            out = head(embeddings.float(), labels[:n])
+            if sharded:
+                ce = out.loss  # distributed cross-entropy (+ aux) over this rank's rows
+            else:
+                ce = F.cross_entropy(out.logits, labels[:n])
+                if out.aux_loss is not None:
+                    ce = ce + out.aux_loss
+            if fault_hook is not None:
+                ce = fault_hook(step, ce)
+            if any_rank(not torch.isfinite(ce).item(), info, device):
+                bad_streak, skipped = bad_streak + 1, skipped + 1
+                optimizer.zero_grad(set_to_none=True)
+                log.warning("step %d: non-finite loss, step skipped (%d in a row)", step, bad_streak)
+                if bad_streak >= cfg.max_bad_steps:
+                    raise TrainingStopped(
+                        f"stopped at step {step}: {bad_streak} non-finite losses in a row; "
+                        f"last good checkpoint: {last_ckpt or 'none'}"
+                    )
+                step += 1
+                scheduler.step()
+                if step >= total_steps:
+                    break
+                continue
+
+            if plan is None:
+                scaler.scale(ce).backward()
+            else:
+                if sharded:
+                    centres = _sharded_centres(head_module, embeddings.detach(), plan, cfg, info, device)
+                else:
+                    centre_ids = _hard_negative_ids(out.cosine.detach(), labels[:n], plan, cfg, info, device)
+                    centres = head_module.weight.detach()[centre_ids]
+                with no_sync():
+                    scaler.scale(ce).backward()
+                k_local = len(plan.local_classes)
+                per_class = cfg.cd.num_easy + cfg.cd.num_hard
+                with _autocast(cfg, device):
+                    cd_embeddings = model(images[n:])
+                cd_embeddings = cd_embeddings.float().view(k_local, per_class, -1)
+                easy, hard = cd_embeddings[:, : cfg.cd.num_easy], cd_embeddings[:, cfg.cd.num_easy :]
+                cd_value = cd_loss_fn(easy, hard, centres.float())
+                scaler.scale(cd_value).backward()
+                last_cd_loss = float(cd_value.detach())
+            bad_streak = 0
+
+            if cfg.optim.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                params = [p for group in optimizer.param_groups for p in group["params"]]
+                torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+
+            # Difficulty scores: every rank applies every rank's updates, so all ranks hold one view.
+            idx_local = indices[:n].to(device)
+            if cfg.scores.sync == "gather":
+                scores.update(all_gather_cat(idx_local, info).cpu(), all_gather_cat(out.target_cosine, info).cpu())
+            else:
+                scores.update(idx_local.cpu(), out.target_cosine.cpu())
+                if info.enabled and (step + 1) % cfg.scores.average_every == 0:
+                    scores.sync()
+            step += 1
+            window_samples += cfg.batch_size
+
+            if step % cfg.log_every == 0 or step == total_steps:
+                elapsed = time.perf_counter() - window_start
+                record = {
+                    "step": step,
+                    "epoch": step / steps_per_epoch,
+                    "ce_loss": float(ce.detach()),
+                    "cd_loss": last_cd_loss,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "samples_per_s": window_samples / max(elapsed, 1e-9),
+                    "skipped_steps": skipped,
+                }
+                if cfg.precision == "fp16" and scaler.is_enabled():
+                    record["grad_scale"] = float(scaler.get_scale())
+                metrics.log(record, total_steps=total_steps)
+                window_start, window_samples = time.perf_counter(), 0
+            end_of_epoch = step % steps_per_epoch == 0
+            if cfg.verify_every and step % cfg.verify_every == 0 or (end_of_epoch and val_sets):
+                _verify(backbone, val_sets, metrics, step, info, device)
+                model.train()
+            if step % cfg.checkpoint_every == 0 or end_of_epoch or step == total_steps:
+                last_ckpt = save(step) or last_ckpt
+            if end_of_epoch:
+                report = bad_samples.end_epoch()
+                if report.bad and info.is_main:
+                    log.warning("corrupt images substituted: %s", report)
+            if step >= total_steps:
+                break
+    if step % cfg.checkpoint_every and not (step % steps_per_epoch == 0):
+        last_ckpt = save(step) or last_ckpt
+    metrics.close()
+    return FitResult(run_dir, step, last_ckpt, metrics.history, backbone=backbone, head=head_module)
+
+
+def model_options(cfg: TrainConfig) -> dict[str, Any]:
+    """Only the options a user changed, so architectures without them (mobilefacenet) still build."""
+    options: dict[str, Any] = {}
+    if cfg.model.dropout:
+        options["dropout"] = cfg.model.dropout
+    if cfg.model.fp16:
+        options["fp16"] = True
+    if cfg.model.gradient_checkpointing:
+        options["gradient_checkpointing"] = True
+    return options
+
+
+def _param_index(optimizer: torch.optim.Optimizer, param: torch.nn.Parameter) -> int:
+    """Position of `param` in the optimizer's state_dict numbering."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    return next(i for i, p in enumerate(params) if p is param)
+
+
+def _load_head(head: torch.nn.Module, state: dict[str, Any], optimizer: torch.optim.Optimizer | None = None) -> None:
+    """Load a checkpoint's full head into a replicated or a sharded head (any world size)."""
+    if not isinstance(head, ShardedMarginHead):
+        head.load_state_dict(state["head"])
+        return
+    if state.get("head_sharded"):
+        load_full_state(head, state["head_sharded"], optimizer)
+        return
+    head.load_full_weight(state["head"]["core.weight"])  # from a replicated-head run (e.g. stage 1)
+    margin_state = {k[len("margin.") :]: v for k, v in state["head"].items() if k.startswith("margin.")}
+    if margin_state:
+        head.margin.load_state_dict(margin_state)
+
+
+def _resolve_init(init_from: str) -> Path:
+    """A checkpoint file, or a run folder / checkpoints folder whose newest valid checkpoint is taken."""
+    path = Path(init_from)
+    if path.is_dir():
+        found = ckpt.latest_valid_checkpoint(path / "checkpoints") or ckpt.latest_valid_checkpoint(path)
+        if found is None:
+            raise CdfaceError(f"init_from: no valid checkpoint in {path}")
+        return found
+    return path
+
+
+def _resolve_resume(cfg: TrainConfig, ckpt_dir: Path) -> Path | None:
+    if not cfg.resume:
+        return None
+    if cfg.resume == "auto":
+        return ckpt.latest_valid_checkpoint(ckpt_dir)
+    path = Path(cfg.resume)
+    if not path.is_file():
+        raise CdfaceError(f"resume: {path} does not exist")
+    return path
+
+
+def _hard_negative_ids(
+    cosine: torch.Tensor,
+    labels: torch.Tensor,
+    plan: CDPlan,
+    cfg: TrainConfig,
+    info: DistInfo,
+    device: torch.device,
+) -> torch.Tensor:
+    """Centre ids for this rank's CD classes. Each class's logits row lives on the rank that holds the
+    class's first batch sample; that rank finds the top-NP negatives and an all-reduce shares them."""
+    num_classes = cosine.shape[1]
+    k_total = len(plan.classes)
+    num_neg = min(cfg.cd.num_negatives, num_classes - 1)
+    ids = torch.zeros((k_total, num_neg), dtype=torch.int64, device=device)
+    mine = np.flatnonzero(plan.owner_rank == info.rank)
+    if len(mine):
+        rows = torch.as_tensor(plan.owner_row[mine], device=device)
+        owned_classes = torch.as_tensor(plan.classes[mine], device=device)
+        ids[torch.as_tensor(mine, device=device)] = hard_negative_centres(
+            cosine[rows], labels[rows], owned_classes, num_negatives=num_neg, per_class=True
+        )
+    ids = all_reduce_sum(ids, info)
+    selected = torch.as_tensor(plan.classes, device=device)
+    if cfg.cd.per_class_centres:
+        lo, hi = plan.local_slice
+        return ids[lo:hi]
+    union = torch.unique(ids)
+    return union[~torch.isin(union, selected)]
+
+
+def _sharded_centres(
+    head: ShardedMarginHead, embeddings: torch.Tensor, plan: CDPlan, cfg: TrainConfig, info: DistInfo, device
+) -> torch.Tensor:
+    """CD centres mined across the shards: each class's query is the embedding of its chosen batch row."""
+    mine = np.flatnonzero(plan.owner_rank == info.rank)
+    found = head.hard_negatives(
+        embeddings[torch.as_tensor(plan.owner_row[mine], device=device)],
+        torch.as_tensor(plan.classes[mine], device=device),
+        cfg.cd.num_negatives,
+        per_class=cfg.cd.per_class_centres,
+        all_ranks=True,
+    )
+    if not cfg.cd.per_class_centres:
+        return found.centres
+    gathered_order = np.concatenate([np.flatnonzero(plan.owner_rank == r) for r in range(info.world_size)])
+    position = {int(k): i for i, k in enumerate(gathered_order)}
+    lo, hi = plan.local_slice
+    return found.centres[[position[k] for k in range(lo, hi)]]
+
+
+@torch.no_grad()
+def _verify(backbone, val_sets, metrics: MetricsLog, step: int, info: DistInfo, device: torch.device) -> None:
+    if not info.is_main or not val_sets:
+        return
+    from cdface.train.verification import verify_pair_set
+
+    backbone.eval()
+    for name, pair_set in val_sets.items():
+        result = verify_pair_set(backbone, pair_set, device=device)
+        metrics.log({"step": step, f"val/{name}/accuracy": result.accuracy, f"val/{name}/tar_at_far_1e-3": result.val})
+
+
+def export_backbone(backbone: torch.nn.Module, cfg: TrainConfig, run_dir: Path, num_classes: int, step: int) -> Path:
+    """`backbone.pt` (a plain state_dict, loadable with weights_only=True) and its model card `model.json`."""
+    path = run_dir / "backbone.pt"
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({k: v.detach().cpu() for k, v in backbone.state_dict().items()}, tmp)
+    tmp.replace(path)
+    input_cfg = dict(getattr(backbone, "input_cfg", {}) or {})
+    card = {
+        "arch": cfg.model.arch,
+        "embedding_size": cfg.model.embedding_size,
+        "model_kwargs": dict(getattr(backbone, "model_kwargs", model_options(cfg))),
+        "input_size": list(input_cfg.get("input_size", (112, 112))),
+        "mean": list(input_cfg.get("mean", (0.5, 0.5, 0.5))),
+        "std": list(input_cfg.get("std", (0.5, 0.5, 0.5))),
+        "color": input_cfg.get("color", "RGB"),
+        "training": {
+            "method": cfg.method,
+            "head": cfg.head.name,
+            "head_params": cfg.head.params,
+            "dataset": cfg.data.path,
+            "num_classes": num_classes,
+            "step": step,
+            "cdface_version": __version__,
+        },
+        "evaluation": {},
+    }
+    (run_dir / "model.json").write_text(json.dumps(card, indent=2, sort_keys=True))
+    return path
+
+
+__all__ = ["fit", "FitResult", "TrainingStopped", "export_backbone"]

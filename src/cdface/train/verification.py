@@ -1,0 +1,48 @@
+"""Periodic verification during training: a `.bin` pair set decoded once, embedded with flip fusion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from cdface.eval.verification import PairResult, evaluate_pairs
+
+
+@dataclass
+class PairImages:
+    images: np.ndarray  # (2N, H, W, 3) uint8 RGB
+    issame: np.ndarray  # (N,) bool
+
+
+def load_pair_images(path: str) -> PairImages:
+    from cdface.data.pairs_bin import decode_pairs, load_bin
+
+    pair_set = load_bin(path)
+    return PairImages(images=decode_pairs(pair_set), issame=np.asarray(pair_set.issame, dtype=bool))
+
+
+@torch.no_grad()
+def embed_with_flip(
+    backbone: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings, embeddings of the horizontally flipped images), as insightface's test() computes them."""
+    plain, flipped = [], []
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(images[start : start + batch_size]).to(device)
+        x = batch.permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5).div_(0.5)
+        plain.append(backbone(x).float().cpu())
+        flipped.append(backbone(torch.flip(x, dims=[3])).float().cpu())
+    return torch.cat(plain).numpy(), torch.cat(flipped).numpy()
+
+
+def verify_pair_set(
+    backbone: nn.Module, pairs: PairImages, device: torch.device, batch_size: int = 256
+) -> PairResult:
+    was_training = backbone.training
+    backbone.eval()
+    emb, emb_flip = embed_with_flip(backbone, pairs.images, device, batch_size)
+    backbone.train(was_training)
+    return evaluate_pairs(emb + emb_flip, pairs.issame)

@@ -1,0 +1,148 @@
+"""End-to-end training on a tiny synthetic set: both stages, resumption, fault handling."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from cdface.config import config_from_dict
+from cdface.train import checkpoint as ckpt
+from cdface.train.trainer import TrainingStopped, fit
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cfg(tmp_path: Path, face_set: dict, name: str, **overrides) -> dict:
+    values = {
+        "name": name,
+        "output_dir": str(tmp_path / "runs"),
+        "batch_size": 16,
+        "epochs": 2.0,
+        "device": "cpu",
+        "deterministic": True,
+        "tensorboard": False,
+        "log_every": 2,
+        "checkpoint_every": 1000,
+        "data": {"kind": "recordio", "path": str(face_set["rec"]), "num_workers": 0},
+        "model": {"arch": "iresnet_tiny", "embedding_size": 32},
+        "optim": {"lr": 0.05, "milestones": [1.0]},
+        "cd": {"num_classes": 2, "num_easy": 3, "num_hard": 1, "num_negatives": 4, "interval": 2},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            values[key] = {**values.get(key, {}), **value}
+        else:
+            values[key] = value
+    return values
+
+
+def _weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _assert_bitwise_equal(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs"
+
+
+@pytest.fixture(scope="module")
+def stage1(tiny_face_set, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("stage1")
+    result = fit(config_from_dict(_cfg(tmp, tiny_face_set, "stage1", epochs=1.0)))
+    return result
+
+
+def test_stage1_writes_checkpoint_backbone_and_card(stage1):
+    run = stage1.run_dir
+    assert stage1.step == 6  # 96 images / batch 16
+    state = ckpt.load_checkpoint(stage1.checkpoint)
+    assert {"backbone", "head", "scores", "optimizer", "sampler", "rng", "config", "step"} <= state.keys()
+    assert state["scores"]["scores"].shape[0] == 96
+    backbone = torch.load(run / "backbone.pt", weights_only=True)
+    assert backbone.keys() == stage1.backbone.state_dict().keys()
+    card = yaml.safe_load((run / "model.json").read_text())
+    assert card["arch"] == "iresnet_tiny" and card["color"] == "RGB" and card["mean"] == [0.5, 0.5, 0.5]
+    losses = [r["ce_loss"] for r in stage1.history if "ce_loss" in r]
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_stage2_cd_runs_from_stage1_and_changes_scores(stage1, tiny_face_set, tmp_path):
+    before = ckpt.load_checkpoint(stage1.checkpoint)["scores"]["scores"].clone()
+    cfg = _cfg(tmp_path, tiny_face_set, "cd", method="cd", init_from=str(stage1.run_dir), epochs=1.0, log_every=1)
+    result = fit(config_from_dict(cfg))
+    cd_losses = [r["cd_loss"] for r in result.history if r.get("cd_loss")]
+    assert cd_losses and all(v > 0 for v in cd_losses)
+    after = ckpt.load_checkpoint(result.checkpoint)["scores"]["scores"]
+    assert not torch.equal(before, after)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_is_bitwise_equal_to_uninterrupted(stage1, tiny_face_set, tmp_path, workers):
+    common = {"method": "cd", "init_from": str(stage1.run_dir), "data": {"num_workers": workers}}
+    straight = fit(config_from_dict(_cfg(tmp_path, tiny_face_set, "straight", **common)))
+
+    crash_at = 7
+
+    def crash(step, loss):
+        if step == crash_at:
+            raise KeyboardInterrupt("simulated crash")
+        return loss
+
+    cfg = _cfg(tmp_path, tiny_face_set, "interrupted", checkpoint_every=3, **common)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config_from_dict(cfg), fault_hook=crash)
+    resumed = fit(config_from_dict({**cfg, "resume": "auto"}))
+    assert resumed.step == straight.step == 12
+    _assert_bitwise_equal(_weights(straight.backbone), _weights(resumed.backbone))
+    _assert_bitwise_equal(_weights(straight.head), _weights(resumed.head))
+    a = ckpt.load_checkpoint(straight.checkpoint)["scores"]["scores"]
+    b = ckpt.load_checkpoint(resumed.checkpoint)["scores"]["scores"]
+    assert torch.equal(a, b)
+
+
+def test_nan_losses_are_skipped_then_stop_the_run(tiny_face_set, tmp_path):
+    def poison(step, loss):
+        return loss * float("nan") if step in (1, 4, 5, 6) else loss
+
+    cfg = _cfg(tmp_path, tiny_face_set, "nan", checkpoint_every=3, max_bad_steps=3, epochs=2.0)
+    with pytest.raises(TrainingStopped, match="stopped at step 6: 3 non-finite losses in a row") as info:
+        fit(config_from_dict(cfg), fault_hook=poison)
+    last_good = ckpt.latest_valid_checkpoint(tmp_path / "runs" / "nan" / "checkpoints")
+    assert last_good is not None and last_good.name == "ckpt_00000003.pt"
+    assert str(last_good) in str(info.value)
+    state = ckpt.load_checkpoint(last_good)
+    assert all(torch.isfinite(v).all() for v in state["backbone"].values() if v.is_floating_point())
+
+
+def test_kill_minus_nine_then_resume(stage1, tiny_face_set, tmp_path):
+    """A real SIGKILL at a random moment after the first checkpoint, then `resume: auto`."""
+    common = {"method": "cd", "init_from": str(stage1.run_dir), "epochs": 3.0}
+    straight = fit(config_from_dict(_cfg(tmp_path, tiny_face_set, "straight", **common)))
+
+    cfg = _cfg(tmp_path, tiny_face_set, "killed", checkpoint_every=2, **common)
+    config_path = tmp_path / "killed.yaml"
+    config_path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "cdface", "train", str(config_path)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt_dir = tmp_path / "runs" / "killed" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        found = ckpt.latest_valid_checkpoint(ckpt_dir)
+        if found is not None and int(found.stem.split("_")[1]) >= 4:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = fit(config_from_dict({**cfg, "resume": "auto"}))
+    assert resumed.step == straight.step == 18
+    _assert_bitwise_equal(_weights(straight.backbone), _weights(resumed.backbone))
