@@ -114,6 +114,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     verify_every: int = 0  # steps; 0 = only at epoch ends when val_targets are set
     max_bad_steps: int = 5  # consecutive NaN/inf losses before the run stops
+    dist_timeout_s: float = 1800.0  # a collective that waits longer (a rank died) fails the run
     tensorboard: bool = True
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
