@@ -1,0 +1,159 @@
+"""End-to-end evaluation: model(s) x targets -> metrics, provenance, results.json / results.md / plots.
+
+A target is a pair-set name (`lfw`, `cfp_fp`, `agedb_30`, `calfw`, `cplfw`: `<data_root>/<name>.bin`), the
+path of any `.bin`, `ijbb` / `ijbc` (`<data_root>/IJBB|IJBC`, the IJB_release layout), or `megaface`
+(`<data_root>/megaface`, see docs/evaluation.md). Scoring is delegated to `cdface.eval`; this module only
+turns images into features the way each protocol's reference does.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import cdface
+from cdface.errors import ConfigError
+from cdface.inference.embedder import FaceEmbedder
+from cdface.inference.loading import EmbeddingModel, load_embedding_model
+from cdface.inference.pairs_target import evaluate_pair_target, resolve_pair_target
+from cdface.inference.results import TargetResult, sha256_file
+
+__all__ = ["evaluate_model", "evaluate_models", "parse_targets", "IJB_TARGETS", "MEGAFACE_TARGETS"]
+
+IJB_TARGETS = {"ijbb": "IJBB", "ijbc": "IJBC"}
+MEGAFACE_TARGETS = ("megaface",)
+
+
+def parse_targets(targets: str | Sequence[str]) -> list[str]:
+    """'lfw,cfp_fp , ijbc' or a list -> ['lfw', 'cfp_fp', 'ijbc'] (order kept, duplicates dropped)."""
+    items = targets.split(",") if isinstance(targets, str) else list(targets)
+    out: list[str] = []
+    for item in (str(t).strip() for t in items):
+        if item and item not in out:
+            out.append(item)
+    if not out:
+        raise ConfigError("no evaluation targets given")
+    return out
+
+
+def evaluate_model(
+    model: str | Path | nn.Module | EmbeddingModel | FaceEmbedder,
+    targets: str | Sequence[str],
+    data_root: str | Path | None = None,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+    flip: bool = True,
+    num_workers: int = 0,
+    progress: bool = False,
+    ijb_protocols: Sequence[str] = ("11", "1n"),
+    megaface_sizes: Sequence[int] = (),
+    **load_kwargs: Any,
+) -> dict[str, TargetResult]:
+    """Evaluate one model on each target; returns {target: TargetResult} (`.metrics` is the metric dict).
+
+    `load_kwargs` go to `load_embedding_model` (arch, input_mean, input_std, bgr, embedding_size).
+    """
+    embedder = (
+        model
+        if isinstance(model, FaceEmbedder)
+        else FaceEmbedder(model, device=device, precision=precision, batch_size=batch_size, flip=flip, **load_kwargs)
+    )
+    common = {"batch_size": batch_size, "num_workers": num_workers, "progress": progress}
+    results: dict[str, TargetResult] = {}
+    for target in parse_targets(targets):
+        key = target.lower()
+        if key in IJB_TARGETS:
+            from cdface.inference.ijb_target import evaluate_ijb_target
+
+            root = _require_root(data_root, target)
+            results[target] = evaluate_ijb_target(
+                embedder, root / IJB_TARGETS[key], IJB_TARGETS[key], protocols=ijb_protocols, **common
+            )
+        elif key in MEGAFACE_TARGETS:
+            from cdface.inference.megaface_target import evaluate_megaface_target, find_megaface_root
+
+            root = find_megaface_root(_require_root(data_root, target))
+            results[target] = evaluate_megaface_target(embedder, root, sizes=megaface_sizes, **common)
+        else:
+            path = resolve_pair_target(target, data_root)
+            if path is None:
+                raise ConfigError(
+                    f"unknown target {target!r}: use a pair-set name with --data-root (lfw, cfp_fp, "
+                    "agedb_30, calfw, cplfw, or any <name>.bin there), a .bin path, ijbb, ijbc or megaface"
+                )
+            results[target] = evaluate_pair_target(embedder, target, path, **common)
+    return results
+
+
+def _require_root(data_root: str | Path | None, target: str) -> Path:
+    if data_root is None:
+        raise ConfigError(f"target {target!r} needs --data-root")
+    return Path(data_root)
+
+
+def evaluate_models(
+    models: Sequence[str | Path],
+    targets: str | Sequence[str],
+    data_root: str | Path | None,
+    out_dir: str | Path | None,
+    *,
+    plots: bool = True,
+    **options: Any,
+) -> dict[str, Any]:
+    """Evaluate several model files and write results.json, results.md and plots to `out_dir` (if given).
+
+    Returns the results.json document: {"cdface_version", "created", "environment", "protocol_options",
+    "models": [{"model", "sha256", "model_info", "results": {target: metrics}, "provenance": {...}}]}.
+    """
+    from cdface.inference import report
+
+    load_keys = ("arch", "input_mean", "input_std", "bgr", "embedding_size")
+    load_kwargs = {k: options.pop(k) for k in load_keys if options.get(k) is not None}
+    entries = []
+    per_model: list[tuple[str, dict[str, TargetResult]]] = []
+    for model_path in models:
+        loaded = load_embedding_model(
+            model_path,
+            device=options.get("device"),
+            precision=options.get("precision", "fp32"),
+            **load_kwargs,
+        )
+        results = evaluate_model(loaded, targets, data_root, **options)
+        source = loaded.source_path or Path(model_path)
+        entries.append(
+            {
+                "model": str(model_path),
+                "sha256": sha256_file(source) if Path(source).is_file() else None,
+                "model_info": loaded.describe(),
+                "results": {t: r.metrics for t, r in results.items()},
+                "provenance": {t: r.provenance for t, r in results.items()},
+            }
+        )
+        per_model.append((str(model_path), results))
+    document = {
+        "cdface_version": cdface.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "environment": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "device": str(options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")),
+        },
+        "protocol_options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items() if k != "progress"}
+        | {
+            "targets": parse_targets(targets),
+            "data_root": str(data_root) if data_root else None,
+            **load_kwargs,
+        },
+        "models": entries,
+    }
+    if out_dir is not None:
+        report.write_outputs(Path(out_dir), document, per_model, plots=plots)
+    return document

@@ -1,0 +1,169 @@
+"""Batched feature extraction: decode (and align) in DataLoader workers, embed on the device, report img/s.
+
+The datasets here yield `(index, image)` with image a uint8 HWC RGB array, or `(index, None)` plus an error
+message when a file cannot be read and the caller asked to skip such files. Extraction keeps the original
+and flipped embeddings apart so each protocol fuses them the way its reference does (pairs: sum in float64).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from cdface.errors import FormatError
+from cdface.inference.embedder import FaceEmbedder
+
+__all__ = ["EncodedImages", "ImageFiles", "Features", "extract_features"]
+
+_Item = tuple[int, np.ndarray | None, str | None]
+
+
+class EncodedImages(Dataset):
+    """Images held as encoded bytes (a .bin pair set); decoded in the worker, resized to `size` if needed."""
+
+    def __init__(self, images: Sequence[bytes], source: str, size: tuple[int, int] = (112, 112)) -> None:
+        self.images = images
+        self.source = source
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> _Item:
+        from cdface.data.decode import decode_image
+
+        image = decode_image(self.images[index], self.source, f"image {index}")
+        return index, _fit(image, self.size), None
+
+
+class ImageFiles(Dataset):
+    """Image files, optionally aligned with 5 landmarks each; `skip_errors` turns unreadable files into None.
+
+    Without landmarks the files must already be aligned crops (resized to `size` if they differ).
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        landmarks: np.ndarray | None = None,
+        size: tuple[int, int] = (112, 112),
+        skip_errors: bool = False,
+    ) -> None:
+        if landmarks is not None and len(landmarks) != len(paths):
+            raise ValueError(f"{len(landmarks)} landmark rows for {len(paths)} images")
+        self.paths = [str(p) for p in paths]
+        self.landmarks = None if landmarks is None else np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
+        self.size = size
+        self.skip_errors = skip_errors
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> _Item:
+        from cdface.data.align import align_face
+        from cdface.data.decode import decode_image
+
+        path = self.paths[index]
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+            image = decode_image(data, path)
+            if self.landmarks is not None:
+                image = align_face(image, self.landmarks[index], size=self.size[0])
+            return index, _fit(image, self.size), None
+        except (OSError, FormatError) as exc:
+            if not self.skip_errors:
+                if isinstance(exc, FormatError):
+                    raise
+                raise FormatError(path, None, f"a readable image file ({exc})") from exc
+            return index, None, f"{path}: {exc}"
+
+
+def _fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if image.shape[:2] != tuple(size):
+        from cdface.data.align import resize_bilinear
+
+        image = resize_bilinear(image, size[0], size[1])
+    return np.ascontiguousarray(image, dtype=np.uint8)
+
+
+def _collate(items: list[_Item]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    good = [(i, img) for i, img, _ in items if img is not None]
+    errors = [err for _, img, err in items if img is None and err]
+    indices = np.array([i for i, _ in good], dtype=np.int64)
+    images = np.stack([img for _, img in good]) if good else np.zeros((0, 1, 1, 3), np.uint8)
+    return indices, images, errors
+
+
+@dataclass
+class Features:
+    """Per-image features in dataset order; rows of skipped images stay zero and are listed in `failed`."""
+
+    plain: np.ndarray  # (N, D) float32, the original images
+    flipped: np.ndarray | None  # (N, D) float32, the mirrored images (None without flip)
+    failed: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return len(self.plain) / self.seconds if self.seconds > 0 else float("nan")
+
+    def fused(self) -> np.ndarray:
+        """Original + flipped (insightface's flip test), float64 like its reference; plain without flip."""
+        if self.flipped is None:
+            return self.plain.astype(np.float64)
+        return self.plain.astype(np.float64) + self.flipped.astype(np.float64)
+
+
+def extract_features(
+    embedder: FaceEmbedder,
+    dataset: Dataset,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = False,
+    desc: str = "embedding",
+) -> Features:
+    """Embed every image of `dataset` (original and, with `embedder.flip`, mirrored)."""
+    from tqdm import tqdm
+
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=embedder.model.device.type == "cuda",
+        persistent_workers=False,
+    )
+    n = len(dataset)
+    plain: np.ndarray | None = None
+    flipped: np.ndarray | None = None
+    failed: list[int] = []
+    errors: list[str] = []
+    start = time.perf_counter()
+    with tqdm(total=n, unit="img", desc=desc, disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
+        for batch_number, (indices, images, batch_errors) in enumerate(loader):
+            covered = np.arange(batch_number * batch_size, min(n, (batch_number + 1) * batch_size))
+            failed.extend(int(i) for i in np.setdiff1d(covered, indices))
+            errors.extend(batch_errors)
+            if len(indices):
+                a, b = embedder.embed_pair(torch.from_numpy(images))
+                if plain is None:
+                    plain = np.zeros((n, a.shape[1]), np.float32)
+                    flipped = np.zeros((n, a.shape[1]), np.float32) if b is not None else None
+                plain[indices] = a
+                if flipped is not None and b is not None:
+                    flipped[indices] = b
+            bar.update(len(indices) + len(batch_errors))
+    seconds = time.perf_counter() - start
+    if plain is None:
+        plain = np.zeros((n, embedder.model.embedding_size or 0), np.float32)
+    return Features(plain=plain, flipped=flipped, failed=failed, errors=errors, seconds=seconds)

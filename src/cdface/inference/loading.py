@@ -1,0 +1,371 @@
+"""Load a face model from any format into one callable: uint8 RGB images in, float32 embeddings out.
+
+Sources: an `nn.Module`; a cdface run directory (`backbone.pt` + `model.json`); a cdface checkpoint (dict with
+"backbone" and "config"); a plain backbone state_dict (`.pt`/`.pth`: insightface IResNet, the paper's IR-100;
+architecture from `arch=`, a `model.json` beside it, or inferred from its keys); an ONNX file (onnxruntime).
+Files are read with `torch.load(weights_only=True)` only: a pickle that wants to build arbitrary objects is
+refused with UnsafeFileError, never executed. The model does its own normalisation from its input config,
+so callers only ever hand over aligned uint8 crops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from cdface.errors import FormatError, UnsafeFileError
+from cdface.inference.input_config import read_model_json, resolve_input_cfg
+
+__all__ = [
+    "EmbeddingModel",
+    "TorchEmbeddingModel",
+    "OnnxEmbeddingModel",
+    "load_embedding_model",
+    "load_torch_file",
+    "build_backbone",
+    "resolve_device",
+    "PRECISIONS",
+]
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_WRAPPER_KEYS = ("backbone", "state_dict_backbone", "state_dict", "model")
+_PREFIXES = ("module.", "_orig_mod.", "backbone.")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None -> the GPU when present, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class EmbeddingModel:
+    """Common front of every loaded model: takes (N,H,W,3) uint8 RGB, returns (N,D) float32 numpy.
+
+    `input_cfg` = {"input_size": (H, W), "mean": (r,g,b), "std": (r,g,b), "color": "RGB"|"BGR"}, mean/std in
+    0..1 units and in the model's own channel order. Images of another size are resized bilinearly.
+    """
+
+    def __init__(self, input_cfg: Mapping[str, Any], device: torch.device, source_path: Path | None) -> None:
+        self.input_cfg = resolve_input_cfg(input_cfg)
+        self.device = device
+        self.source_path = source_path
+        self.embedding_size: int | None = None
+        self.arch: str | None = None
+
+    def preprocess(self, images: np.ndarray | Tensor) -> Tensor:
+        """uint8 (N,H,W,3) RGB -> float32 (N,3,h,w) on the model's device, colour-ordered and normalised."""
+        x = torch.from_numpy(_writable(images)) if isinstance(images, np.ndarray) else torch.as_tensor(images)
+        if x.ndim == 3:
+            x = x.unsqueeze(0)
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"expected images of shape (N, H, W, 3), got {tuple(x.shape)}")
+        x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        if self.input_cfg["color"] == "BGR":
+            x = x.flip(1)
+        size = tuple(self.input_cfg["input_size"])
+        if tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        mean = torch.tensor(self.input_cfg["mean"], device=x.device).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(self.input_cfg["std"], device=x.device).view(1, 3, 1, 1) * 255.0
+        return (x - mean) / std
+
+    def __call__(self, images: np.ndarray | Tensor) -> np.ndarray:
+        if len(images) == 0:
+            return np.zeros((0, self.embedding_size or 0), dtype=np.float32)
+        return self.forward_normalized(self.preprocess(images))
+
+    def forward_normalized(self, x: Tensor) -> np.ndarray:
+        """Run the network on already-normalised (N,3,H,W) float input."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance: where the model came from and how its input is prepared."""
+        return {
+            "source": str(self.source_path) if self.source_path else None,
+            "arch": self.arch,
+            "embedding_size": self.embedding_size,
+            "input_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in self.input_cfg.items()},
+        }
+
+
+def _writable(images: np.ndarray) -> np.ndarray:
+    """Contiguous and writable (torch refuses read-only memory such as memmaps or broadcast views)."""
+    images = np.ascontiguousarray(images)
+    return images if images.flags.writeable else images.copy()
+
+
+class TorchEmbeddingModel(EmbeddingModel):
+    """A PyTorch backbone. Live training modules are put in eval mode only for the call, then restored."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        input_cfg: Mapping[str, Any],
+        device: torch.device | None = None,
+        precision: str = "fp32",
+        source_path: Path | None = None,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        if device is None:
+            param = next(module.parameters(), None)
+            device = param.device if param is not None else resolve_device(None)
+        super().__init__(input_cfg, device, source_path)
+        self.module = module.to(device)
+        self.precision = precision
+        self.arch = getattr(module, "arch", None)
+
+    def forward_normalized(self, x: Tensor) -> np.ndarray:
+        with self._eval_mode(), torch.inference_mode(), self._autocast():
+            out = self.module(x)
+        if isinstance(out, (tuple, list)):
+            out = out[0]  # some backbones return (embedding, norm)
+        out = out.float().cpu().numpy()
+        self.embedding_size = out.shape[1]
+        return out
+
+    @contextlib.contextmanager
+    def _eval_mode(self) -> Iterator[None]:
+        was_training = self.module.training
+        self.module.eval()
+        try:
+            yield
+        finally:
+            self.module.train(was_training)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision])
+
+
+class OnnxEmbeddingModel(EmbeddingModel):
+    """An ONNX model under onnxruntime; input name, layout, size and a fixed batch are read from the graph."""
+
+    def __init__(self, path: Path, input_cfg: Mapping[str, Any], device: torch.device) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("ONNX models need onnxruntime: pip install 'cdface[onnx]'") from exc
+        providers = ["CPUExecutionProvider"]
+        if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(path), providers=providers)
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
+            raise FormatError(path, None, f"a valid ONNX model ({exc})") from exc
+        graph_input = self.session.get_inputs()[0]
+        self.input_name = graph_input.name
+        shape = list(graph_input.shape)
+        if len(shape) != 4:
+            raise FormatError(path, f"input {graph_input.name!r}", f"a 4-D image input, got shape {shape}")
+        self.channels_last = shape[1] != 3 and shape[3] == 3
+        hw = shape[1:3] if self.channels_last else shape[2:4]
+        self.fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+        self.input_dtype = np.float16 if graph_input.type == "tensor(float16)" else np.float32
+        graph_size = tuple(hw) if all(isinstance(v, int) and v > 0 for v in hw) else None
+        cfg = dict(input_cfg)
+        if graph_size is not None:
+            cfg["input_size"] = graph_size
+        super().__init__(cfg, torch.device("cpu"), path)
+        out_shape = self.session.get_outputs()[0].shape
+        self.embedding_size = out_shape[-1] if isinstance(out_shape[-1], int) else None
+
+    def forward_normalized(self, x: Tensor) -> np.ndarray:
+        if self.channels_last:
+            x = x.permute(0, 2, 3, 1)
+        arr = x.contiguous().cpu().numpy().astype(self.input_dtype, copy=False)
+        step = self.fixed_batch or len(arr)
+        outs = []
+        for start in range(0, len(arr), step):
+            chunk = arr[start : start + step]
+            n = len(chunk)
+            if n < step:  # a fixed-batch graph: pad the last chunk, drop the padding's outputs
+                chunk = np.concatenate([chunk, np.zeros((step - n, *chunk.shape[1:]), chunk.dtype)])
+            out = self.session.run(None, {self.input_name: chunk})[0]
+            outs.append(np.asarray(out, dtype=np.float32).reshape(step, -1)[:n])
+        return np.concatenate(outs)
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def load_torch_file(path: str | Path) -> Any:
+    """`torch.load(weights_only=True)` code-carrying pickles -> UnsafeFileError, junk -> FormatError."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsafeFileError(
+            f"{path}: refused to load: the file is a pickle that asks to build Python objects beyond tensors "
+            f"and plain containers ({reason}). Only weights are loaded (torch.load weights_only=True); "
+            "re-save it as a state_dict: torch.save(model.state_dict(), path)"
+        ) from exc
+    except Exception as exc:  # a malformed pickle/zip raises anything from EOFError to IndexError
+        raise FormatError(path, None, f"a PyTorch state_dict or checkpoint readable by torch.load ({exc})") from exc
+
+
+def load_embedding_model(
+    path_or_module: str | Path | nn.Module | EmbeddingModel,
+    arch: str | None = None,
+    device: str | torch.device | None = None,
+    input_mean: tuple[float, float, float] | None = None,
+    input_std: tuple[float, float, float] | None = None,
+    bgr: bool | None = None,
+    embedding_size: int | None = None,
+    precision: str = "fp32",
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> EmbeddingModel:
+    """Load any supported model source into an EmbeddingModel (see the module docstring for the sources).
+
+    `input_mean`/`input_std` (0..1 units) and `bgr` override the input config found with the model;
+    `device=None` picks the GPU when present.
+    """
+    overrides = {"mean": input_mean, "std": input_std, "bgr": bgr}
+    if isinstance(path_or_module, EmbeddingModel):
+        return path_or_module
+    if isinstance(path_or_module, nn.Module):
+        cfg = resolve_input_cfg(getattr(path_or_module, "input_cfg", None), **overrides)
+        dev = None if device is None else torch.device(device)
+        return TorchEmbeddingModel(path_or_module, cfg, dev, precision)
+    path = Path(path_or_module)
+    dev = resolve_device(device)
+    if path.is_dir():
+        path = _model_file_in_dir(path)
+    if not path.is_file():
+        raise FormatError(path, None, "a model file or run directory (not found)")
+    meta = _find_model_json(path)
+    if path.suffix.lower() == ".onnx":
+        model = OnnxEmbeddingModel(path, resolve_input_cfg(meta, **overrides), dev)
+        model.arch = meta.get("arch") if meta else None
+        return model
+    module = build_backbone(load_torch_file(path), path, arch, embedding_size, meta, model_kwargs)
+    cfg = resolve_input_cfg(getattr(module, "input_cfg", None), meta, **overrides)
+    module.eval()
+    return TorchEmbeddingModel(module, cfg, dev, precision, source_path=path)
+
+
+def build_backbone(
+    obj: Any,
+    source: Path,
+    arch: str | None = None,
+    embedding_size: int | None = None,
+    meta: Mapping[str, Any] | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """Turn a loaded checkpoint / state_dict into a backbone with its weights loaded strictly."""
+    from cdface.models import create_model, infer_model_config, load_state_dict_strict, resolve_model_name
+
+    state_dict, config = _unwrap(obj, source)
+    spec = _spec_from_config(config)
+    spec.update({k: v for k, v in (meta or {}).items() if k in ("arch", "embedding_size", "model_kwargs")})
+    inferred = infer_model_config(state_dict) or {}
+    if not (arch or spec.get("arch")):
+        spec.update(inferred)
+    name = arch or spec.get("arch")
+    if not name:
+        raise FormatError(source, None, "a state_dict of a known architecture: pass --arch NAME (see cdface models)")
+    kwargs = dict(model_kwargs if model_kwargs is not None else spec.get("model_kwargs") or {})
+    size = embedding_size or spec.get("embedding_size")
+    if inferred.get("arch") == resolve_model_name(name):  # keys agree with the name: trust their shapes
+        size = size or inferred.get("embedding_size")
+        kwargs = kwargs or dict(inferred.get("model_kwargs") or {})
+    size = size or _infer_embedding_size(name, state_dict, kwargs)
+    module = create_model(name, embedding_size=int(size), **kwargs)
+    load_state_dict_strict(module, state_dict, str(source))
+    return module
+
+
+def _unwrap(obj: Any, source: Path) -> tuple[dict[str, Tensor], Mapping[str, Any]]:
+    """Find the backbone's state_dict inside a checkpoint; strip DataParallel/compile prefixes."""
+    config: Mapping[str, Any] = {}
+    if isinstance(obj, Mapping):
+        if isinstance(obj.get("config"), Mapping):
+            config = obj["config"]
+        for key in _WRAPPER_KEYS:
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if (
+        not isinstance(obj, Mapping)
+        or not obj
+        or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
+    ):
+        raise FormatError(
+            source,
+            None,
+            "a backbone state_dict (name -> tensor) or a checkpoint with a 'backbone' state_dict",
+        )
+    state = dict(obj)
+    for prefix in _PREFIXES:
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state, config
+
+
+def _spec_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Architecture, embedding size and kwargs from a training config (a plain dict)."""
+    spec: dict[str, Any] = {}
+    model = config.get("model")
+    section = model if isinstance(model, Mapping) else config
+    for key in ("arch", "name", "backbone", "network"):
+        if isinstance(section.get(key), str):
+            spec["arch"] = section[key]
+            break
+    if isinstance(model, str):
+        spec["arch"] = model
+    for source in (section, config):
+        if isinstance(source.get("embedding_size"), int):
+            spec["embedding_size"] = source["embedding_size"]
+            break
+    for key in ("model_kwargs", "kwargs"):
+        if isinstance(section.get(key), Mapping):
+            spec["model_kwargs"] = dict(section[key])
+    return spec
+
+
+def _infer_embedding_size(name: str, state_dict: Mapping[str, Tensor], kwargs: Mapping[str, Any]) -> int:
+    """Build the architecture twice on the meta device with two sizes; read the size off the differing key."""
+    from cdface.models import create_model
+
+    with torch.device("meta"):
+        a = create_model(name, embedding_size=512, **kwargs).state_dict()
+        b = create_model(name, embedding_size=257, **kwargs).state_dict()
+    for key, tensor in a.items():
+        if key in state_dict and tensor.shape != b[key].shape:
+            for dim, (x, y) in enumerate(zip(tensor.shape, b[key].shape)):
+                if x == 512 and y == 257 and dim < state_dict[key].ndim:
+                    return int(state_dict[key].shape[dim])
+    return 512
+
+
+def _model_file_in_dir(directory: Path) -> Path:
+    """A run directory: backbone.pt, else model.onnx, else the newest checkpoint."""
+    for name in ("backbone.pt", "backbone.pth", "model.onnx"):
+        if (directory / name).is_file():
+            return directory / name
+    checkpoints = sorted((directory / "checkpoints").glob("ckpt_*.pt")) or sorted(directory.glob("ckpt_*.pt"))
+    if checkpoints:
+        return checkpoints[-1]
+    raise FormatError(directory, None, "a run directory with backbone.pt, model.onnx or checkpoints/ckpt_*.pt")
+
+
+def _find_model_json(path: Path) -> dict[str, Any]:
+    """`<stem>.json` or `model.json` beside the file, or in the run directory above `checkpoints/`."""
+    candidates = [path.with_suffix(".json"), path.parent / "model.json"]
+    if path.parent.name == "checkpoints":
+        candidates.append(path.parent.parent / "model.json")
+    for candidate in candidates:
+        if candidate.is_file() and candidate != path:
+            return read_model_json(candidate)
+    return {}

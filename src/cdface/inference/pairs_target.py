@@ -1,0 +1,112 @@
+"""Pair-set verification targets (LFW, CFP-FP, AgeDB-30, CALFW, CPLFW, or any `.bin`), end to end.
+
+The protocol is insightface's: each image and its mirror are embedded, summed in float64, L2-normalised,
+and scored by 10-fold accuracy over thresholds 0..4 step 0.01 on the squared distance
+(`cdface.eval.verification.evaluate_pairs`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from cdface.errors import FormatError
+from cdface.inference.embedder import FaceEmbedder
+from cdface.inference.extract import EncodedImages, extract_features
+from cdface.inference.loading import EmbeddingModel
+from cdface.inference.results import TargetResult, sha256_file
+
+__all__ = ["PAIR_TARGETS", "resolve_pair_target", "verify_pairs", "evaluate_pair_target"]
+
+PAIR_TARGETS = ("lfw", "cfp_fp", "cfp_ff", "agedb_30", "calfw", "cplfw", "vgg2_fp")
+
+
+def resolve_pair_target(target: str, data_root: str | Path | None) -> Path | None:
+    """`<data_root>/<name>.bin` for a known name or any `<data_root>/<target>.bin`; a `.bin` path as given."""
+    if target.lower().endswith(".bin"):
+        return Path(target)
+    if data_root is not None:
+        candidate = Path(data_root) / f"{target}.bin"
+        if candidate.is_file() or target.lower() in PAIR_TARGETS:
+            return candidate
+    return None
+
+
+def _as_embedder(model: Any, batch_size: int, flip: bool, device: Any) -> FaceEmbedder:
+    if isinstance(model, FaceEmbedder):
+        return model
+    if isinstance(model, (nn.Module, EmbeddingModel, str, Path)):
+        return FaceEmbedder(model, device=device, batch_size=batch_size, flip=flip)
+    raise TypeError(f"expected an nn.Module, EmbeddingModel, FaceEmbedder or path, got {type(model).__name__}")
+
+
+def verify_pairs(
+    model_or_embedder: nn.Module | EmbeddingModel | FaceEmbedder | str | Path,
+    pairs: Any,
+    batch_size: int = 64,
+    nfolds: int = 10,
+    flip: bool = True,
+    device: Any = None,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> Any:
+    """PairResult of a model on a pair set (a `.bin` path or a loaded `PairSet`); usable on a live module.
+
+    A live training module is switched to eval mode for the pass and restored afterwards.
+    """
+    return _run_pairs(model_or_embedder, pairs, batch_size, nfolds, flip, device, num_workers, progress)[0]
+
+
+def _run_pairs(
+    model: Any,
+    pairs: Any,
+    batch_size: int,
+    nfolds: int,
+    flip: bool,
+    device: Any,
+    num_workers: int,
+    progress: bool,
+    desc: str = "pairs",
+) -> tuple[Any, Any]:
+    from cdface.data.pairs_bin import load_bin
+    from cdface.eval.verification import evaluate_pairs
+
+    embedder = _as_embedder(model, batch_size, flip, device)
+    pair_set = load_bin(pairs) if isinstance(pairs, (str, Path)) else pairs
+    size = tuple(embedder.input_cfg["input_size"])
+    dataset = EncodedImages(pair_set.images, str(getattr(pair_set, "path", "<memory>")), size)
+    feats = extract_features(embedder, dataset, batch_size, num_workers, progress, desc=desc)
+    return evaluate_pairs(feats.fused(), pair_set.issame, nfolds=nfolds), feats
+
+
+def evaluate_pair_target(
+    embedder: FaceEmbedder,
+    target: str,
+    path: Path,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = False,
+    nfolds: int = 10,
+) -> TargetResult:
+    """Run one pair set and package its metrics with provenance (file sha256, protocol, speed)."""
+    if not path.is_file():
+        raise FormatError(path, None, f"the pair set of target {target!r} (file not found)")
+    result, feats = _run_pairs(
+        embedder, path, batch_size, nfolds, embedder.flip, None, num_workers, progress, desc=Path(target).stem
+    )
+    provenance = {
+        "files": {str(path): sha256_file(path)},
+        "protocol": {
+            "name": "insightface pair verification",
+            "nfolds": nfolds,
+            "thresholds": "0..4 step 0.01 on squared L2 distance",
+            "flip": embedder.flip,
+        },
+        "num_images": len(feats.plain),
+        "seconds": round(feats.seconds, 3),
+        "images_per_second": round(feats.images_per_second, 1),
+    }
+    curves = {"roc": {"fpr": result.fpr.tolist(), "tpr": result.tpr.tolist()}}
+    return TargetResult(target, "pairs", result.to_dict(), provenance, curves)

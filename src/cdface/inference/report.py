@@ -1,0 +1,193 @@
+"""Write an evaluation's outputs: results.json (everything), results.md (a paper-style table), plots.
+
+results.md has one row per model and one column per headline metric, in percent like the papers' tables:
+pair sets -> accuracy; IJB -> TAR at FAR 1e-5 / 1e-4 and rank-1; MegaFace -> rank-1 identification at 1M
+distractors and TAR at FAR 1e-6. Plots use matplotlib's Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from cdface.inference.results import TargetResult
+
+__all__ = ["write_outputs", "headline", "to_json_safe", "markdown_table"]
+
+
+def to_json_safe(value: Any) -> Any:
+    """Plain JSON types; NaN/inf become null (strict JSON has no NaN)."""
+    if isinstance(value, Mapping):
+        return {str(k): to_json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json_safe(v) for v in value]
+    if hasattr(value, "tolist"):
+        return to_json_safe(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _pct(value: Any) -> str:
+    return f"{100.0 * float(value):.2f}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
+
+
+def _far_label(far: float) -> str:
+    return f"1e{int(round(math.log10(far)))}" if far > 0 else str(far)
+
+
+def headline(result: TargetResult) -> dict[str, str]:
+    """The columns one target contributes to results.md, formatted (percent, 2 decimals)."""
+    m, name = result.metrics, result.target
+    if result.kind == "pairs":
+        return {f"{Path(name).stem} acc": _pct(m.get("accuracy"))}
+    if result.kind == "ijb":
+        cols: dict[str, str] = {}
+        tar = {float(k): v for k, v in ((m.get("verification") or {}).get("tar_at_far") or {}).items()}
+        for far in (1e-5, 1e-4):
+            if far in tar:
+                cols[f"{name} TAR@{_far_label(far)}"] = _pct(tar[far])
+        ident = m.get("identification") or {}
+        if ident.get("rank1") is not None:
+            cols[f"{name} rank-1"] = _pct(ident["rank1"])
+        return cols
+    if result.kind == "megaface":
+        tar = {float(k): v for k, v in (m.get("tar_at_far") or {}).items()}
+        return {f"{name} rank-1": _pct(m.get("rank1")), f"{name} TAR@1e-6": _pct(tar.get(1e-6))}
+    return {}
+
+
+def markdown_table(rows: Sequence[tuple[str, Mapping[str, str]]]) -> str:
+    """One row per model, one column per headline metric (columns in first-seen order)."""
+    columns: list[str] = []
+    for _, cols in rows:
+        columns.extend(c for c in cols if c not in columns)
+    lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for model, cols in rows:
+        lines.append(f"| {model} | " + " | ".join(cols.get(c, "-") for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(
+    out_dir: Path,
+    document: Mapping[str, Any],
+    per_model: Sequence[tuple[str, Mapping[str, TargetResult]]],
+    plots: bool = True,
+) -> list[Path]:
+    """Write results.json, results.md and the plots; returns the paths written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [out_dir / "results.json", out_dir / "results.md"]
+    written[0].write_text(json.dumps(to_json_safe(document), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    rows = []
+    for model, results in per_model:
+        cols: dict[str, str] = {}
+        for result in results.values():
+            cols.update(headline(result))
+        rows.append((Path(model).name or model, cols))
+    header = (
+        f"# Evaluation results\n\ncdface {document.get('cdface_version')}, {document.get('created')}. "
+        "Numbers in percent; full metrics and provenance in results.json.\n\n"
+    )
+    written[1].write_text(header + markdown_table(rows), encoding="utf-8")
+    if plots:
+        written.extend(_plots(out_dir, per_model))
+    return written
+
+
+def _plots(out_dir: Path, per_model: Sequence[tuple[str, Mapping[str, TargetResult]]]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    by_target: dict[str, list[tuple[str, TargetResult]]] = {}
+    for model, results in per_model:
+        for target, result in results.items():
+            by_target.setdefault(target, []).append((Path(model).name or model, result))
+    written = []
+    for target, items in by_target.items():
+        kind = items[0][1].kind
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in Path(target).stem)
+        if kind == "ijb":
+            written.append(
+                _plot_curve(
+                    plt,
+                    out_dir / f"roc_{safe}.png",
+                    items,
+                    "roc",
+                    "fpr",
+                    "tpr",
+                    "False accept rate",
+                    "True accept rate",
+                    f"{target} 1:1 ROC",
+                    logx=True,
+                )
+            )
+        elif kind == "megaface":
+            written.append(
+                _plot_curve(
+                    plt,
+                    out_dir / f"cmc_{safe}.png",
+                    items,
+                    "cmc",
+                    "rank",
+                    "rate",
+                    "Rank",
+                    "Identification rate",
+                    f"{target} CMC",
+                    logx=True,
+                )
+            )
+            written.append(
+                _plot_curve(
+                    plt,
+                    out_dir / f"distractors_{safe}.png",
+                    items,
+                    "distractors",
+                    "size",
+                    "rank1",
+                    "Number of distractors",
+                    "Rank-1 identification rate",
+                    f"{target} rank-1 vs distractors",
+                    logx=True,
+                )
+            )
+    return [p for p in written if p is not None]
+
+
+def _plot_curve(
+    plt: Any,
+    path: Path,
+    items: Sequence[tuple[str, TargetResult]],
+    key: str,
+    xk: str,
+    yk: str,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    logx: bool,
+) -> Path | None:
+    curves = [(name, r.curves.get(key)) for name, r in items if r.curves.get(key)]
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
+    for name, curve in curves:
+        xs, ys = list(curve[xk]), list(curve[yk])
+        if logx:
+            keep = [i for i, x in enumerate(xs) if x > 0]
+            xs, ys = [xs[i] for i in keep], [ys[i] for i in keep]
+        ax.plot(xs, ys, label=name, linewidth=1.5)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
