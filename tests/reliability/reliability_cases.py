@@ -1,0 +1,853 @@
+"""The reliability case tables: hostile files, malformed inputs and fuzz budgets, in one place.
+
+The tests in this folder run these tables; ``scripts/gen_robustness_doc.py`` imports them to write
+``docs/robustness.md``. Builders import cdface lazily, so importing this module stays cheap.
+
+A *malformed* case builds one bad input in a temporary folder and returns the call that must fail: the
+call must raise ``raises`` (a cdface exception name) with a message matching every regex in ``fragments``
+(the file name, the record/line, what was expected). A *hostile* case writes a file carrying a payload
+that, if the file were unpickled/YAML-loaded without restriction, would create a marker file; the
+reader must refuse it with a cdface error and the marker must never appear.
+
+``gap`` marks a case whose guarantee is not in the code yet: its test is ``xfail(strict=True)`` so it
+flips to a failure (a reminder to drop the mark) the moment the code is fixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import struct
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+Call = Callable[[], object]
+
+# ------------------------------------------------------------------------------------------- fuzz budgets
+
+# Inputs tried per parser by tests/reliability/test_reliability_fuzz.py (hypothesis max_examples,
+# derandomised: the same inputs on every run).
+FUZZ_EXAMPLES: dict[str, int] = {
+    "ijb_meta.read_template_media_list": 120,
+    "ijb_meta.read_template_pair_list": 120,
+    "ijb_meta.read_name_5pts_score": 120,
+    "ijb_meta.read_template_subject_csv": 120,
+    "ijb_meta.load_ijb_meta + load_ijb_1n_meta": 80,
+    "megaface_io.read_opencv_matrix / read_feature_files": 150,
+    "megaface_io.read_feature_list_json": 100,
+    "megaface_io.read_noise_list": 60,
+    "config.load_config (YAML text)": 120,
+    "config.parse_overrides + load_config (overrides)": 150,
+}
+FUZZ_SECONDS_PER_INPUT = 5.0  # an input that takes longer counts as a hang and fails the test
+# parser -> {exception type name: malformed case id documenting the gap}. These exceptions are documented
+# gaps (xfail cases below), tolerated by the fuzz tests only while the gap is open.
+FUZZ_KNOWN_GAPS: dict[str, dict[str, str]] = {
+    "megaface_io.read_feature_list_json": {"UnicodeDecodeError": "noise-list-encoding"},
+    "megaface_io.read_noise_list": {"UnicodeDecodeError": "noise-list-encoding"},
+    "megaface_io.read_opencv_matrix / read_feature_files": {"ValueError": "feature-dims-disagree"},
+    "config.load_config (YAML text)": {"UnicodeDecodeError": "config-not-utf8"},
+}
+
+# Parsers fuzzed elsewhere (not duplicated here): (parser, test file, test function). The doc reads their
+# max_examples from the test files themselves.
+FUZZ_ELSEWHERE: list[tuple[str, str, str]] = [
+    ("recordio.RecordIOReader (corrupted/truncated .rec)", "tests/data/test_data_recordio.py",
+     "test_fuzz_corrupted_rec_raises_only_project_errors"),
+    ("pairs_bin.loads_bin (corrupted .bin)", "tests/data/test_data_pairs_bin.py",
+     "test_fuzz_corrupted_bin_raises_only_project_errors"),
+    ("pairs_bin.loads_bin (random pickle bytes)", "tests/data/test_data_pairs_bin.py", "test_fuzz_random_bytes"),
+]
+
+# Evaluation integrity: where bit-identical repeat scoring is checked.
+DETERMINISM_TESTS: list[tuple[str, str]] = [
+    ("tests/eval/test_eval_pairs.py", "test_cli_pairs_json_contract"),
+    ("tests/reliability/test_reliability_determinism.py",
+     "test_score_pairs_json_is_bit_identical_across_processes"),
+]
+KILL_TESTS_FILE = "tests/train/test_train_fit.py"
+
+
+# ------------------------------------------------------------------------------------------- hostile files
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A pickle that, when unpickled without restriction, creates ``marker``.
+
+    ``obj`` is a picklable object embedded in a container (None: only the standalone pickle exists);
+    ``raw`` is a standalone pickle; ``yaml`` the same intent as a PyYAML python tag.
+    """
+
+    kind: str
+    obj: Any
+    raw: bytes
+    yaml: str
+
+
+class _Reduce:
+    def __init__(self, func: Callable[..., Any], args: tuple) -> None:
+        self.func, self.args = func, args
+
+    def __reduce__(self) -> tuple:
+        return self.func, self.args
+
+
+def make_payload(kind: str, marker: Path) -> Payload:
+    m = str(marker)
+    if kind == "os.system":
+        obj = _Reduce(os.system, (f"touch '{m}'",))
+        return Payload(kind, obj, pickle.dumps(obj, protocol=2), f"!!python/object/apply:os.system [\"touch '{m}'\"]")
+    if kind == "subprocess.call":
+        obj = _Reduce(subprocess.call, (["touch", m],))
+        return Payload(kind, obj, pickle.dumps(obj, protocol=4),
+                       f"!!python/object/apply:subprocess.call [[touch, '{m}']]")
+    if kind == "builtins.getattr(__import__)":
+        # getattr(__import__('os'), 'system')('touch marker'), hand-written at protocol 0
+        raw = (b"cbuiltins\ngetattr\n(cbuiltins\n__import__\n(S'os'\ntRS'system'\ntR(S'touch "
+               + m.encode() + b"'\ntR.")
+        return Payload(kind, None, raw, f"!!python/object/apply:builtins.open ['{m}', w]")
+    raise ValueError(kind)
+
+
+PAYLOAD_KINDS = ("os.system", "subprocess.call", "builtins.getattr(__import__)")
+
+
+def _torch_file(path: Path, payload: Payload, wrap: Callable[[Any], Any]) -> None:
+    """torch.save(wrap(payload)) (zip format) or, for a standalone payload, the raw (legacy) pickle."""
+    if payload.obj is None:
+        path.write_bytes(payload.raw)
+        return
+    import torch
+
+    torch.save(wrap(payload.obj), path)
+
+
+def _sidecar(path: Path) -> None:
+    """A matching sha256 sidecar: an attacker who writes the checkpoint can write its checksum too."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    path.with_name(path.name + ".sha256").write_text(f"{digest}  {path.name}\n")
+
+
+def _h_bin(tmp: Path, payload: Payload) -> Call:
+    from cdface.data.pairs_bin import load_bin
+
+    path = tmp / "evil_lfw.bin"
+    if payload.obj is None:
+        path.write_bytes(payload.raw)
+    else:
+        path.write_bytes(pickle.dumps(([b"a", payload.obj], [True]), protocol=2))
+    return lambda: load_bin(path)
+
+
+def _h_checkpoint(tmp: Path, payload: Payload) -> Call:
+    import torch
+
+    from cdface.train.checkpoint import load_checkpoint
+
+    path = tmp / "ckpt_00000002.pt"
+    _torch_file(path, payload, lambda o: {"backbone": {"w": torch.zeros(1)}, "step": 2, "trap": o})
+    _sidecar(path)
+    return lambda: load_checkpoint(path)
+
+
+def _h_backbone(tmp: Path, payload: Payload) -> Call:
+    import torch
+
+    from cdface.inference.loading import load_embedding_model
+
+    path = tmp / "evil_backbone.pth"
+    _torch_file(path, payload, lambda o: {"conv1.weight": torch.zeros(1), "trap": o})
+    return lambda: load_embedding_model(path, device="cpu")
+
+
+def _h_scores(tmp: Path, payload: Payload) -> Call:
+    import torch
+
+    from cdface.train.checkpoint import latest_valid_checkpoint, load_checkpoint
+
+    ckpt_dir = tmp / "stage1" / "checkpoints"
+    ckpt_dir.mkdir(parents=True)
+    path = ckpt_dir / "ckpt_00000007.pt"
+    _torch_file(path, payload, lambda o: {"backbone": {"w": torch.zeros(1)}, "scores": {"scores": o}})
+    _sidecar(path)
+    # what fit() does for init_from=<run dir> / resume: auto
+    return lambda: load_checkpoint(latest_valid_checkpoint(ckpt_dir))
+
+
+def _h_sharded_head(tmp: Path, payload: Payload) -> Call:
+    from cdface.parallel.checkpoint import FORMAT, read_full_state
+
+    path = tmp / "head_full.pt"
+    _torch_file(path, payload, lambda o: {"format": FORMAT, "state_dict": {"core.weight": o}})
+    return lambda: read_full_state(path)
+
+
+def _h_insightface_shards(tmp: Path, payload: Payload) -> Call:
+    from cdface.parallel.checkpoint import import_insightface
+
+    folder = tmp / "partial_fc"
+    folder.mkdir()
+    _torch_file(folder / "softmax_fc_gpu_0.pt", payload, lambda o: {"weight": o})
+    return lambda: import_insightface(folder)
+
+
+def _h_config(tmp: Path, payload: Payload) -> Call:
+    from cdface.config import load_config
+
+    path = tmp / "evil_config.yaml"
+    path.write_text(f"name: {payload.yaml}\n")
+    return lambda: load_config(path)
+
+
+def _h_override(tmp: Path, payload: Payload) -> Call:
+    from cdface.config import load_config
+
+    return lambda: load_config(None, [f"name={payload.yaml}"])
+
+
+def _h_npy(tmp: Path, payload: Payload) -> Call:
+    import numpy as np
+
+    from cdface.cli import build_parser
+
+    path = tmp / "evil_embeddings.npy"
+    if payload.obj is None:
+        path.write_bytes(payload.raw)
+    else:
+        np.save(path, np.array([payload.obj, 1], dtype=object), allow_pickle=True)
+    np.save(tmp / "issame.npy", np.array([True]))
+    args = build_parser().parse_args(
+        ["score", "pairs", "--embeddings", str(path), "--issame", str(tmp / "issame.npy")]
+    )
+    return lambda: args.func(args)
+
+
+def _h_quickstart(tmp: Path, payload: Payload) -> Call:
+    import json
+
+    import torch
+
+    from cdface.train.quickstart import _load_backbone
+
+    run = tmp / "run"
+    run.mkdir()
+    (run / "model.json").write_text(json.dumps({"arch": "iresnet_tiny", "embedding_size": 8}))
+    _torch_file(run / "backbone.pt", payload, lambda o: {"conv1.weight": torch.zeros(1), "trap": o})
+    return lambda: _load_backbone(run)
+
+
+@dataclass(frozen=True)
+class HostileCase:
+    id: str
+    description: str
+    reader: str
+    build: Callable[[Path, Payload], Call]
+    raises: str
+    fragments: tuple[str, ...]
+    gap: str | None = None
+    # for the standalone (non-zip) pickle payload, when the reader refuses the file before unpickling
+    raw_raises: tuple[str, tuple[str, ...]] | None = None
+
+
+HOSTILE_CASES: list[HostileCase] = [
+    HostileCase("bin", ".bin pair file whose pickle calls the payload", "cdface.data.pairs_bin.load_bin",
+                _h_bin, "UnsafeFileError", (r"evil_lfw\.bin", r"refusing to unpickle global")),
+    HostileCase("checkpoint", "training checkpoint (with a matching .sha256) holding the payload",
+                "cdface.train.checkpoint.load_checkpoint", _h_checkpoint, "UnsafeFileError",
+                (r"ckpt_00000002\.pt", r"refused")),
+    HostileCase("backbone-pth", "insightface-style backbone .pth holding the payload",
+                "cdface.inference.loading.load_embedding_model", _h_backbone, "UnsafeFileError",
+                (r"evil_backbone\.pth", r"refused")),
+    HostileCase("score-file", "stage-1 checkpoint whose difficulty-score state is the payload (init_from/resume)",
+                "cdface.train.checkpoint.latest_valid_checkpoint + load_checkpoint", _h_scores,
+                "UnsafeFileError", (r"ckpt_00000007\.pt", r"refused")),
+    HostileCase("sharded-head", "saved sharded-head state whose weight is the payload",
+                "cdface.parallel.checkpoint.read_full_state", _h_sharded_head, "UnsafeFileError",
+                (r"head_full\.pt", r"refused"),
+                raw_raises=("FormatError", (r"head_full\.pt", r"a file written by torch\.save", r"mmap"))),
+    HostileCase("insightface-head-shards", "insightface Partial FC shard softmax_fc_gpu_0.pt holding the payload",
+                "cdface.parallel.checkpoint.import_insightface", _h_insightface_shards, "UnsafeFileError",
+                (r"softmax_fc_gpu_0\.pt", r"refused")),
+    HostileCase("config-yaml", "YAML config with a !!python/object/apply tag", "cdface.config.load_config",
+                _h_config, "ConfigError", (r"evil_config\.yaml", r"not valid YAML")),
+    HostileCase("config-override", "key=value override with a !!python/object/apply tag",
+                "cdface.config.load_config(overrides=...)", _h_override, "ConfigError",
+                (r"override .name=", r"cannot parse value")),
+    HostileCase("npy-features", "`cdface score pairs` embeddings .npy holding a pickled object array",
+                "cdface score pairs (eval.cli._load_array)", _h_npy, "FormatError",
+                (r"evil_embeddings\.npy", r"without pickled objects")),
+    HostileCase("quickstart-backbone", "run folder backbone.pt read by the quickstart report",
+                "cdface.train.quickstart._load_backbone", _h_quickstart, "UnsafeFileError",
+                (r"backbone\.pt", r"refused"),
+                gap="train/quickstart.py _load_backbone: torch.load(run_dir / 'backbone.pt', weights_only=True) "
+                    "directly: the payload is refused but as a raw pickle.UnpicklingError, not a cdface "
+                    "UnsafeFileError naming the file (use cdface.inference.loading.load_torch_file)"),
+]
+
+
+# ------------------------------------------------------------------------------------------- malformed inputs
+
+
+@dataclass(frozen=True)
+class MalformedCase:
+    id: str
+    description: str
+    reader: str
+    build: Callable[[Path], Call]
+    raises: str
+    fragments: tuple[str, ...]
+    gap: str | None = None
+
+
+def _jpeg(seed: int = 0) -> bytes:
+    import numpy as np
+
+    from cdface.data.decode import encode_jpeg
+
+    rng = np.random.default_rng(seed)
+    return encode_jpeg(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8))
+
+
+def _small_rec(tmp: Path, n: int = 3) -> Path:
+    """t.rec/t.idx, im2rec layout: keys 0..n-1, each an IRHeader + 50 payload bytes."""
+    from cdface.data.recordio import IRHeader, RecordIOWriter, pack_header
+
+    with RecordIOWriter(tmp / "t.rec", tmp / "t.idx") as writer:
+        for key in range(n):
+            writer.write(key, pack_header(IRHeader(0, float(key), key, 0), b"payload-%d" % key * 5))
+    return tmp / "t.rec"
+
+
+def _offset(tmp: Path, key: int) -> int:
+    from cdface.data.recordio import read_idx
+
+    keys, offsets = read_idx(tmp / "t.idx")
+    return int(offsets[list(keys).index(key)])
+
+
+def _m_rec_truncated(tmp: Path) -> Call:
+    from cdface.data.recordio import RecordIOReader
+
+    rec = _small_rec(tmp)
+    rec.write_bytes(rec.read_bytes()[:-20])
+    return lambda: RecordIOReader(rec).read(2)
+
+
+def _m_rec_truncated_no_idx(tmp: Path) -> Call:
+    from cdface.data.recordio import RecordIOReader
+
+    rec = _small_rec(tmp)
+    rec.write_bytes(rec.read_bytes()[:-20])
+    (tmp / "t.idx").unlink()
+    return lambda: RecordIOReader(rec)
+
+
+def _m_idx_past_end(tmp: Path) -> Call:
+    from cdface.data.recordio import RecordIOReader
+
+    rec = _small_rec(tmp)
+    (tmp / "t.idx").write_text("0\t0\n1\t999999\n")
+    return lambda: RecordIOReader(rec)
+
+
+def _m_idx_bad_line(tmp: Path) -> Call:
+    from cdface.data.recordio import RecordIOReader
+
+    rec = _small_rec(tmp)
+    (tmp / "t.idx").write_text("0\t0\n1 banana\n")
+    return lambda: RecordIOReader(rec)
+
+
+def _m_rec_bad_magic(tmp: Path) -> Call:
+    from cdface.data.recordio import RecordIOReader
+
+    rec = _small_rec(tmp)
+    data = bytearray(rec.read_bytes())
+    data[_offset(tmp, 1)] ^= 0xFF
+    rec.write_bytes(bytes(data))
+    return lambda: RecordIOReader(rec).read(1)
+
+
+def _m_rec_bad_magic_headers(tmp: Path) -> Call:
+    import numpy as np
+
+    from cdface.data.recordio import RecordIOReader
+
+    rec = _small_rec(tmp)
+    data = bytearray(rec.read_bytes())
+    data[_offset(tmp, 1) + 2] ^= 0x5A
+    rec.write_bytes(bytes(data))
+    return lambda: RecordIOReader(rec).read_headers(np.arange(3))
+
+
+def _m_rec_bad_cflag(tmp: Path) -> Call:
+    from cdface.data.recordio import RecordIOReader
+
+    rec = _small_rec(tmp)
+    data = bytearray(rec.read_bytes())
+    at = _offset(tmp, 1) + 4
+    (lrec,) = struct.unpack_from("<I", data, at)
+    struct.pack_into("<I", data, at, (2 << 29) | (lrec & ((1 << 29) - 1)))
+    rec.write_bytes(bytes(data))
+    return lambda: RecordIOReader(rec).read(1)
+
+
+def _m_rec_short_header(tmp: Path) -> Call:
+    from cdface.data.recordio import RecordIOReader, RecordIOWriter
+
+    with RecordIOWriter(tmp / "t.rec", tmp / "t.idx") as writer:
+        writer.write(0, b"short")
+    return lambda: RecordIOReader(tmp / "t.rec").read(0)
+
+
+def _m_rec_label_nan(tmp: Path) -> Call:
+    from cdface.data.datasets import RecordIODataset
+    from cdface.data.recordio import IRHeader, RecordIOWriter, pack_header
+
+    with RecordIOWriter(tmp / "t.rec", tmp / "t.idx") as writer:
+        writer.write(0, pack_header(IRHeader(0, 1.0, 0, 0), _jpeg(0)))
+        writer.write(1, pack_header(IRHeader(0, float("nan"), 1, 0), _jpeg(1)))
+    return lambda: RecordIODataset(tmp / "t.rec", cache_labels=False)
+
+
+def _m_rec_not_image(tmp: Path) -> Call:
+    from cdface.data.datasets import RecordIODataset
+    from cdface.data.recordio import write_insightface_rec
+
+    images = [_jpeg(0), b"this is not an image", _jpeg(2)]
+    paths = write_insightface_rec(tmp, [0, 0, 1], images, prefix="faces")
+    dataset = RecordIODataset(paths["rec"], cache_labels=False)
+    return lambda: dataset.load_image(1)
+
+
+def _m_file_not_image(tmp: Path) -> Call:
+    from cdface.data.datasets import ImageListDataset
+
+    (tmp / "good.jpg").write_bytes(_jpeg(0))
+    (tmp / "face_0002.jpg").write_bytes(b"GIF89a but not really")
+    (tmp / "train.lst").write_text("good.jpg 0\nface_0002.jpg 1\n")
+    dataset = ImageListDataset(tmp / "train.lst")
+    return lambda: dataset.load_image(1)
+
+
+def _m_bin_not_image(tmp: Path) -> Call:
+    from cdface.data.pairs_bin import decode_pairs, load_bin, write_bin
+
+    path = write_bin(tmp / "agedb_30.bin", [_jpeg(0), b"\x89PNG broken", _jpeg(2), _jpeg(3)], [True, False])
+    return lambda: decode_pairs(load_bin(path), num_threads=1)
+
+
+def _m_list_few_fields(tmp: Path) -> Call:
+    from cdface.data.datasets import ImageListDataset
+
+    (tmp / "train.lst").write_text("# path label\na/1.jpg 0\na/2.jpg\n")
+    return lambda: ImageListDataset(tmp / "train.lst")
+
+
+def _m_list_bad_label(tmp: Path) -> Call:
+    from cdface.data.datasets import ImageListDataset
+
+    (tmp / "train.lst").write_text("a/1.jpg 0\n\na/2.jpg -3\n")
+    return lambda: ImageListDataset(tmp / "train.lst")
+
+
+def _m_lfw_pairs(tmp: Path) -> Call:
+    from cdface.data.pairs_bin import read_lfw_pairs
+
+    (tmp / "pairs.txt").write_text("10 300\nAaron 1 2\nAaron 1 Bob\n")
+    return lambda: read_lfw_pairs(tmp / "pairs.txt")
+
+
+def _ijb_dir(tmp: Path, pairs: str = "1 2 1\n1 3 0\n", pts_row2: str | None = None) -> Path:
+    meta = tmp / "meta"
+    meta.mkdir()
+    (meta / "ijbc_face_tid_mid.txt").write_text("1.jpg 1 10\n2.jpg 2 20\n3.jpg 3 30\n")
+    row = "1 2 3 4 5 6 7 8 9 10 0.9"
+    rows = [f"1.jpg {row}", pts_row2 or f"2.jpg {row}", f"3.jpg {row}"]
+    (meta / "ijbc_name_5pts_score.txt").write_text("\n".join(rows) + "\n")
+    (meta / "ijbc_template_pair_label.txt").write_text(pairs)
+    header = "TEMPLATE_ID,SUBJECT_ID,FILENAME\n"
+    (meta / "ijbc_1N_gallery_G1.csv").write_text(header + "1,100,1.jpg\n")
+    (meta / "ijbc_1N_gallery_G2.csv").write_text(header + "2,200,2.jpg\n")
+    (meta / "ijbc_1N_probe_mixed.csv").write_text(header + "3,100,3.jpg\n")
+    return meta
+
+
+def _m_ijb_unknown_pair_template(tmp: Path) -> Call:
+    from cdface.eval.ijb_meta import load_ijb_meta
+
+    meta = _ijb_dir(tmp, pairs="1 2 1\n1 77 0\n")
+    return lambda: load_ijb_meta(meta)
+
+
+def _m_ijb_unknown_1n_template(tmp: Path) -> Call:
+    from cdface.eval.ijb_meta import load_ijb_1n_meta
+
+    meta = _ijb_dir(tmp)
+    (meta / "ijbc_1N_probe_mixed.csv").write_text("TEMPLATE_ID,SUBJECT_ID,FILENAME\n3,100,3.jpg\n99,100,9.jpg\n")
+    return lambda: load_ijb_1n_meta(meta, known_templates=[1, 2, 3])
+
+
+def _m_ijb_5pts_nan(tmp: Path) -> Call:
+    from cdface.eval.ijb_meta import load_ijb_meta
+
+    meta = _ijb_dir(tmp, pts_row2="2.jpg 1 2 nan 4 5 6 7 8 9 10 0.9")
+    return lambda: load_ijb_meta(meta)
+
+
+def _m_ijb_tid_mid_fields(tmp: Path) -> Call:
+    from cdface.eval.ijb_meta import read_template_media_list
+
+    path = tmp / "ijbb_face_tid_mid.txt"
+    path.write_text("1.jpg 1 10\n2.jpg 2\n")
+    return lambda: read_template_media_list(path)
+
+
+def _m_ijb_big_template_id(tmp: Path) -> Call:
+    from cdface.eval.ijb_meta import read_template_media_list
+
+    path = tmp / "ijbb_face_tid_mid.txt"
+    path.write_text("1.jpg 1 10\n2.jpg 99999999999999999999 20\n")
+    return lambda: read_template_media_list(path)
+
+
+def _m_ijb_big_pair_template(tmp: Path) -> Call:
+    from cdface.eval.ijb_meta import read_template_pair_list
+
+    path = tmp / "ijbb_template_pair_label.txt"
+    path.write_text("1 2 1\n1 99999999999999999999 0\n")
+    return lambda: read_template_pair_list(path)
+
+
+def _m_config_not_utf8(tmp: Path) -> Call:
+    from cdface.config import load_config
+
+    path = tmp / "stage2.yaml"
+    path.write_bytes(b"name: caf\xe9\n")
+    return lambda: load_config(path)
+
+
+def _m_config_base_nul(tmp: Path) -> Call:
+    return _config(tmp, 'base: "base\\0.yaml"\n')
+
+
+def _m_config_deep(tmp: Path) -> Call:
+    return _config(tmp, "head:\n  params: " + "[" * 3000 + "]" * 3000 + "\n")
+
+
+def _m_align_nan(tmp: Path) -> Call:
+    import numpy as np
+
+    from cdface.data.align import align_face
+
+    points = np.array([[38.0, 51.0], [73.0, 51.0], [56.0, 71.0], [np.nan, 92.0], [70.0, 92.0]])
+    return lambda: align_face(np.zeros((112, 112, 3), np.uint8), points)
+
+
+def _m_bin_counts(tmp: Path) -> Call:
+    from cdface.data.pairs_bin import load_bin
+
+    path = tmp / "cfp_fp.bin"
+    path.write_bytes(pickle.dumps(([b"a", b"b", b"c"], [True, False]), protocol=2))
+    return lambda: load_bin(path)
+
+
+def _m_bin_not_pickle(tmp: Path) -> Call:
+    from cdface.data.pairs_bin import load_bin
+
+    path = tmp / "lfw.bin"
+    path.write_bytes(b"\x80\x02]q\x00(T\x05\x00\x00\x00ab")
+    return lambda: load_bin(path)
+
+
+def _config(tmp: Path, text: str) -> Call:
+    from cdface.config import load_config
+
+    path = tmp / "stage2.yaml"
+    path.write_text(text)
+    return lambda: load_config(path)
+
+
+def _m_override_unknown(tmp: Path) -> Call:
+    from cdface.config import load_config
+
+    return lambda: load_config(None, ["cd.nume=3"])
+
+
+def _m_opencv_size(tmp: Path) -> Call:
+    from cdface.eval.megaface_io import read_opencv_matrix
+
+    path = tmp / "probe_feat.bin"
+    path.write_bytes(struct.pack("<4i", 4, 1, 4, 5) + struct.pack("<2f", 1.0, 2.0))
+    return lambda: read_opencv_matrix(path)
+
+
+def _m_opencv_type(tmp: Path) -> Call:
+    from cdface.eval.megaface_io import read_opencv_matrix
+
+    path = tmp / "probe_feat.bin"
+    path.write_bytes(struct.pack("<4i", 2, 1, 4, 0) + b"\0" * 8)
+    return lambda: read_opencv_matrix(path)
+
+
+def _m_feature_dims(tmp: Path) -> Call:
+    import numpy as np
+
+    from cdface.eval.megaface_io import read_feature_files, write_opencv_matrix
+
+    write_opencv_matrix(tmp / "a.jpg_feat.bin", np.ones(4, np.float32))
+    write_opencv_matrix(tmp / "b.jpg_feat.bin", np.ones(3, np.float32))
+    return lambda: read_feature_files([tmp / "a.jpg_feat.bin", tmp / "b.jpg_feat.bin"])
+
+
+def _m_feature_json(tmp: Path) -> Call:
+    from cdface.eval.megaface_io import read_feature_list_json
+
+    path = tmp / "facescrub_features_list.json"
+    path.write_text('{"path": ["a.jpg",\n  "b.jpg" "c.jpg"]}')
+    return lambda: read_feature_list_json(path)
+
+
+def _m_noise_list_encoding(tmp: Path) -> Call:
+    from cdface.eval.megaface_io import read_noise_list
+
+    path = tmp / "megaface_noises.txt"
+    path.write_bytes(b"# noise\nFlickr/a.jpg\nFlickr/\xff\xfe.jpg\n")
+    return lambda: read_noise_list(path)
+
+
+def _save_backbone(tmp: Path, arch: str, name: str) -> Path:
+    import torch
+
+    from cdface.models import create_model
+
+    path = tmp / name
+    torch.save(create_model(arch, embedding_size=8).state_dict(), path)
+    return path
+
+
+def _m_other_arch(tmp: Path) -> Call:
+    from cdface.inference.loading import load_embedding_model
+
+    path = _save_backbone(tmp, "iresnet_tiny", "r_tiny_backbone.pth")
+    return lambda: load_embedding_model(path, arch="mobilefacenet", embedding_size=8, device="cpu")
+
+
+def _m_other_arch_model_json(tmp: Path) -> Call:
+    import json
+
+    from cdface.inference.loading import load_embedding_model
+
+    _save_backbone(tmp, "iresnet_tiny", "backbone.pt")
+    (tmp / "model.json").write_text(json.dumps({"arch": "mobilefacenet", "embedding_size": 8}))
+    return lambda: load_embedding_model(tmp, device="cpu")
+
+
+def _m_checkpoint_truncated(tmp: Path) -> Call:
+    import torch
+
+    from cdface.train.checkpoint import load_checkpoint, save_checkpoint
+
+    path = save_checkpoint({"backbone": {"w": torch.zeros(64)}, "step": 3}, tmp, 3)
+    path.write_bytes(path.read_bytes()[:-9])
+    return lambda: load_checkpoint(path)
+
+
+def _m_checkpoint_junk(tmp: Path) -> Call:
+    from cdface.train.checkpoint import load_checkpoint
+
+    path = tmp / "ckpt_00000004.pt"
+    path.write_bytes(b"PK\x03\x04 not really a zip")
+    return lambda: load_checkpoint(path)
+
+
+def _tiny_rec_set(tmp: Path) -> Path:
+    from cdface.data.recordio import write_insightface_rec
+
+    labels = [0, 0, 0, 0, 1, 1, 1, 1]
+    return write_insightface_rec(tmp / "data", labels, [_jpeg(i) for i in range(len(labels))])["rec"]
+
+
+def _fit_from(tmp: Path, state: dict) -> Call:
+    import torch
+
+    from cdface.config import config_from_dict
+    from cdface.train.trainer import fit
+
+    rec = _tiny_rec_set(tmp)
+    init = tmp / "stage1_ckpt.pt"
+    torch.save(state, init)
+    cfg = config_from_dict({
+        "name": "stage2", "output_dir": str(tmp / "runs"), "batch_size": 4, "epochs": 1.0, "device": "cpu",
+        "tensorboard": False, "init_from": str(init),
+        "data": {"kind": "recordio", "path": str(rec), "num_workers": 0},
+        "model": {"arch": "iresnet_tiny", "embedding_size": 8},
+    })
+    return lambda: fit(cfg)
+
+
+def _m_init_from_other_arch(tmp: Path) -> Call:
+    import torch
+
+    from cdface.heads import create_head
+    from cdface.models import create_model
+
+    state = {"backbone": create_model("mobilefacenet", embedding_size=8).state_dict(),
+             "head": create_head("arcface", 8, 2).state_dict(), "scores": {"scores": torch.zeros(8)}}
+    return _fit_from(tmp, state)
+
+
+def _m_init_from_no_scores(tmp: Path) -> Call:
+    from cdface.heads import create_head
+    from cdface.models import create_model
+
+    state = {"backbone": create_model("iresnet_tiny", embedding_size=8).state_dict(),
+             "head": create_head("arcface", 8, 2).state_dict()}
+    return _fit_from(tmp, state)
+
+
+MALFORMED_CASES: list[MalformedCase] = [
+    # --- RecordIO
+    MalformedCase("rec-truncated", ".rec cut 20 bytes short (last record)", "RecordIOReader.read",
+                  _m_rec_truncated, "FormatError", (r"t\.rec", r"record 2", r"truncated")),
+    MalformedCase("rec-truncated-no-idx", "truncated .rec without an .idx (offsets scanned)", "RecordIOReader",
+                  _m_rec_truncated_no_idx, "FormatError", (r"t\.rec", r"record 2", r"truncated")),
+    MalformedCase("idx-offset-past-end", ".idx offset beyond the end of the .rec", "RecordIOReader",
+                  _m_idx_past_end, "FormatError", (r"t\.idx", r"line 2 \(key 1\)", r"an offset inside .*t\.rec")),
+    MalformedCase("idx-bad-line", ".idx line that is not `key<TAB>offset`", "RecordIOReader",
+                  _m_idx_bad_line, "FormatError", (r"t\.idx", r"line 2", r"<int key>")),
+    MalformedCase("rec-bad-magic", "record whose magic number is corrupted", "RecordIOReader.read",
+                  _m_rec_bad_magic, "FormatError", (r"t\.rec", r"record 1", r"magic 0xced7230a")),
+    MalformedCase("rec-bad-magic-headers", "bad magic met by the vectorised label scan", "RecordIOReader.read_headers",
+                  _m_rec_bad_magic_headers, "FormatError", (r"t\.rec", r"record 1", r"magic 0xced7230a")),
+    MalformedCase("rec-bad-part-flag", "whole record marked as a middle part (cflag 2)", "RecordIOReader.read",
+                  _m_rec_bad_cflag, "FormatError", (r"t\.rec", r"record 1", r"multi-part flag")),
+    MalformedCase("rec-short-irheader", "record payload shorter than an IRHeader", "RecordIOReader.read",
+                  _m_rec_short_header, "FormatError", (r"t\.rec", r"record 0", r"at least 24 bytes")),
+    MalformedCase("rec-label-nan", "image record whose label is NaN", "RecordIODataset",
+                  _m_rec_label_nan, "FormatError", (r"t\.rec", r"record 1", r"non-negative integer label")),
+    # --- images
+    MalformedCase("rec-not-an-image", "RecordIO image record holding text", "RecordIODataset.load_image",
+                  _m_rec_not_image, "FormatError", (r"faces\.rec", r"record 2", r"decodable image")),
+    MalformedCase("file-not-an-image", "listed image file that is not an image", "ImageListDataset.load_image",
+                  _m_file_not_image, "FormatError", (r"face_0002\.jpg", r"decodable image")),
+    MalformedCase("bin-not-an-image", ".bin pair file with an undecodable image", "pairs_bin.decode_pairs",
+                  _m_bin_not_image, "FormatError", (r"agedb_30\.bin", r"image 1", r"decodable image")),
+    # --- image lists / pair lists
+    MalformedCase("list-too-few-fields", "image-list line without a label", "ImageListDataset",
+                  _m_list_few_fields, "FormatError", (r"train\.lst", r"line 3", r"<path> <label >= 0>")),
+    MalformedCase("list-negative-label", "image-list line with a negative label", "ImageListDataset",
+                  _m_list_bad_label, "FormatError", (r"train\.lst", r"line 3", r"<path> <label >= 0>")),
+    MalformedCase("lfw-pairs-bad-line", "LFW pairs.txt line of neither pair form", "pairs_bin.read_lfw_pairs",
+                  _m_lfw_pairs, "FormatError", (r"pairs\.txt", r"line 3", r"name1 i name2 j")),
+    # --- IJB meta
+    MalformedCase("ijb-pair-unknown-template", "1:1 pair row naming a template absent from tid_mid",
+                  "ijb_meta.load_ijb_meta", _m_ijb_unknown_pair_template, "FormatError",
+                  (r"ijbc_template_pair_label\.txt", r"line 2", r"template ids listed in ijbc_face_tid_mid\.txt",
+                   r"77")),
+    MalformedCase("ijb-1n-unknown-template", "1:N probe row naming an unknown template",
+                  "ijb_meta.load_ijb_1n_meta", _m_ijb_unknown_1n_template, "FormatError",
+                  (r"ijbc_1N_probe_mixed\.csv", r"(record 2|line 3)", r"TEMPLATE_ID listed", r"99")),
+    MalformedCase("ijb-5pts-nan", "landmark file row with a NaN coordinate", "ijb_meta.load_ijb_meta",
+                  _m_ijb_5pts_nan, "FormatError", (r"ijbc_name_5pts_score\.txt", r"line 2", r"finite")),
+    MalformedCase("ijb-tid-mid-fields", "tid_mid row with 2 of 3 fields", "ijb_meta.read_template_media_list",
+                  _m_ijb_tid_mid_fields, "FormatError", (r"ijbb_face_tid_mid\.txt", r"line 2", r"3 fields")),
+    MalformedCase("ijb-template-id-overflow", "template id beyond int64", "ijb_meta.read_template_media_list",
+                  _m_ijb_big_template_id, "FormatError", (r"ijbb_face_tid_mid\.txt", r"line 2", r"template id"),
+                  gap="eval/ijb_meta.py read_template_media_list: _parse_int accepts any Python int, then "
+                      "np.array(tids, dtype=np.int64) raises OverflowError for a 20-digit id, not FormatError; "
+                      "same in read_template_subject_csv"),
+    MalformedCase("ijb-pair-id-overflow", "pair-list template id beyond int64", "ijb_meta.read_template_pair_list",
+                  _m_ijb_big_pair_template, "FormatError", (r"ijbb_template_pair_label\.txt", r"line 2"),
+                  gap="eval/ijb_meta.py read_template_pair_list: np.loadtxt fails on the 20-digit id, the "
+                      "line-by-line rescan accepts it (Python int), so the error says \"lines 't1 t2 label' of "
+                      "integers\" with no line"),
+    MalformedCase("align-nan-landmarks", "5-point landmarks with NaN handed to alignment", "data.align.align_face",
+                  _m_align_nan, "FormatError", (r"landmarks", r"finite")),
+    # --- .bin
+    MalformedCase("bin-count-mismatch", ".bin with 3 images for 2 pairs", "pairs_bin.load_bin",
+                  _m_bin_counts, "FormatError", (r"cfp_fp\.bin", r"3 images for 2 pairs")),
+    MalformedCase("bin-truncated", ".bin pickle cut inside an image", "pairs_bin.load_bin",
+                  _m_bin_not_pickle, "FormatError", (r"lfw\.bin", r"valid pickle")),
+    # --- configs
+    MalformedCase("config-unknown-key", "config with a misspelt key", "config.load_config",
+                  lambda t: _config(t, "optim:\n  lrr: 0.1\n"), "ConfigError",
+                  (r"unknown key 'optim\.lrr'", r"allowed keys here: optimizer, lr, momentum")),
+    MalformedCase("config-wrong-type", "config value of the wrong type", "config.load_config",
+                  lambda t: _config(t, "optim:\n  lr: fast\n"), "ConfigError",
+                  (r"optim\.lr", r"expected a number, got 'fast'")),
+    MalformedCase("config-bad-choice", "config value outside its allowed set", "config.load_config",
+                  lambda t: _config(t, "head:\n  name: arcfase\n"), "ConfigError",
+                  (r"head\.name", r"'arcfase' is not one of arcface, cosface, combined")),
+    MalformedCase("config-override-unknown", "override of an unknown key", "config.load_config(overrides)",
+                  _m_override_unknown,
+                  "ConfigError", (r"unknown key 'cd\.nume'", r"allowed keys here: interval")),
+    MalformedCase("config-yaml-syntax", "config that is not YAML", "config.load_config",
+                  lambda t: _config(t, "optim: [1, 2\n"), "ConfigError",
+                  (r"stage2\.yaml", r"not valid YAML", r"line \d+")),
+    MalformedCase("config-not-utf8", "config file that is not UTF-8 text", "config.load_config",
+                  _m_config_not_utf8, "ConfigError", (r"stage2\.yaml", r"UTF-8|decode"),
+                  gap="config.py _read_yaml catches only OSError around path.read_text(): non-UTF-8 bytes "
+                      "raise UnicodeDecodeError"),
+    MalformedCase("config-base-nul", "`base:` naming a path with a NUL byte", "config.load_config",
+                  _m_config_base_nul, "ConfigError", (r"stage2\.yaml", r"base"),
+                  gap="config.py _read_yaml: path.resolve()/read_text() of a base: path containing NUL "
+                      "raise ValueError('embedded null byte'), not ConfigError"),
+    MalformedCase("config-deep-nesting", "config nesting 3000 lists deep", "config.load_config",
+                  _m_config_deep, "ConfigError", (r"stage2\.yaml",),
+                  gap="config.py _read_yaml: yaml.safe_load recurses per nesting level, 3000 nested lists raise "
+                      "RecursionError (catch it next to yaml.YAMLError); the same in parse_overrides"),
+    MalformedCase("config-error-names-file", "unknown key in a config file: the file is named",
+                  "config.load_config", lambda t: _config(t, "model:\n  archh: ir100\n"), "ConfigError",
+                  (r"stage2\.yaml", r"unknown key 'model\.archh'"),
+                  gap="config.py _apply/_coerce/validate errors name the key but not the YAML file (nor the "
+                      "base: chain member) it came from; load_config should prefix the path"),
+    # --- MegaFace devkit
+    MalformedCase("opencv-size", "feature file shorter than its header says", "megaface_io.read_opencv_matrix",
+                  _m_opencv_size, "FormatError", (r"probe_feat\.bin", r"data", r"32 bytes for a 4x1 matrix, got 24")),
+    MalformedCase("opencv-type", "feature file of an unknown OpenCV type", "megaface_io.read_opencv_matrix",
+                  _m_opencv_type, "FormatError", (r"probe_feat\.bin", r"header", r"type 5 \(CV_32F\)")),
+    MalformedCase("feature-dims-disagree", "per-image feature files of different dimensions",
+                  "megaface_io.read_feature_files", _m_feature_dims, "FormatError",
+                  (r"b\.jpg_feat\.bin", r"3"),
+                  gap="eval/megaface_io.py read_feature_files raises a plain ValueError('feature files disagree "
+                      "on the dimension: [3, 4]') that names no file; expected a FormatError naming the first file "
+                      "whose dimension differs"),
+    MalformedCase("feature-list-json", "devkit feature list that is not JSON", "megaface_io.read_feature_list_json",
+                  _m_feature_json, "FormatError", (r"facescrub_features_list\.json", r"line 2", r"valid JSON")),
+    MalformedCase("noise-list-encoding", "noise list that is not UTF-8", "megaface_io.read_noise_list",
+                  _m_noise_list_encoding, "FormatError", (r"megaface_noises\.txt", r"UTF-8"),
+                  gap="eval/megaface_io.py read_noise_list and read_feature_list_json catch only "
+                      "FileNotFoundError: non-UTF-8 bytes raise UnicodeDecodeError, a directory IsADirectoryError"),
+    # --- checkpoints / model files
+    MalformedCase("backbone-other-arch", "IResNet-tiny weights loaded as MobileFaceNet (--arch)",
+                  "inference.loading.load_embedding_model", _m_other_arch, "FormatError",
+                  (r"r_tiny_backbone\.pth", r"weights for mobilefacenet", r"missing key", r"unexpected key",
+                   r"looks like iresnet_tiny")),
+    MalformedCase("backbone-other-arch-model-json", "run folder whose model.json names another architecture",
+                  "inference.loading.load_embedding_model", _m_other_arch_model_json, "FormatError",
+                  (r"backbone\.pt", r"missing key", r"unexpected key")),
+    MalformedCase("checkpoint-truncated", "checkpoint cut short after its .sha256 was written",
+                  "train.checkpoint.load_checkpoint", _m_checkpoint_truncated, "CheckpointError",
+                  (r"ckpt_00000003\.pt", r"checksum")),
+    MalformedCase("checkpoint-junk", "checkpoint file that is not a torch file", "train.checkpoint.load_checkpoint",
+                  _m_checkpoint_junk, "CheckpointError", (r"ckpt_00000004\.pt", r"not a readable checkpoint")),
+    MalformedCase("init-from-other-arch", "stage-2 init_from a checkpoint of another architecture",
+                  "train.trainer.fit", _m_init_from_other_arch, "CdfaceError",
+                  (r"stage1_ckpt\.pt", r"missing key"),
+                  gap="train/trainer.py fit() step 5 (resume and init_from): "
+                      "backbone.load_state_dict(state['backbone']) (and _load_head's head.load_state_dict): "
+                      "another architecture raises torch's RuntimeError, "
+                      "not a CdfaceError naming the checkpoint (use cdface.models.load_state_dict_strict)"),
+    MalformedCase("init-from-no-scores", "stage-2 init_from a checkpoint without difficulty scores",
+                  "train.trainer.fit", _m_init_from_no_scores, "CdfaceError",
+                  (r"stage1_ckpt\.pt", r"scores"),
+                  gap="train/trainer.py fit() step 5: scores.load_state_dict(state['scores']) (and state['head'], "
+                      "state['optimizer'], ...): a checkpoint without the entry raises KeyError('scores'); a wrong "
+                      "score count raises ScoreBank's ValueError without the file"),
+]
