@@ -51,6 +51,11 @@ class MetricsLog:
         else:
             log.info("step %d %s", step, " ".join(f"{k} {v:.5f}" for k, v in record.items() if k != "step"))
 
+    def histogram(self, tag: str, values: Any, step: int) -> None:
+        """TensorBoard histogram (the difficulty scores, whose p-quantile splits easy from hard)."""
+        if self._tb is not None:
+            self._tb.add_histogram(tag, values, step)
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()

@@ -102,12 +102,10 @@ def run_quickstart(out_dir: str | Path = "runs/quickstart", scale: float = 1.0, 
 
 
 def _load_backbone(run_dir: Path) -> torch.nn.Module:
-    from cdface.models import create_model
+    """The run's exported backbone.pt + model.json, through the evaluator's safe loader."""
+    from cdface.inference.loading import load_embedding_model
 
-    card = json.loads((run_dir / "model.json").read_text())
-    model = create_model(card["arch"], embedding_size=card["embedding_size"], **card.get("model_kwargs", {}))
-    model.load_state_dict(torch.load(run_dir / "backbone.pt", map_location="cpu", weights_only=True))
-    return model.eval()
+    return load_embedding_model(run_dir, device="cpu").module.eval()
 
 
 def tar_at_far(scores: np.ndarray, issame: np.ndarray, far_levels: tuple[float, ...]) -> dict[float, float]:

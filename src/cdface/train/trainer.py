@@ -28,7 +28,7 @@ from cdface.errors import CdfaceError
 from cdface.heads import create_head, create_margin
 from cdface.losses import ClosenessDiversityLoss
 from cdface.miners.hard_negatives import hard_negative_centres
-from cdface.models import create_model
+from cdface.models import create_model, load_state_dict_strict
 from cdface.parallel import ShardedMarginHead, gather_full_state, load_full_state
 from cdface.train import checkpoint as ckpt
 from cdface.train.cd_sampler import CDPlan, FaceBatchSampler
@@ -144,11 +144,11 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
     step = 0
     resume_path = _resolve_resume(cfg, ckpt_dir)
     if resume_path is not None:
-        state = ckpt.load_checkpoint(resume_path)
-        backbone.load_state_dict(state["backbone"])
-        scores.load_state_dict(state["scores"])
+        state = _require(ckpt.load_checkpoint(resume_path), resume_path, RESUME_KEYS)
+        load_state_dict_strict(backbone, state["backbone"], resume_path)
+        _load_scores(scores, state, resume_path)
         optimizer.load_state_dict(state["optimizer"])
-        _load_head(head, state, optimizer)
+        _load_head(head, state, resume_path, optimizer)
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         sampler.load_state_dict(state["sampler"])
@@ -160,10 +160,11 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
         if info.is_main:
             log.info("resumed from %s at step %d", resume_path, step)
     elif cfg.init_from:
-        state = ckpt.load_checkpoint(_resolve_init(cfg.init_from))
-        backbone.load_state_dict(state["backbone"])
-        _load_head(head, state)
-        scores.load_state_dict(state["scores"])
+        init_path = _resolve_init(cfg.init_from)
+        state = _require(ckpt.load_checkpoint(init_path), init_path, ("backbone", "head", "scores"))
+        load_state_dict_strict(backbone, state["backbone"], init_path)
+        _load_head(head, state, init_path)
+        _load_scores(scores, state, init_path)
         if info.is_main:
             log.info("initialised backbone, head and difficulty scores from %s", cfg.init_from)
 
@@ -213,7 +214,7 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
     # ---- 6. the loop ------------------------------------------------------------------------------
     metrics = MetricsLog(run_dir, enabled=info.is_main, tensorboard=cfg.tensorboard)
     bad_streak, skipped = 0, 0
-    last_cd_loss = 0.0
+    last_cd_loss, last_threshold = 0.0, None
     last_ckpt: Path | None = resume_path
     window_start, window_samples = time.perf_counter(), 0
     model.train()
@@ -277,7 +278,7 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
                 easy, hard = cd_embeddings[:, : cfg.cd.num_easy], cd_embeddings[:, cfg.cd.num_easy :]
                 cd_value = cd_loss_fn(easy, hard, centres.float())
                 scaler.scale(cd_value).backward()
-                last_cd_loss = float(cd_value.detach())
+                last_cd_loss, last_threshold = float(cd_value.detach()), plan.threshold
             bad_streak = 0
 
             if cfg.optim.grad_clip > 0:
@@ -311,6 +312,8 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
                     "samples_per_s": window_samples / max(elapsed, 1e-9),
                     "skipped_steps": skipped,
                 }
+                if last_threshold is not None:
+                    record["cd_threshold"] = last_threshold
                 if cfg.precision == "fp16" and scaler.is_enabled():
                     record["grad_scale"] = float(scaler.get_scale())
                 metrics.log(record, total_steps=total_steps)
@@ -322,6 +325,7 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
             if step % cfg.checkpoint_every == 0 or end_of_epoch or step == total_steps:
                 last_ckpt = save(step) or last_ckpt
             if end_of_epoch:
+                metrics.histogram("difficulty_scores", scores.scores, step)
                 report = bad_samples.end_epoch()
                 if report.bad and info.is_main:
                     log.warning("corrupt images substituted: %s", report)
@@ -351,10 +355,35 @@ def _param_index(optimizer: torch.optim.Optimizer, param: torch.nn.Parameter) ->
     return next(i for i, p in enumerate(params) if p is param)
 
 
-def _load_head(head: torch.nn.Module, state: dict[str, Any], optimizer: torch.optim.Optimizer | None = None) -> None:
+RESUME_KEYS = (
+    "backbone", "head", "scores", "optimizer", "scheduler", "scaler", "sampler", "bad_samples", "rng", "step",
+)
+
+
+def _require(state: dict[str, Any], path: Path, keys: tuple[str, ...]) -> dict[str, Any]:
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise ckpt.CheckpointError(f"{path}: not a cdface training checkpoint: missing {', '.join(missing)}")
+    return state
+
+
+def _load_scores(scores: ScoreBank, state: dict[str, Any], path: Path) -> None:
+    saved = state["scores"].get("scores") if isinstance(state["scores"], dict) else None
+    if saved is None or saved.shape[0] != len(scores.scores):
+        found = "no score array" if saved is None else f"{saved.shape[0]} scores"
+        raise ckpt.CheckpointError(
+            f"{path}: difficulty scores are for another training set: {found}, "
+            f"this set has {len(scores.scores)} samples"
+        )
+    scores.load_state_dict(state["scores"])
+
+
+def _load_head(
+    head: torch.nn.Module, state: dict[str, Any], path: Path, optimizer: torch.optim.Optimizer | None = None
+) -> None:
     """Load a checkpoint's full head into a replicated or a sharded head (any world size)."""
     if not isinstance(head, ShardedMarginHead):
-        head.load_state_dict(state["head"])
+        load_state_dict_strict(head, state["head"], path)
         return
     if state.get("head_sharded"):
         load_full_state(head, state["head_sharded"], optimizer)
