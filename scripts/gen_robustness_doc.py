@@ -165,6 +165,8 @@ def render() -> str:
     for parser, tolerated in rc.FUZZ_KNOWN_GAPS.items():
         for exc, case_id in tolerated.items():
             lines.append(f"- `{parser}`: `{exc}` (case {case_id})")
+    if not any(rc.FUZZ_KNOWN_GAPS.values()):
+        lines.append("- none: every fuzz input either loads or raises a cdface error")
     lines += [
         "",
         "## 4. Crashes mid-run: kill, then resume",
@@ -190,6 +192,8 @@ def render() -> str:
     lines += ["", "## Open gaps", ""]
     for c in gaps:
         lines.append(f"- **{c.id}**: {_cell(c.gap)}")
+    if not gaps:
+        lines.append("None: every case above is guaranteed by the code.")
     fuzz_total = sum(rc.FUZZ_EXAMPLES.values()) + sum(n for *_, n in elsewhere)
     lines += [
         "",

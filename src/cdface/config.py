@@ -1,7 +1,8 @@
 """Typed training configs: dataclasses loaded from YAML, with `key=value` overrides.
 
 A config file may name a `base:` file (relative to itself) whose values it overrides, so the paper's
-configs stay small. Unknown keys and wrong types are errors that name the key and what is allowed.
+configs stay small. Unknown keys and wrong types are errors that name the key, what is allowed and the
+file (or `override`) the value came from.
 """
 
 from __future__ import annotations
@@ -182,53 +183,109 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
 
 
-def _apply(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
+# Where each value came from, for error messages: dotted key -> a config file's path or "override 'k=v'".
+# A key without an entry takes its closest section's (`optim.lr` -> `optim`); defaults have none.
+Sources = dict[str, str]
+
+
+def _origin(sources: Sources | None, key: str) -> str | None:
+    if not sources:
+        return None
+    while True:
+        if key in sources:
+            return sources[key]
+        if "." not in key:
+            return None
+        key = key.rsplit(".", 1)[0]
+
+
+def _located(sources: Sources | None, key: str, message: str) -> ConfigError:
+    """A ConfigError for `key`, prefixed with the file (or override) the key's value came from."""
+    origin = _origin(sources, key)
+    return ConfigError(f"{origin}: {message}" if origin else message)
+
+
+def _set_source(sources: Sources, key: str, origin: str) -> None:
+    """`key` (and everything under it) now comes from `origin`."""
+    for stale in [k for k in sources if k.startswith(f"{key}.")]:
+        del sources[stale]
+    sources[key] = origin
+
+
+def _apply(obj: Any, values: dict[str, Any], prefix: str = "", sources: Sources | None = None) -> None:
     hints = typing.get_type_hints(type(obj))
     names = [f.name for f in dataclasses.fields(obj)]
     for key, value in values.items():
         full = f"{prefix}{key}"
         if key not in hints:
-            raise ConfigError(f"unknown key {full!r}; allowed keys here: {', '.join(names)}")
+            raise _located(sources, full, f"unknown key {full!r}; allowed keys here: {', '.join(names)}")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
-                raise ConfigError(f"{full}: expected a mapping of {', '.join(f.name for f in dataclasses.fields(tp))}")
-            _apply(getattr(obj, key), value, prefix=f"{full}.")
+                fields = ", ".join(f.name for f in dataclasses.fields(tp))
+                raise _located(sources, full, f"{full}: expected a mapping of {fields}")
+            _apply(getattr(obj, key), value, prefix=f"{full}.", sources=sources)
             continue
-        value = _coerce(value, tp, full)
+        try:
+            value = _coerce(value, tp, full)
+        except ConfigError as exc:
+            raise _located(sources, full, str(exc)) from None
         if full in _CHOICES and value not in _CHOICES[full]:
-            raise ConfigError(f"{full}: {value!r} is not one of {', '.join(_CHOICES[full])}")
+            raise _located(sources, full, f"{full}: {value!r} is not one of {', '.join(_CHOICES[full])}")
         setattr(obj, key, value)
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    path = path.resolve()
-    if path in seen:
-        raise ConfigError(f"{path}: `base:` chain loops back to itself")
+def _read_yaml(path: Path, seen: tuple[Path, ...] = (), sources: Sources | None = None,
+               referrer: Path | None = None) -> dict[str, Any]:
+    """The file's mapping merged over its `base:` chain; `sources` (if given) learns which file set each key.
+
+    Errors name `path` as given (a `base:` file as the referring file's folder joined with the base path).
+    """
+    named_by = f" (the base: of {referrer})" if referrer is not None else ""
     try:
-        text = path.read_text()
+        resolved = path.resolve()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from exc
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc}){named_by}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc}){named_by}") from exc
+    except ValueError as exc:  # e.g. an embedded NUL byte in the path
+        raise ConfigError(f"{path}: cannot read config ({exc}){named_by}") from exc
+    if resolved in seen:
+        raise ConfigError(f"{path}: `base:` chain loops back to itself")
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: not a config: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of keys to values")
+    if sources is None:
+        sources = {}
     base = data.pop("base", None)
     if base is None:
+        for key in data:
+            _set_source(sources, str(key), str(path))
         return data
-    merged = _read_yaml(path.parent / str(base), (*seen, path))
-    return _deep_merge(merged, data)
+    if not isinstance(base, str) or not base or "\0" in base:
+        raise ConfigError(f"{path}: base: expected the path of another config file, got {base!r}")
+    merged = _read_yaml(path.parent / base, (*seen, resolved), sources, referrer=path)
+    return _deep_merge(merged, data, sources, str(path))
 
 
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def _deep_merge(base: dict[str, Any], override: dict[str, Any], sources: Sources | None = None,
+                origin: str = "", prefix: str = "") -> dict[str, Any]:
+    """`override` over `base`, section by section (`params` is replaced whole); `sources` records `origin`."""
     out = dict(base)
     for key, value in override.items():
+        full = f"{prefix}{key}"
         if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "params":
-            out[key] = _deep_merge(out[key], value)
+            out[key] = _deep_merge(out[key], value, sources, origin, f"{full}.")
         else:
             out[key] = value
+            if sources is not None:
+                _set_source(sources, full, origin)
     return out
 
 
@@ -243,6 +300,8 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: cannot parse value: {exc}") from exc
+        except RecursionError:
+            raise ConfigError(f"override {item!r}: cannot parse value: nested too deeply") from None
         node = nested
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -254,13 +313,20 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Defaults, then the YAML file (and its `base:` chain), then `key=value` overrides."""
+    """Defaults, then the YAML file (and its `base:` chain), then `key=value` overrides.
+
+    Errors about a key name the file (or the override) its value came from.
+    """
     cfg = TrainConfig()
+    sources: Sources = {}
     if path is not None:
-        _apply(cfg, _read_yaml(Path(path)))
+        _apply(cfg, _read_yaml(Path(path), sources=sources), sources=sources)
     if overrides:
-        _apply(cfg, parse_overrides(overrides))
-    validate(cfg)
+        values = parse_overrides(overrides)
+        for item in overrides:
+            _set_source(sources, item.split("=", 1)[0].strip(), f"override {item!r}")
+        _apply(cfg, values, sources=sources)
+    validate(cfg, sources)
     return cfg
 
 
@@ -271,18 +337,19 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     return cfg
 
 
-def validate(cfg: TrainConfig) -> None:
-    """Cross-field checks that a type alone cannot express."""
+def validate(cfg: TrainConfig, sources: Sources | None = None) -> None:
+    """Cross-field checks that a type alone cannot express; `sources` (see load_config) names the file."""
     if cfg.batch_size <= 0:
-        raise ConfigError(f"batch_size: must be positive, got {cfg.batch_size}")
+        raise _located(sources, "batch_size", f"batch_size: must be positive, got {cfg.batch_size}")
     if not 0.0 < cfg.head.sample_rate <= 1.0:
-        raise ConfigError(f"head.sample_rate: must be in (0, 1], got {cfg.head.sample_rate}")
+        raise _located(sources, "head.sample_rate", f"head.sample_rate: must be in (0, 1], got {cfg.head.sample_rate}")
     if cfg.cd.interval <= 0:
-        raise ConfigError(f"cd.interval: must be positive, got {cfg.cd.interval}")
+        raise _located(sources, "cd.interval", f"cd.interval: must be positive, got {cfg.cd.interval}")
     if not 0.0 < cfg.cd.percentile < 1.0:
-        raise ConfigError(f"cd.percentile: must be in (0, 1), got {cfg.cd.percentile}")
+        raise _located(sources, "cd.percentile", f"cd.percentile: must be in (0, 1), got {cfg.cd.percentile}")
     if len(cfg.data.random_resized_crop) not in (0, 2):
-        raise ConfigError("data.random_resized_crop: expected [] or [min_scale, max_scale]")
+        raise _located(sources, "data.random_resized_crop",
+                       "data.random_resized_crop: expected [] or [min_scale, max_scale]")
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:

@@ -46,12 +46,7 @@ FUZZ_EXAMPLES: dict[str, int] = {
 FUZZ_SECONDS_PER_INPUT = 5.0  # an input that takes longer counts as a hang and fails the test
 # parser -> {exception type name: malformed case id documenting the gap}. These exceptions are documented
 # gaps (xfail cases below), tolerated by the fuzz tests only while the gap is open.
-FUZZ_KNOWN_GAPS: dict[str, dict[str, str]] = {
-    "megaface_io.read_feature_list_json": {"UnicodeDecodeError": "noise-list-encoding"},
-    "megaface_io.read_noise_list": {"UnicodeDecodeError": "noise-list-encoding"},
-    "megaface_io.read_opencv_matrix / read_feature_files": {"ValueError": "feature-dims-disagree"},
-    "config.load_config (YAML text)": {"UnicodeDecodeError": "config-not-utf8"},
-}
+FUZZ_KNOWN_GAPS: dict[str, dict[str, str]] = {}
 
 # Parsers fuzzed elsewhere (not duplicated here): (parser, test file, test function). The doc reads their
 # max_examples from the test files themselves.
@@ -283,10 +278,7 @@ HOSTILE_CASES: list[HostileCase] = [
                 (r"evil_embeddings\.npy", r"without pickled objects")),
     HostileCase("quickstart-backbone", "run folder backbone.pt read by the quickstart report",
                 "cdface.train.quickstart._load_backbone", _h_quickstart, "UnsafeFileError",
-                (r"backbone\.pt", r"refused"),
-                gap="train/quickstart.py _load_backbone: torch.load(run_dir / 'backbone.pt', weights_only=True) "
-                    "directly: the payload is refused but as a raw pickle.UnpicklingError, not a cdface "
-                    "UnsafeFileError naming the file (use cdface.inference.loading.load_torch_file)"),
+                (r"backbone\.pt", r"refused")),
 ]
 
 
@@ -524,6 +516,19 @@ def _m_ijb_big_pair_template(tmp: Path) -> Call:
     return lambda: read_template_pair_list(path)
 
 
+def _m_ijb_big_csv_template(tmp: Path) -> Call:
+    from cdface.eval.ijb_meta import read_template_subject_csv
+
+    path = tmp / "ijbc_1N_gallery_G1.csv"
+    path.write_text("TEMPLATE_ID,SUBJECT_ID,FILENAME\n1,7,img/1.jpg\n99999999999999999999,7,img/2.jpg\n")
+    return lambda: read_template_subject_csv(path)
+
+
+def _m_config_base_error(tmp: Path) -> Call:
+    (tmp / "stage1.yaml").write_text("optim:\n  lr: fast\n")
+    return _config(tmp, "base: stage1.yaml\nname: stage2\n")
+
+
 def _m_config_not_utf8(tmp: Path) -> Call:
     from cdface.config import load_config
 
@@ -619,6 +624,14 @@ def _m_noise_list_encoding(tmp: Path) -> Call:
     path = tmp / "megaface_noises.txt"
     path.write_bytes(b"# noise\nFlickr/a.jpg\nFlickr/\xff\xfe.jpg\n")
     return lambda: read_noise_list(path)
+
+
+def _m_feature_list_directory(tmp: Path) -> Call:
+    from cdface.eval.megaface_io import read_feature_list_json
+
+    path = tmp / "megaface_features_list.json_1000000_1"
+    path.mkdir()
+    return lambda: read_feature_list_json(path)
 
 
 def _save_backbone(tmp: Path, arch: str, name: str) -> Path:
@@ -758,15 +771,13 @@ MALFORMED_CASES: list[MalformedCase] = [
     MalformedCase("ijb-tid-mid-fields", "tid_mid row with 2 of 3 fields", "ijb_meta.read_template_media_list",
                   _m_ijb_tid_mid_fields, "FormatError", (r"ijbb_face_tid_mid\.txt", r"line 2", r"3 fields")),
     MalformedCase("ijb-template-id-overflow", "template id beyond int64", "ijb_meta.read_template_media_list",
-                  _m_ijb_big_template_id, "FormatError", (r"ijbb_face_tid_mid\.txt", r"line 2", r"template id"),
-                  gap="eval/ijb_meta.py read_template_media_list: _parse_int accepts any Python int, then "
-                      "np.array(tids, dtype=np.int64) raises OverflowError for a 20-digit id, not FormatError; "
-                      "same in read_template_subject_csv"),
+                  _m_ijb_big_template_id, "FormatError", (r"ijbb_face_tid_mid\.txt", r"line 2", r"template id",
+                                                          r"fits int64")),
     MalformedCase("ijb-pair-id-overflow", "pair-list template id beyond int64", "ijb_meta.read_template_pair_list",
-                  _m_ijb_big_pair_template, "FormatError", (r"ijbb_template_pair_label\.txt", r"line 2"),
-                  gap="eval/ijb_meta.py read_template_pair_list: np.loadtxt fails on the 20-digit id, the "
-                      "line-by-line rescan accepts it (Python int), so the error says \"lines 't1 t2 label' of "
-                      "integers\" with no line"),
+                  _m_ijb_big_pair_template, "FormatError", (r"ijbb_template_pair_label\.txt", r"line 2",
+                                                             r"template id that fits int64")),
+    MalformedCase("ijb-csv-id-overflow", "1:N gallery TEMPLATE_ID beyond int64", "ijb_meta.read_template_subject_csv",
+                  _m_ijb_big_csv_template, "FormatError", (r"ijbc_1N_gallery_G1\.csv", r"line 3", r"fits int64")),
     MalformedCase("align-nan-landmarks", "5-point landmarks with NaN handed to alignment", "data.align.align_face",
                   _m_align_nan, "FormatError", (r"landmarks", r"finite")),
     # --- .bin
@@ -786,27 +797,26 @@ MALFORMED_CASES: list[MalformedCase] = [
                   (r"head\.name", r"'arcfase' is not one of arcface, cosface, combined")),
     MalformedCase("config-override-unknown", "override of an unknown key", "config.load_config(overrides)",
                   _m_override_unknown,
-                  "ConfigError", (r"unknown key 'cd\.nume'", r"allowed keys here: interval")),
+                  "ConfigError", (r"override 'cd\.nume=3'", r"unknown key 'cd\.nume'",
+                                  r"allowed keys here: interval")),
     MalformedCase("config-yaml-syntax", "config that is not YAML", "config.load_config",
                   lambda t: _config(t, "optim: [1, 2\n"), "ConfigError",
                   (r"stage2\.yaml", r"not valid YAML", r"line \d+")),
     MalformedCase("config-not-utf8", "config file that is not UTF-8 text", "config.load_config",
-                  _m_config_not_utf8, "ConfigError", (r"stage2\.yaml", r"UTF-8|decode"),
-                  gap="config.py _read_yaml catches only OSError around path.read_text(): non-UTF-8 bytes "
-                      "raise UnicodeDecodeError"),
+                  _m_config_not_utf8, "ConfigError", (r"stage2\.yaml", r"UTF-8|decode")),
     MalformedCase("config-base-nul", "`base:` naming a path with a NUL byte", "config.load_config",
-                  _m_config_base_nul, "ConfigError", (r"stage2\.yaml", r"base"),
-                  gap="config.py _read_yaml: path.resolve()/read_text() of a base: path containing NUL "
-                      "raise ValueError('embedded null byte'), not ConfigError"),
+                  _m_config_base_nul, "ConfigError", (r"stage2\.yaml", r"base")),
     MalformedCase("config-deep-nesting", "config nesting 3000 lists deep", "config.load_config",
-                  _m_config_deep, "ConfigError", (r"stage2\.yaml",),
-                  gap="config.py _read_yaml: yaml.safe_load recurses per nesting level, 3000 nested lists raise "
-                      "RecursionError (catch it next to yaml.YAMLError); the same in parse_overrides"),
+                  _m_config_deep, "ConfigError", (r"stage2\.yaml", r"nested too deeply")),
     MalformedCase("config-error-names-file", "unknown key in a config file: the file is named",
                   "config.load_config", lambda t: _config(t, "model:\n  archh: ir100\n"), "ConfigError",
-                  (r"stage2\.yaml", r"unknown key 'model\.archh'"),
-                  gap="config.py _apply/_coerce/validate errors name the key but not the YAML file (nor the "
-                      "base: chain member) it came from; load_config should prefix the path"),
+                  (r"stage2\.yaml", r"unknown key 'model\.archh'")),
+    MalformedCase("config-base-error-names-base", "bad value in a `base:` file: that file is named",
+                  "config.load_config", _m_config_base_error, "ConfigError",
+                  (r"stage1\.yaml: optim\.lr", r"expected a number")),
+    MalformedCase("config-check-names-file", "cross-field check failing on a file's value: the file is named",
+                  "config.load_config", lambda t: _config(t, "cd:\n  percentile: 2\n"), "ConfigError",
+                  (r"stage2\.yaml: cd\.percentile", r"must be in \(0, 1\)")),
     # --- MegaFace devkit
     MalformedCase("opencv-size", "feature file shorter than its header says", "megaface_io.read_opencv_matrix",
                   _m_opencv_size, "FormatError", (r"probe_feat\.bin", r"data", r"32 bytes for a 4x1 matrix, got 24")),
@@ -814,16 +824,14 @@ MALFORMED_CASES: list[MalformedCase] = [
                   _m_opencv_type, "FormatError", (r"probe_feat\.bin", r"header", r"type 5 \(CV_32F\)")),
     MalformedCase("feature-dims-disagree", "per-image feature files of different dimensions",
                   "megaface_io.read_feature_files", _m_feature_dims, "FormatError",
-                  (r"b\.jpg_feat\.bin", r"3"),
-                  gap="eval/megaface_io.py read_feature_files raises a plain ValueError('feature files disagree "
-                      "on the dimension: [3, 4]') that names no file; expected a FormatError naming the first file "
-                      "whose dimension differs"),
+                  (r"b\.jpg_feat\.bin", r"3")),
     MalformedCase("feature-list-json", "devkit feature list that is not JSON", "megaface_io.read_feature_list_json",
                   _m_feature_json, "FormatError", (r"facescrub_features_list\.json", r"line 2", r"valid JSON")),
     MalformedCase("noise-list-encoding", "noise list that is not UTF-8", "megaface_io.read_noise_list",
-                  _m_noise_list_encoding, "FormatError", (r"megaface_noises\.txt", r"UTF-8"),
-                  gap="eval/megaface_io.py read_noise_list and read_feature_list_json catch only "
-                      "FileNotFoundError: non-UTF-8 bytes raise UnicodeDecodeError, a directory IsADirectoryError"),
+                  _m_noise_list_encoding, "FormatError", (r"megaface_noises\.txt", r"UTF-8")),
+    MalformedCase("feature-list-directory", "devkit feature list path that is a directory",
+                  "megaface_io.read_feature_list_json", _m_feature_list_directory, "FormatError",
+                  (r"megaface_features_list\.json_1000000_1", r"readable text file")),
     # --- checkpoints / model files
     MalformedCase("backbone-other-arch", "IResNet-tiny weights loaded as MobileFaceNet (--arch)",
                   "inference.loading.load_embedding_model", _m_other_arch, "FormatError",
@@ -839,15 +847,8 @@ MALFORMED_CASES: list[MalformedCase] = [
                   _m_checkpoint_junk, "CheckpointError", (r"ckpt_00000004\.pt", r"not a readable checkpoint")),
     MalformedCase("init-from-other-arch", "stage-2 init_from a checkpoint of another architecture",
                   "train.trainer.fit", _m_init_from_other_arch, "CdfaceError",
-                  (r"stage1_ckpt\.pt", r"missing key"),
-                  gap="train/trainer.py fit() step 5 (resume and init_from): "
-                      "backbone.load_state_dict(state['backbone']) (and _load_head's head.load_state_dict): "
-                      "another architecture raises torch's RuntimeError, "
-                      "not a CdfaceError naming the checkpoint (use cdface.models.load_state_dict_strict)"),
+                  (r"stage1_ckpt\.pt", r"missing key")),
     MalformedCase("init-from-no-scores", "stage-2 init_from a checkpoint without difficulty scores",
                   "train.trainer.fit", _m_init_from_no_scores, "CdfaceError",
-                  (r"stage1_ckpt\.pt", r"scores"),
-                  gap="train/trainer.py fit() step 5: scores.load_state_dict(state['scores']) (and state['head'], "
-                      "state['optimizer'], ...): a checkpoint without the entry raises KeyError('scores'); a wrong "
-                      "score count raises ScoreBank's ValueError without the file"),
+                  (r"stage1_ckpt\.pt", r"scores")),
 ]

@@ -95,7 +95,7 @@ def test_every_torch_load_in_the_package_is_weights_only():
     """The scan sees the real call sites (so an empty result above means something)."""
     calls = [(p, n) for p in FILES for n in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
              if isinstance(n, ast.Call) and _dotted(n.func) == ("torch", "load")]
-    assert len(calls) >= 4
+    assert len(calls) >= 3  # checkpoints, model files, sharded-head states
     for _, call in calls:
         assert isinstance(_kw(call, "weights_only"), ast.Constant) and _kw(call, "weights_only").value is True
 

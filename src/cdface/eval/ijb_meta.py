@@ -13,6 +13,7 @@ Every malformed line raises :class:`cdface.errors.FormatError` naming the file a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,11 +64,19 @@ def _lines(path: Path) -> list[str]:
     return text.splitlines()
 
 
+_INT_TOKEN = re.compile(r"[+-]?[0-9]+")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _parse_int(token: str, path: Path, lineno: int, what: str) -> int:
-    try:
-        return int(token)
-    except ValueError:
-        raise FormatError(path, f"line {lineno}", f"an integer {what}, got {token!r}") from None
+    """An ASCII decimal integer that fits int64 (what numpy's reader accepts), else a FormatError at the line."""
+    if _INT_TOKEN.fullmatch(token) is None:
+        raise FormatError(path, f"line {lineno}", f"an integer {what}, got {token!r}")
+    # (more than 19 significant digits never fits, and int() refuses very long strings)
+    if len(token.lstrip("+-").lstrip("0")) > 19 or not _INT64_MIN <= int(token) <= _INT64_MAX:
+        shown = token if len(token) <= 40 else f"{token[:20]}...({len(token)} digits)"
+        raise FormatError(path, f"line {lineno}", f"an integer {what} that fits int64, got {shown}")
+    return int(token)
 
 
 def read_template_media_list(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

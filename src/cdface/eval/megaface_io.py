@@ -35,6 +35,8 @@ def read_opencv_matrix(path: str | Path) -> np.ndarray:
         raw = path.read_bytes()
     except FileNotFoundError as exc:
         raise FormatError(path, None, "file not found") from exc
+    except OSError as exc:
+        raise FormatError(path, None, f"a readable file ({exc.strerror or exc})") from exc
     if len(raw) < _HEADER.size:
         raise FormatError(path, "header", f"a {_HEADER.size}-byte header (rows, cols, stride, type)")
     rows, cols, stride, cv_type = _HEADER.unpack_from(raw)
@@ -67,26 +69,39 @@ def write_opencv_matrix(path: str | Path, array: np.ndarray) -> None:
 def read_feature_files(paths: Iterable[str | Path]) -> np.ndarray:
     """Stack devkit per-image feature files (each D x 1 or 1 x D) into an (N, D) array."""
     rows = []
+    first: str | Path | None = None
     for p in paths:
         m = read_opencv_matrix(p)
         if 1 not in m.shape:
             raise FormatError(p, "header", f"a single feature vector (D x 1), got {m.shape}")
-        rows.append(m.reshape(-1))
+        row = m.reshape(-1)
+        if first is None:
+            first = p
+        elif row.shape[0] != rows[0].shape[0]:
+            raise FormatError(p, "header", f"a {rows[0].shape[0]}-dimensional feature like {Path(first).name}, "
+                              f"got {row.shape[0]} dimensions")
+        rows.append(row)
     if not rows:
         raise ValueError("no feature files given")
-    dims = {r.shape[0] for r in rows}
-    if len(dims) != 1:
-        raise ValueError(f"feature files disagree on the dimension: {sorted(dims)}")
     return np.stack(rows)
+
+
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; a missing, unreadable or non-UTF-8 file is a FormatError naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise FormatError(path, None, "file not found") from exc
+    except OSError as exc:
+        raise FormatError(path, None, f"a readable text file ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise FormatError(path, None, f"UTF-8 text ({exc})") from exc
 
 
 def read_noise_list(path: str | Path) -> set[str]:
     """A FaceScrub/MegaFace noise list: one relative image path per line; '#' lines are comments."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as exc:
-        raise FormatError(path, None, "file not found") from exc
+    lines = _read_text(path).splitlines()
     return {ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")}
 
 
@@ -94,12 +109,13 @@ def read_feature_list_json(path: str | Path) -> tuple[list[str], list[str] | Non
     """A devkit list (``facescrub_features_list.json``, ``megaface_features_list.json_<size>_<set>``):
     ``{"path": [...], "id": [...]?}`` -> (paths, identity names or None)."""
     path = Path(path)
+    text = _read_text(path)
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise FormatError(path, None, "file not found") from exc
+        obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise FormatError(path, f"line {exc.lineno}", f"valid JSON ({exc.msg})") from exc
+    except RecursionError:
+        raise FormatError(path, None, "valid JSON (nested too deeply)") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("path"), list):
         raise FormatError(path, None, 'a JSON object with a "path" list')
     paths = obj["path"]
