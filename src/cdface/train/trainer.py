@@ -56,12 +56,6 @@ class FitResult:
     head: torch.nn.Module | None = None
 
 
-def _pick_device(cfg: TrainConfig, info: DistInfo | None = None) -> torch.device:
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", info.local_rank if info else 0)
-    return torch.device("cpu")
-
-
 def _autocast(cfg: TrainConfig, device: torch.device):
     if cfg.precision == "fp32":
         return contextlib.nullcontext()
@@ -75,10 +69,10 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
     `fault_hook(step, loss)` (tests only) may return a replacement loss, e.g. NaN, to exercise recovery.
     """
     # ---- 1. distributed, device, determinism ------------------------------------------------------
-    device_type = "cuda" if (cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())) else "cpu"
-    info = init_distributed(device_type, cfg.dist_timeout_s)
-    device = _pick_device(cfg, info)
-    if device.type == "cuda":
+    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    info = init_distributed("cuda" if use_cuda else "cpu", cfg.dist_timeout_s)
+    device = torch.device("cuda", info.local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
         torch.cuda.set_device(device)
     torch.manual_seed(cfg.seed)
     if cfg.deterministic:
@@ -142,7 +136,7 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
 
     # ---- 5. start from stage 1 (init_from) or resume this run --------------------------------------
     step = 0
-    resume_path = _resolve_resume(cfg, ckpt_dir)
+    resume_path = _resolve_resume(cfg, ckpt_dir, info)
     if resume_path is not None:
         state = _require(ckpt.load_checkpoint(resume_path), resume_path, RESUME_KEYS)
         load_state_dict_strict(backbone, state["backbone"], resume_path)
@@ -233,19 +227,44 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
             n = sampler.local_batch
             bad_samples.update(bad_index)
 
-            # Plain margin loss on the batch.
-            with _autocast(cfg, device):
-                embeddings = model(images[:n])
-            out = head(embeddings.float(), labels[:n])
-            if sharded:
-                ce = out.loss  # distributed cross-entropy (+ aux) over this rank's rows
-            else:
-                ce = F.cross_entropy(out.logits, labels[:n])
-                if out.aux_loss is not None:
-                    ce = ce + out.aux_loss
-            if fault_hook is not None:
-                ce = fault_hook(step, ce)
-            if any_rank(not torch.isfinite(ce).item(), info, device):
+            # Plain margin loss on the batch. On a CD step its backward must not all-reduce yet, and DDP
+            # decides that at forward time: the forward and the backward both run under no_sync().
+            with no_sync() if plan is not None else contextlib.nullcontext():
+                with _autocast(cfg, device):
+                    embeddings = model(images[:n])
+                out = head(embeddings.float(), labels[:n])
+                if sharded:
+                    ce = out.loss  # distributed cross-entropy (+ aux) over this rank's rows
+                else:
+                    ce = F.cross_entropy(out.logits, labels[:n])
+                    if out.aux_loss is not None:
+                        ce = ce + out.aux_loss
+                if fault_hook is not None:
+                    ce = fault_hook(step, ce)
+                finite = not any_rank(not torch.isfinite(ce).item(), info, device)
+                if finite and plan is not None:
+                    if sharded:
+                        centres = _sharded_centres(head_module, embeddings.detach(), plan, cfg, info, device)
+                    else:
+                        centre_ids = _hard_negative_ids(out.cosine.detach(), labels[:n], plan, cfg, info, device)
+                        centres = head_module.weight.detach()[centre_ids]
+                if finite:
+                    scaler.scale(ce).backward()
+
+            # Closeness & diversity on the appended easy/hard samples; gradients accumulate, then all-reduce.
+            if finite and plan is not None:
+                with _autocast(cfg, device):
+                    cd_embeddings = model(images[n:])
+                per_class = cfg.cd.num_easy + cfg.cd.num_hard
+                cd_embeddings = cd_embeddings.float().view(len(plan.local_classes), per_class, -1)
+                easy, hard = cd_embeddings[:, : cfg.cd.num_easy], cd_embeddings[:, cfg.cd.num_easy :]
+                cd_value = cd_loss_fn(easy, hard, centres.float())
+                finite = not any_rank(not torch.isfinite(cd_value).item(), info, device)
+                if finite:
+                    scaler.scale(cd_value).backward()
+                    last_cd_loss, last_threshold = float(cd_value.detach()), plan.threshold
+
+            if not finite:  # skip the step, count it, stop after too many in a row
                 bad_streak, skipped = bad_streak + 1, skipped + 1
                 optimizer.zero_grad(set_to_none=True)
                 log.warning("step %d: non-finite loss, step skipped (%d in a row)", step, bad_streak)
@@ -259,26 +278,6 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
                 if step >= total_steps:
                     break
                 continue
-
-            if plan is None:
-                scaler.scale(ce).backward()
-            else:
-                if sharded:
-                    centres = _sharded_centres(head_module, embeddings.detach(), plan, cfg, info, device)
-                else:
-                    centre_ids = _hard_negative_ids(out.cosine.detach(), labels[:n], plan, cfg, info, device)
-                    centres = head_module.weight.detach()[centre_ids]
-                with no_sync():
-                    scaler.scale(ce).backward()
-                k_local = len(plan.local_classes)
-                per_class = cfg.cd.num_easy + cfg.cd.num_hard
-                with _autocast(cfg, device):
-                    cd_embeddings = model(images[n:])
-                cd_embeddings = cd_embeddings.float().view(k_local, per_class, -1)
-                easy, hard = cd_embeddings[:, : cfg.cd.num_easy], cd_embeddings[:, cfg.cd.num_easy :]
-                cd_value = cd_loss_fn(easy, hard, centres.float())
-                scaler.scale(cd_value).backward()
-                last_cd_loss, last_threshold = float(cd_value.detach()), plan.threshold
             bad_streak = 0
 
             if cfg.optim.grad_clip > 0:
@@ -405,11 +404,15 @@ def _resolve_init(init_from: str) -> Path:
     return path
 
 
-def _resolve_resume(cfg: TrainConfig, ckpt_dir: Path) -> Path | None:
+def _resolve_resume(cfg: TrainConfig, ckpt_dir: Path, info: DistInfo) -> Path | None:
     if not cfg.resume:
         return None
     if cfg.resume == "auto":
-        return ckpt.latest_valid_checkpoint(ckpt_dir)
+        # Rank 0 decides, so every rank resumes the same checkpoint (output_dir must be a shared filesystem).
+        choice = [str(ckpt.latest_valid_checkpoint(ckpt_dir) or "") if info.is_main else ""]
+        if info.enabled:
+            torch.distributed.broadcast_object_list(choice, src=0)
+        return Path(choice[0]) if choice[0] else None
     path = Path(cfg.resume)
     if not path.is_file():
         raise CdfaceError(f"resume: {path} does not exist")
@@ -425,7 +428,7 @@ def _hard_negative_ids(
     device: torch.device,
 ) -> torch.Tensor:
     """Centre ids for this rank's CD classes. Each class's logits row lives on the rank that holds the
-    class's first batch sample; that rank finds the top-NP negatives and an all-reduce shares them."""
+    class's chosen (last) batch sample; that rank finds the top-NP negatives and an all-reduce shares them."""
     num_classes = cosine.shape[1]
     k_total = len(plan.classes)
     num_neg = min(cfg.cd.num_negatives, num_classes - 1)
