@@ -56,3 +56,16 @@ def test_extra_augmentations_keep_shape_and_range():
     assert EvalTransform()(image[:64, :80]).shape == (3, 112, 112)
     with pytest.raises(ValueError):
         TrainTransform(random_resized_crop=(0.9, 0.5))
+
+
+def test_uint8_output_normalised_later_is_bit_identical():
+    import numpy as np
+    import torch
+
+    from cdface.data.transforms import TrainTransform, normalize_uint8, sample_rng
+
+    image = np.random.default_rng(0).integers(0, 256, (112, 112, 3), dtype=np.uint8)
+    as_float = TrainTransform(flip_p=0.5)(image, sample_rng(1, 2, 3))
+    as_uint8 = TrainTransform(flip_p=0.5, output="uint8")(image, sample_rng(1, 2, 3))
+    assert as_uint8.dtype == torch.uint8 and as_uint8.shape == (3, 112, 112)
+    assert torch.equal(normalize_uint8(as_uint8[None])[0], as_float)

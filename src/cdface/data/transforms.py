@@ -12,7 +12,7 @@ import torch
 
 from cdface.data.align import resize_bilinear, warp_affine
 
-__all__ = ["EvalTransform", "TrainTransform", "sample_rng", "to_tensor"]
+__all__ = ["EvalTransform", "TrainTransform", "normalize_uint8", "sample_rng", "to_tensor"]
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -27,6 +27,11 @@ def to_tensor(image: np.ndarray, mean: float = 0.5, std: float = 0.5) -> torch.T
     np.subtract(chw, np.float32(mean), out=chw)
     np.divide(chw, np.float32(std), out=chw)
     return torch.from_numpy(chw)
+
+
+def normalize_uint8(images: torch.Tensor, mean: float = 0.5, std: float = 0.5) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> float32 ``(x / 255 - mean) / std``, bit-identical to ``to_tensor``."""
+    return images.float().div_(255.0).sub_(mean).div_(std)
 
 
 def _fit_size(image: np.ndarray, size: int) -> np.ndarray:
@@ -55,6 +60,9 @@ class TrainTransform:
       random position, resized back (one bilinear warp).
     - ``color_jitter=j``: brightness, contrast and saturation factors drawn from [1 - j, 1 + j].
     - ``low_res_prob=p``: with probability p, downsample by a factor in [2, 4] and upsample back.
+    - ``output="uint8"``: return the (3, H, W) uint8 tensor and let the consumer normalise it with
+      ``normalize_uint8`` (the trainer does, on its device): a quarter of the bytes between DataLoader
+      workers and the main process, the same numbers.
     """
 
     def __init__(
@@ -64,7 +72,10 @@ class TrainTransform:
         color_jitter: float = 0.0,
         low_res_prob: float = 0.0,
         size: int = 112,
+        output: str = "float32",
     ) -> None:
+        if output not in ("float32", "uint8"):
+            raise ValueError(f"output must be 'float32' or 'uint8', got {output!r}")
         if not 0.0 <= flip_p <= 1.0 or not 0.0 <= low_res_prob <= 1.0 or not 0.0 <= color_jitter < 1.0:
             raise ValueError("flip_p and low_res_prob must be in [0, 1], color_jitter in [0, 1)")
         if random_resized_crop is not None:
@@ -76,6 +87,7 @@ class TrainTransform:
         self.color_jitter = color_jitter
         self.low_res_prob = low_res_prob
         self.size = size
+        self.output = output
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
         rng = rng if rng is not None else np.random.default_rng()
@@ -91,6 +103,8 @@ class TrainTransform:
             image = image[:, ::-1]
         if self.color_jitter > 0:
             image = self._jitter(image, rng)
+        if self.output == "uint8":
+            return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return to_tensor(image)
 
     def _crop(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -113,5 +127,6 @@ class TrainTransform:
     def __repr__(self) -> str:
         return (
             f"TrainTransform(flip_p={self.flip_p}, random_resized_crop={self.random_resized_crop}, "
-            f"color_jitter={self.color_jitter}, low_res_prob={self.low_res_prob}, size={self.size})"
+            f"color_jitter={self.color_jitter}, low_res_prob={self.low_res_prob}, size={self.size}, "
+            f"output={self.output!r})"
         )

@@ -50,6 +50,7 @@ def build_training_data(cfg: TrainConfig, info: DistInfo):
         random_resized_crop=tuple(cfg.data.random_resized_crop) or None,
         color_jitter=cfg.data.color_jitter,
         low_res_prob=cfg.data.low_res_prob,
+        output="uint8",  # normalised by the trainer on its device: 4x fewer bytes out of the workers
     )
     dataset = build_train_dataset(
         kind, path, transform=transform, max_bad_fraction=cfg.data.max_bad_fraction, seed=cfg.seed

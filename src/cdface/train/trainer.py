@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from cdface import __version__
 from cdface.config import TrainConfig, config_to_dict, dump_config
 from cdface.data.bad_samples import BadSampleTracker
+from cdface.data.transforms import normalize_uint8
 from cdface.errors import CdfaceError
 from cdface.heads import create_head, create_margin
 from cdface.losses import ClosenessDiversityLoss
@@ -221,6 +222,8 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
         for images, labels, indices, bad_index in loader:
             plan = sampler.take_plan(step)
             images = images.to(device, non_blocking=True)
+            if images.dtype == torch.uint8:
+                images = normalize_uint8(images)
             labels = labels.to(device, non_blocking=True)
             if cfg.model.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
