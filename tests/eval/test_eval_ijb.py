@@ -90,7 +90,7 @@ def test_template_features_and_scores_bit_exact(use_norm, use_det):
     np.testing.assert_array_equal(u, ref_u)
     np.testing.assert_array_equal(tf, ref_tf)
     res = ijb_verification(feats, face, tmpl, med, pairs, labels, use_norm_score=use_norm,
-                           use_detector_score=use_det, num_threads=2)
+                           use_detector_score=use_det, num_threads=2, exact=True)
     np.testing.assert_array_equal(res.scores, _ref_scores(ref_tf, ref_u, pairs[:, 0], pairs[:, 1]))
 
 

@@ -37,6 +37,8 @@ def register(subparsers: Any) -> None:
                    help="1:N only: insightface's ijb_1n.py numbers, or open-set NIST per gallery")
     j.add_argument("--no-norm", action="store_true", help="L2-normalise image features first (TestMode N0)")
     j.add_argument("--no-detector-score", action="store_true", help="do not weight by faceness (D0)")
+    j.add_argument("--exact", action="store_true",
+                   help="1:1 only: bit-exact float64 pair scores (slow) instead of float32 block-Gram ones")
     _add_out(j)
     j.set_defaults(func=_run_ijb)
 
@@ -106,7 +108,7 @@ def _run_ijb(args: argparse.Namespace) -> int:
     common = dict(use_norm_score=not args.no_norm, use_detector_score=not args.no_detector_score)
     if args.protocol == "11":
         res = ijb_verification(feats, faceness, meta.templates, meta.medias, meta.pairs, meta.labels,
-                               **common)
+                               exact=args.exact, **common)
     else:
         lists = load_ijb_1n_meta(args.meta_dir, dataset=args.dataset, known_templates=meta.templates)
         res = ijb_identification(feats, faceness, meta.templates, meta.medias, lists.galleries, lists.probes,

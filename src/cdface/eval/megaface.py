@@ -8,7 +8,8 @@
 - verification: genuine = unordered FaceScrub pairs of one identity, impostor = FaceScrub x distractors.
   TAR at FAR f uses the threshold t = the k-th largest impostor score, k = max(1, floor(f * n_impostor)),
   and counts genuine scores strictly above t (so at most k - 1 impostors pass). A running top-K of impostor
-  scores over distractor chunks gives t exactly, without histograms.
+  scores over distractor chunks gives t exactly, without histograms; it is fed from each chunk's per-row
+  top-16 (also used for the ranks), scanning in full only rows whose 16th score reaches the running bound.
 
 ``protocol="seed"`` reproduces the paper repository's evaluation (Zacharynjust/FR-closeness-and-diversity,
 eval/eval_megaface.py): rank-1 = fraction of ordered same-identity pairs whose score beats the probe's best
@@ -43,6 +44,7 @@ __all__ = [
 DEFAULT_MEGAFACE_FARS = (1e-6, 1e-7, 1e-8, 1e-9)
 _SEED_FARS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9)
 _SEED_BINS, _SEED_LOW, _SEED_HIGH, _SEED_STEP = 10000, -1.0, 1.0 + 1e-5, 10
+_ROW_K = 16  # per-row top scores kept per chunk (>= the largest CMC rank)
 
 
 @dataclass(frozen=True)
@@ -149,11 +151,13 @@ def megaface_evaluate(
             idx = torch.from_numpy(order[done:end]).to(d_all.device)
             d = _normalize(d_all.index_select(0, idx).to(p.device))
             s = p @ d.T
+            # one row-wise top-k per chunk serves both identification and the impostor top-K
+            row_top = torch.topk(s, min(max(max_rank, _ROW_K), s.shape[1]), dim=1).values
             if identification:
                 k = min(max_rank, s.shape[1])
-                top = torch.topk(torch.cat([top, torch.topk(s, k, dim=1).values], 1), max_rank, dim=1).values
+                top = torch.topk(torch.cat([top, row_top[:, :k]], 1), max_rank, dim=1).values
             if big_k:
-                imp_top = _merge_top(imp_top, s, big_k)
+                imp_top = _merge_top(imp_top, s, big_k, row_top)
             if seed_hist is not None:
                 for st in range(n_steps):  # per 10-probe step, as the reference accumulates
                     rows = s[st * _SEED_STEP:(st + 1) * _SEED_STEP]
@@ -177,11 +181,28 @@ def megaface_evaluate(
     return id_res, ver_res
 
 
-def _merge_top(current: torch.Tensor, scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Running top-k (values only) of all impostor scores seen so far."""
-    flat = scores.reshape(-1)
+def _merge_top(current: torch.Tensor, scores: torch.Tensor, k: int, row_top: torch.Tensor | None = None
+               ) -> torch.Tensor:
+    """Running top-k (values only) of all impostor scores seen so far.
+
+    Once ``current`` holds k values, only scores >= its smallest can enter. ``row_top`` (each row's largest
+    scores, descending) holds all such scores of every row whose last kept value is below that bound, so
+    only the other (rare) rows are scanned in full: the same candidate multiset, hence the same values.
+    """
     if current.numel() >= k:
-        flat = flat[flat >= current[-1]]  # only candidates that can enter the top-k
+        bound = current[-1]
+        if row_top is None:
+            flat = scores.reshape(-1)
+            flat = flat[flat >= bound]
+        else:
+            full = row_top[:, -1] >= bound  # rows that may hold more candidates than row_top keeps
+            part = row_top[~full]
+            flat = part[part >= bound]
+            if bool(full.any()):
+                rest = scores[full]
+                flat = torch.cat([flat, rest[rest >= bound]])
+    else:
+        flat = scores.reshape(-1)
     merged = torch.cat([current, flat])
     if merged.numel() > k:
         merged = torch.topk(merged, k, sorted=True).values

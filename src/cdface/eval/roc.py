@@ -2,9 +2,11 @@
 
 sklearn sorts the scores, keeps one point per distinct score (the counts of positives/negatives scoring
 >= it), drops collinear points (second differences of both counts zero), prepends (0, 0) and divides by the
-totals. Ties are therefore grouped and the order inside a tie is irrelevant, which lets us count with two
-unstable sorts instead of sklearn's stable arg-sort. insightface then flips the curve and, per FAR level,
-takes the point with the nearest FPR; equal distances go to the first in flipped order (the largest TPR).
+totals. Ties are therefore grouped and the order inside a tie is irrelevant, which lets us count with one
+unstable (SIMD) sort of the scores, no arg-sort. Without ties the kept points are exactly where the label
+changes, found from the positives' ranks alone; with ties, positives are counted per distinct value by
+binary search. insightface then flips the curve and, per FAR level, takes the point with the nearest FPR;
+equal distances go to the first in flipped order (the largest TPR).
 """
 
 from __future__ import annotations
@@ -33,29 +35,75 @@ def roc_curve(
         raise ValueError(f"labels {y.shape} and scores {s.shape} differ in length")
     if s.size == 0:
         raise ValueError("roc_curve needs at least one score")
-    if not np.all(np.isfinite(s)):
-        raise ValueError("scores must be finite")
-    if not np.all((y == 0) | (y == 1)):
-        raise ValueError("labels must be 0 or 1")
+    if y.dtype != bool and (y.dtype.kind not in "iu" or y.min() < 0 or y.max() > 1):
+        if not np.all((y == 0) | (y == 1)):
+            raise ValueError("labels must be 0 or 1")
+    if s.dtype.kind != "f":
+        s = s.astype(np.float64)
     pos = y == 1
-    s_all = np.sort(s)
+    s_all = np.sort(s)  # one (SIMD) sort of all scores; positives are located in it by binary search
+    if not (np.isfinite(s_all[0]) and np.isfinite(s_all[-1])):  # NaN sorts last
+        raise ValueError("scores must be finite")
     pos_sorted = np.sort(s[pos])
-    starts = np.flatnonzero(np.r_[True, s_all[1:] != s_all[:-1]])
-    distinct = s_all[starts]
-    n_ge = s.size - starts  # how many scores are >= each distinct value
-    tps = pos_sorted.size - np.searchsorted(pos_sorted, distinct, side="left")
-    fps = n_ge - tps
-    # descending thresholds, as sklearn returns them
-    tps, fps, thresholds = tps[::-1].astype(np.int64), fps[::-1].astype(np.int64), distinct[::-1]
-    if drop_intermediate and fps.size > 2:
-        keep = np.r_[True, (np.diff(fps, 2) != 0) | (np.diff(tps, 2) != 0), True]
-        tps, fps, thresholds = tps[keep], fps[keep], thresholds[keep]
+    if s_all.size < 2 or not np.any(s_all[1:] == s_all[:-1]):
+        tps, fps, thresholds = _roc_points_distinct(s_all, pos_sorted, drop_intermediate)
+    else:
+        tps, fps, thresholds = _roc_points_ties(s_all, pos_sorted, drop_intermediate)
     tps = np.r_[0, tps].astype(np.float64)
     fps = np.r_[0, fps].astype(np.float64)
     thresholds = np.r_[np.inf, thresholds.astype(np.float64)]
     fpr = fps / fps[-1] if fps[-1] > 0 else np.full(fps.shape, np.nan)
     tpr = tps / tps[-1] if tps[-1] > 0 else np.full(tps.shape, np.nan)
     return fpr, tpr, thresholds
+
+
+def _roc_points_distinct(s_all: np.ndarray, pos_sorted: np.ndarray, drop: bool
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All scores distinct: point j (j-th largest score) has tps_j = #positives among the top j+1 and
+    fps_j = j + 1 - tps_j. Both second differences at j are +-(q[j+1] - q[j]) (q = is-positive), so sklearn
+    keeps j exactly where the label changes, plus both ends: O(positives) after the sort."""
+    n = s_all.size
+    q = (n - 1 - np.searchsorted(s_all, pos_sorted))[::-1]  # descending ranks of the positives (sorted)
+    if drop and n > 2:
+        cand = np.unique(np.r_[q, q - 1])
+        cand = cand[(cand >= 1) & (cand <= n - 2)]
+        is_pos = _member(q, cand)
+        next_pos = _member(q, cand + 1)
+        keep = np.unique(np.r_[0, cand[is_pos != next_pos], n - 1])
+    else:
+        keep = np.arange(n)
+    tps = np.searchsorted(q, keep, side="right").astype(np.int64)
+    fps = keep + 1 - tps
+    return tps, fps, s_all[n - 1 - keep]
+
+
+def _member(sorted_set: np.ndarray, values: np.ndarray) -> np.ndarray:
+    i = np.minimum(np.searchsorted(sorted_set, values), max(sorted_set.size - 1, 0))
+    return (sorted_set[i] == values) if sorted_set.size else np.zeros(values.shape, bool)
+
+
+def _roc_points_ties(s_all: np.ndarray, pos_sorted: np.ndarray, drop: bool
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """General case: one point per distinct score (ties grouped). With per-group positive/negative counts
+    (p_g, n_g), both second differences at a point are the changes of (p, n) between its neighbouring
+    groups, so sklearn keeps a point exactly where (p, n) changes; counts at kept points come from the
+    sorted positives' group indices by binary search."""
+    n = s_all.size
+    starts = np.flatnonzero(np.r_[True, s_all[1:] != s_all[:-1]])
+    n_groups = starts.size
+    pos_group = np.searchsorted(s_all[starts], pos_sorted)  # ascending group index of each positive, sorted
+    if drop and n_groups > 2:
+        sizes = np.diff(starts, append=n)
+        p_cnt = np.bincount(pos_group, minlength=n_groups)
+        n_cnt = sizes - p_cnt
+        change = (n_cnt[1:] != n_cnt[:-1]) | (p_cnt[1:] != p_cnt[:-1])  # change[g - 1]: groups g - 1 -> g
+        keep = np.r_[0, np.flatnonzero(change[:n_groups - 2]) + 1, n_groups - 1]
+    else:
+        keep = np.arange(n_groups)
+    keep = keep[::-1]  # descending thresholds, as sklearn returns them
+    tps = (pos_sorted.size - np.searchsorted(pos_group, keep, side="left")).astype(np.int64)
+    fps = (n - starts[keep]) - tps
+    return tps, fps, s_all[starts[keep]]
 
 
 def tar_at_far(fpr: np.ndarray, tpr: np.ndarray, far_levels: Any = DEFAULT_FAR_LEVELS) -> dict[float, float]:

@@ -7,8 +7,10 @@ applied to the held-out fold. TAR@FAR (``val``) interpolates FAR->threshold with
 'slinear')`` on the training folds, reproduced here in numpy (a degree-1 B-spline, evaluated by de Boor).
 
 All thresholds are handled at once by sorting the distances and counting with ``searchsorted``; the only
-Python loop is over the (10) folds. Results are bit-identical to the reference, which sums and averages in
-float64 with numpy; the work is a few milliseconds, so torch/CUDA inputs are copied to the host first.
+Python loops are over the (10) folds and over cache-sized chunks of pairs for the distances. Results are
+bit-identical to the reference, which sums and averages in float64 with numpy. CUDA tensors get their
+distances computed on the GPU (torch, same algorithm; last-bit differences possible); the per-threshold
+counting works on N floats and runs on the host.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cdface.eval._arrays import l2_normalize_rows, plain_float, to_numpy
+from cdface.eval._arrays import is_cuda_tensor, plain_float, to_numpy
 
 __all__ = [
     "PairResult",
@@ -91,13 +93,50 @@ def embedding_norm_stats(embeddings: Any, embeddings_flip: Any | None = None) ->
     return float(np.cumsum(norms)[-1] / norms.shape[0])
 
 
-def pair_distances(embeddings: Any) -> np.ndarray:
-    """Squared L2 distance of rows (2i, 2i+1) after sklearn-style row normalisation (float64)."""
+_DIST_CHUNK = 256  # pairs per step: 512 float64 rows of 512 stay in L2
+
+
+def pair_distances(embeddings: Any, backend: str = "auto") -> np.ndarray:
+    """Squared L2 distance of rows (2i, 2i+1) after sklearn-style row normalisation (float64).
+
+    numpy backend: cast, normalise, subtract, square and sum per chunk of pairs (cache-resident), each row
+    with exactly the operations of the whole-array reference, so the bits are the same. torch backend (the
+    default for CUDA tensors): the same algorithm with torch ops on the tensor's device; sums may round
+    differently in the last bit.
+    """
+    use_torch = backend == "torch" or (backend == "auto" and is_cuda_tensor(embeddings))
+    if backend not in ("auto", "numpy", "torch"):
+        raise ValueError(f"backend must be 'auto', 'numpy' or 'torch', got {backend!r}")
+    if use_torch:
+        import torch
+
+        emb_t = embeddings if type(embeddings).__module__.startswith("torch") else torch.from_numpy(
+            np.asarray(embeddings))
+        _check_pair_shape(tuple(emb_t.shape))
+        x = emb_t.detach().to(torch.float64)
+        norms = torch.sqrt(torch.sum(x * x, 1))
+        norms = torch.where(norms < 10 * np.finfo(np.float64).eps, torch.ones_like(norms), norms)
+        x = x / norms[:, None]
+        return torch.sum(torch.square(x[0::2] - x[1::2]), 1).cpu().numpy()
     emb = to_numpy(embeddings)
-    if emb.ndim != 2 or emb.shape[0] % 2 or emb.shape[0] == 0:
-        raise ValueError(f"embeddings must have shape (2N, D) with N >= 1, got {emb.shape}")
-    emb = l2_normalize_rows(emb.astype(np.float64, copy=False))
-    return np.sum(np.square(np.subtract(emb[0::2], emb[1::2])), 1)
+    _check_pair_shape(emb.shape)
+    n = emb.shape[0] // 2
+    out = np.empty(n, dtype=np.float64)
+    eps10 = 10 * np.finfo(np.float64).eps
+    for s in range(0, n, _DIST_CHUNK):  # chunks of pairs: every row is computed independently
+        x = np.array(emb[2 * s:2 * (s + _DIST_CHUNK)], dtype=np.float64, copy=True)
+        norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+        norms[norms < eps10] = 1.0
+        x /= norms[:, None]
+        diff = np.subtract(x[0::2], x[1::2])
+        np.square(diff, out=diff)
+        np.sum(diff, 1, out=out[s:s + _DIST_CHUNK])
+    return out
+
+
+def _check_pair_shape(shape: tuple[int, ...]) -> None:
+    if len(shape) != 2 or shape[0] % 2 or shape[0] == 0:
+        raise ValueError(f"embeddings must have shape (2N, D) with N >= 1, got {shape}")
 
 
 def kfold_bounds(n: int, n_splits: int) -> list[tuple[int, int]]:
@@ -167,19 +206,21 @@ def evaluate_pairs(
     thresholds: Any = None,
     far_target: float = 1e-3,
     val_thresholds: Any = None,
+    backend: str = "auto",
 ) -> PairResult:
     """Accuracy (10-fold), ROC and TAR@FAR of a pair set, bit-identical to insightface's ``evaluate``.
 
     ``embeddings`` are the flip-fused, *un-normalised* rows (2N, D): rows 2i and 2i+1 form pair i.
     ``issame`` (N,) is truthy for genuine pairs. Where the reference would divide by zero in TAR@FAR (a fold
-    with no genuine or no impostor pair) the value is NaN.
+    with no genuine or no impostor pair) the value is NaN. ``backend``: ``"numpy"`` (bit-identical),
+    ``"torch"`` (distances with torch ops on the embeddings' device), ``"auto"``: torch for CUDA tensors.
     """
     thresholds = np.arange(0, 4, 0.01) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
     val_thresholds = (
         np.arange(0, 4, 0.001) if val_thresholds is None else np.asarray(val_thresholds, dtype=np.float64)
     )
     same = to_numpy(issame).astype(bool).reshape(-1)
-    dist = pair_distances(embeddings)
+    dist = pair_distances(embeddings, backend)
     if same.shape[0] != dist.shape[0]:
         raise ValueError(f"issame has {same.shape[0]} entries for {dist.shape[0]} pairs")
     folds = kfold_bounds(dist.shape[0], nfolds)
