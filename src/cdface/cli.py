@@ -1,4 +1,5 @@
-"""The `cdface` command. Each area registers its own subcommands; this file only wires them."""
+"""cdface: train and evaluate deep face representations (closeness & diversity, margin heads, protocol-exact
+evaluation). Each area registers its own subcommands; this file only wires them."""
 
 from __future__ import annotations
 
@@ -27,13 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cdface {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue  # area not built yet
-            raise
-        module.register(subparsers)
+        importlib.import_module(module_name).register(subparsers)
     return parser
 
 
