@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from cdface.data.landmarks import read_landmark_file
 from cdface.errors import FormatError
 
 __all__ = ["register"]
@@ -168,25 +169,6 @@ def _list_images(source: Path) -> list[Path]:
             if line.strip() and not line.startswith("#")
         ]
     raise FormatError(source, None, "a folder of images or a list file (not found)")
-
-
-def read_landmark_file(path: Path) -> dict[str, np.ndarray]:
-    """'<image> x1 y1 ... x5 y5' (optionally a trailing score) per line -> {image: (5, 2)}."""
-    table: dict[str, np.ndarray] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        parts = line.split()
-        if not parts or parts[0].startswith("#"):
-            continue
-        if len(parts) not in (11, 12):
-            raise FormatError(path, f"line {number}", f"'image x1 y1 ... x5 y5 [score]', got {len(parts)} fields")
-        try:
-            values = np.array([float(v) for v in parts[1:11]]).reshape(5, 2)
-        except ValueError:
-            raise FormatError(path, f"line {number}", "10 numeric landmark coordinates") from None
-        if not np.isfinite(values).all():
-            raise FormatError(path, f"line {number}", "finite landmark coordinates")
-        table[parts[0]] = values
-    return table
 
 
 def _run_embed(args: argparse.Namespace) -> int:

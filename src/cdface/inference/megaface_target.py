@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cdface.data.landmarks import read_landmark_file
 from cdface.errors import FormatError
 from cdface.inference.embedder import FaceEmbedder, l2_normalize
 from cdface.inference.extract import ImageFiles, extract_features
@@ -71,20 +72,7 @@ def _read_list(path: Path) -> list[str]:
 def _read_landmarks(path: Path, names: Sequence[str]) -> np.ndarray | None:
     if not path.is_file():
         return None
-    table: dict[str, np.ndarray] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        parts = line.split()
-        if not parts or parts[0].startswith("#"):
-            continue
-        if len(parts) not in (11, 12):
-            raise FormatError(path, f"line {number}", f"'image x1 y1 ... x5 y5 [score]', got {len(parts)} fields")
-        try:
-            values = np.array([float(v) for v in parts[1:11]], dtype=np.float64)
-        except ValueError:
-            raise FormatError(path, f"line {number}", "10 numeric landmark coordinates") from None
-        if not np.isfinite(values).all():
-            raise FormatError(path, f"line {number}", "finite landmark coordinates")
-        table[parts[0]] = values.reshape(5, 2)
+    table = read_landmark_file(path)
     missing = [n for n in names if n not in table]
     if missing:
         raise FormatError(path, None, f"landmarks for every listed image; {len(missing)} missing, e.g. {missing[0]}")

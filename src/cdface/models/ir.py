@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from cdface.models.init import kaiming_init_
 from cdface.models.registry import default_input_cfg, register_model
 
 __all__ = ["IR_STAGES", "SEModule", "BottleneckIR", "BottleneckIRSE", "IRBackbone"]
@@ -134,20 +135,10 @@ class IRBackbone(nn.Module):
             nn.Linear(512 * spatial * spatial, embedding_size),
             nn.BatchNorm1d(embedding_size, affine=output_affine),
         )
-        self._initialize_weights()
+        kaiming_init_(self)
         self.input_cfg = default_input_cfg(size)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
-
-    def _initialize_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, 3, S, S) RGB in [-1, 1] -> (N, embedding_size), not normalised."""

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from cdface.models.init import kaiming_init_
 from cdface.models.registry import default_input_cfg, register_model
 
 __all__ = ["ConvBlock", "LinearBlock", "DepthWise", "Residual", "GDC", "MobileFaceNet"]
@@ -132,18 +133,8 @@ class MobileFaceNet(nn.Module):
         ])
         self.conv_sep = ConvBlock(c2, 512, kernel=(1, 1), stride=(1, 1), padding=(0, 0))
         self.features = GDC(embedding_size)
-        self._initialize_weights()
+        kaiming_init_(self)
         self.input_cfg = default_input_cfg((112, 112))
-
-    def _initialize_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, 3, 112, 112) RGB in [-1, 1] -> (N, embedding_size), not normalised."""
