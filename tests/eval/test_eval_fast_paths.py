@@ -11,12 +11,13 @@ import torch
 
 from cdface.eval.ijb import (
     _template_rows,
+    exact_near_thresholds,
     fast_pair_scores,
     ijb_verification,
     image_features,
     template_features,
 )
-from cdface.eval.roc import roc_curve, tar_at_far
+from cdface.eval.roc import far_points, roc_curve, tar_at_far
 from cdface.eval.verification import evaluate_pairs, pair_distances
 
 LEVELS = [10**-6, 10**-5, 10**-4, 10**-3, 10**-2, 10**-1]
@@ -53,24 +54,104 @@ def test_block_gram_scores_within_1e6_of_exact(tile):
     np.testing.assert_array_equal(got.numpy(), fast)
 
 
+def _picked(res_or_curve, levels=LEVELS):
+    fpr, tpr = (res_or_curve.fpr, res_or_curve.tpr) if hasattr(res_or_curve, "fpr") else res_or_curve[:2]
+    k = far_points(fpr, levels)
+    return fpr[k].tolist(), tpr[k].tolist()
+
+
 def test_fast_ijb_equals_exact_on_well_separated_scores():
-    """TAR@FAR tables are identical when no two distinct exact scores lie within the float32 error."""
     rng = np.random.default_rng(0)
     feats, face, tmpl, med, pairs, labels = _ijb_data(rng, n_pairs=300)
     ex = ijb_verification(feats, face, tmpl, med, pairs, labels, exact=True)
     fa = ijb_verification(feats, face, tmpl, med, pairs, labels)
-    assert ex.scores.dtype == np.float64 and fa.scores.dtype == np.float32
+    assert ex.scores.dtype == np.float64 and fa.scores.dtype == np.float64
     assert np.max(np.abs(fa.scores - ex.scores)) < 1e-6
-    distinct = np.unique(ex.scores)
-    assert np.min(np.diff(distinct)) > 4e-6  # precondition: nothing the float32 rounding could reorder
-    # same pair -> same score on both paths, so ties stay ties; hence the same ROC and table
-    np.testing.assert_array_equal(fa.fpr, ex.fpr)
-    np.testing.assert_array_equal(fa.tpr, ex.tpr)
-    assert fa.tar_at_far == ex.tar_at_far
-    # torch backend (the GPU route, here on CPU tensors): the same numbers up to float32 rounding
-    tb = ijb_verification(torch.from_numpy(feats), face, tmpl, med, pairs, labels, backend="torch")
-    assert np.max(np.abs(tb.scores - ex.scores)) < 1e-6
-    assert tb.tar_at_far == ex.tar_at_far
+    assert fa.tar_at_far == ex.tar_at_far and _picked(fa) == _picked(ex)
+    # torch backend (the GPU route, here on CPU tensors): the same table
+    for use_norm in (True, False):
+        ex = ijb_verification(feats, face, tmpl, med, pairs, labels, use_norm_score=use_norm, exact=True)
+        tb = ijb_verification(torch.from_numpy(feats), face, tmpl, med, pairs, labels, use_norm_score=use_norm,
+                              backend="torch")
+        assert np.max(np.abs(tb.scores - ex.scores)) < 1e-6
+        assert tb.tar_at_far == ex.tar_at_far and _picked(tb) == _picked(ex)
+
+
+def _near_tie_ijb(rng, n_base=40, copies=8, dim=32, n_pairs=30000):
+    """Templates in groups of near-duplicates (images equal or 1-2 float32 ulps apart), random labels:
+    thousands of genuine/impostor scores tie or lie within 1e-7 of each other at every FAR level."""
+    base = rng.normal(size=(n_base, dim)).astype(np.float32)
+    n_tmpl = n_base * copies
+    imgs = np.repeat(base, copies, axis=0)
+    ulps = rng.integers(-2, 3, size=imgs.shape) * (rng.random((n_tmpl, 1)) < 0.7)  # 30% exact copies
+    imgs = imgs + ulps * np.spacing(imgs)
+    templates = np.arange(n_tmpl) * 2 + 1
+    medias = np.arange(n_tmpl)
+    face = np.ones(n_tmpl, np.float32)
+    p = rng.integers(0, n_tmpl, size=(n_pairs, 2))
+    p[:, 1] = (p[:, 0] + rng.integers(1, n_tmpl, n_pairs)) % n_tmpl
+    labels = (rng.random(n_pairs) < 0.3).astype(np.int64)
+    return imgs.astype(np.float32), face, templates, medias, p * 2 + 1, labels
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fast_ijb_table_equals_exact_with_near_ties(seed):
+    rng = np.random.default_rng(100 + seed)
+    feats, face, tmpl, med, pairs, labels = _near_tie_ijb(rng)
+    ex = ijb_verification(feats, face, tmpl, med, pairs, labels, exact=True)
+    # the raw float32 scores reorder near-tied pairs: their curve differs from the exact one
+    uniq, tf = template_features(image_features(feats, face), tmpl, med)
+    raw = fast_pair_scores(tf, _template_rows(uniq, pairs[:, 0], "p"), _template_rows(uniq, pairs[:, 1], "p"))
+    gaps = np.diff(np.unique(ex.scores))
+    assert np.count_nonzero(gaps < 1e-7) > 1000  # precondition: many near-ties
+    raw_curve = roc_curve(labels, raw)
+    assert raw_curve[0].shape != ex.fpr.shape or not np.array_equal(raw_curve[1], ex.tpr)
+    for backend in ("numpy", "torch"):
+        fa = ijb_verification(feats, face, tmpl, med, pairs, labels, backend=backend)
+        assert fa.tar_at_far == ex.tar_at_far
+        assert _picked(fa) == _picked(ex)
+
+
+def test_near_tie_set_defeats_raw_float32_table():
+    """At least one of the near-tie sets above has a raw float32 TAR table that differs from the exact one
+    (so those tests exercise the rescoring, not luck)."""
+    assert any(_raw_differs(s) for s in range(3))
+
+
+def _raw_differs(seed):
+    rng = np.random.default_rng(100 + seed)
+    feats, face, tmpl, med, pairs, labels = _near_tie_ijb(rng)
+    ex = ijb_verification(feats, face, tmpl, med, pairs, labels, exact=True)
+    uniq, tf = template_features(image_features(feats, face), tmpl, med)
+    raw = fast_pair_scores(tf, _template_rows(uniq, pairs[:, 0], "p"), _template_rows(uniq, pairs[:, 1], "p"))
+    return tar_at_far(*roc_curve(labels, raw)[:2], LEVELS) != ex.tar_at_far
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_window_rescoring_is_exact_under_adversarial_error(seed):
+    """exact_near_thresholds with the largest allowed error on every pair and tiny initial windows (forcing
+    the widening loop): the picked points always equal those of the exact scores."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 4000))
+    bound = 10.0 ** rng.uniform(-4, -1)
+    exact = np.round(rng.normal(size=n) * rng.uniform(0.5, 30), int(rng.integers(1, 4)))  # many ties
+    labels = (rng.random(n) < rng.uniform(0.01, 0.9)).astype(np.int64)
+    exact += labels * rng.uniform(0, 1)
+    fast = (exact + rng.choice([-1.0, 0.0, 1.0], n) * bound * rng.uniform(0.5, 1.0, n)).astype(np.float64)
+    levels = sorted(set(LEVELS) | {float(rng.uniform(0, 1)), 0.5})
+    calls = []
+
+    def rescore(idx):
+        calls.append(idx.size)
+        return exact[idx]
+
+    h, fpr, tpr = exact_near_thresholds(fast, labels, levels, rescore, bound * 1.0000001,
+                                        ranks=int(rng.integers(0, 3)), points=int(rng.integers(0, 2)))
+    ref = roc_curve(labels, exact)
+    assert tar_at_far(fpr, tpr, levels) == tar_at_far(ref[0], ref[1], levels)
+    assert _picked((fpr, tpr), levels) == _picked(ref, levels)
+    assert np.all(h[h != fast] == exact[h != fast])
+    assert sum(calls) <= n
 
 
 def test_torch_template_pooling_matches_numpy():
@@ -79,11 +160,8 @@ def test_torch_template_pooling_matches_numpy():
     for use_norm in (True, False):
         xn = image_features(feats, face, use_norm_score=use_norm)
         xt = image_features(torch.from_numpy(feats), face, use_norm_score=use_norm)
-        if use_norm:  # elementwise float32 only: the same bits
-            np.testing.assert_array_equal(xt.numpy(), xn)
-        else:  # the image norms are float32 sums, added in another order by torch
-            np.testing.assert_allclose(xt.numpy(), xn, rtol=1e-6, atol=0)
-            xt = torch.from_numpy(xn)  # pool the same inputs below
+        # elementwise float32, and the image norms come from numpy on both backends: the same bits
+        np.testing.assert_array_equal(xt.numpy(), xn)
         for norm in ("sklearn", "plain"):
             un, tn = template_features(xn, tmpl, med, norm=norm)
             ut, tt = template_features(xt, tmpl, med, norm=norm)

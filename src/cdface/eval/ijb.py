@@ -20,16 +20,17 @@ Pair scores, 1:1 (``ijb_verification``):
 - ``exact=False`` (default): float32 block Gram matrices. Pairs are mapped to (min row, max row), grouped by
   2048 x 2048 tile of the upper triangle with one radix arg-sort, and each non-empty tile is one
   ``torch`` matmul whose needed entries are gathered. Measured max |fast - exact| = 5.6e-7 over 15.6M
-  IJB-C-sized pairs of unit templates (mean 1e-8; the spec allows 1e-6). The same template pair always
-  reads the same Gram entry, so exact ties stay ties. TAR@FAR values can only differ from the exact path
-  where a genuine and an impostor score (of different template pairs) lie within ~1e-6 of each other near
-  the threshold picked for a FAR level, and the rounding swaps them: that TAR then moves by 1/#genuine
-  per swapped pair. At IJB-C density this does happen: on the 15.6M-pair synthetic benchmark set TAR@1e-3
-  came out 0.996264 fast vs 0.996304 exact (one genuine pair); the other five levels were identical. Use
-  ``exact=True`` (about 7x slower) for numbers that must match insightface's table to the last pair.
+  IJB-C-sized pairs of unit templates (proven bound ~3.1e-5 for D = 512, see ``float32_score_bound``).
+  Rounding can swap genuine/impostor pairs whose exact scores lie within ~1e-6 (at IJB-C density it moved
+  TAR@1e-3 by one genuine pair), so the pairs in a window around every picked threshold are then rescored
+  exactly (float64, as ``exact=True``) and the picks are re-checked until they provably equal the all-exact
+  picks (``exact_near_thresholds``): the TAR@FAR table, and the fpr/tpr/threshold of each picked point, are
+  identical to ``exact=True``'s. ``scores`` are float64: exact near the picks, float32-rounded elsewhere.
+  A level whose pick sits in a long run of one label with no exact ties can need a wide window (then the
+  cost grows toward the exact path's); at IJB-C-like density one round of a few thousand pairs suffices.
 
 With CUDA tensors as input, template pooling and pair scoring run on that device (same algorithm, torch);
-the ROC is computed on the host from the float32 scores.
+the ROC and the exact rescoring of the window pairs (numpy templates of just their images) run on the host.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from cdface.eval._arrays import far_key, is_cuda_tensor, l2_normalize_rows, plain_float, to_numpy
-from cdface.eval.roc import DEFAULT_FAR_LEVELS, roc_curve, tar_at_far
+from cdface.eval.roc import DEFAULT_FAR_LEVELS, far_points, roc_curve, roc_from_sorted, roc_inputs, tar_at_far
 
 __all__ = [
     "IJBVerificationResult",
@@ -111,8 +112,8 @@ def image_features(features: Any, faceness: Any, use_norm_score: bool = True,
         x = features.detach().to(torch.float32)
         if x.ndim != 2:
             raise ValueError(f"features must be (M, D), got {tuple(x.shape)}")
-        if not use_norm_score:
-            x = x / torch.sqrt(torch.sum(x**2, -1, keepdim=True))
+        if not use_norm_score:  # numpy's float32 norms (pairwise sums), so both backends give the same bits
+            x = x / torch.from_numpy(_numpy_row_norms(x)).to(x.device)
         if use_detector_score:
             f = torch.as_tensor(to_numpy(faceness, np.float32).reshape(-1), device=x.device)
             if f.shape[0] != x.shape[0]:
@@ -130,6 +131,16 @@ def image_features(features: Any, faceness: Any, use_norm_score: bool = True,
             raise ValueError(f"{x.shape[0]} features but {f.shape[0]} faceness scores")
         x = x * f[:, np.newaxis]
     return x
+
+
+def _numpy_row_norms(x: Any, chunk: int = 65536) -> np.ndarray:
+    """(M, 1) float32 ``np.sqrt(np.sum(x**2, -1, keepdims=True))`` of a torch tensor, computed by numpy on
+    the host in row chunks (each row's sum is independent of the others, so chunking keeps the bits)."""
+    out = np.empty((int(x.shape[0]), 1), dtype=np.float32)
+    for s in range(0, out.shape[0], chunk):
+        rows = to_numpy(x[s:s + chunk])
+        out[s:s + chunk] = np.sqrt(np.sum(rows**2, -1, keepdims=True))
+    return out
 
 
 def _is_torch(x: Any) -> bool:
@@ -365,8 +376,9 @@ def ijb_verification(
     """IJB 1:1: TAR@FAR from per-image features, as insightface's ``ijb_11.py`` prints it (x100 there).
 
     ``exact=True``: bit-identical float64 scores (numpy, host). ``exact=False``: float32 block-Gram scores
-    (within ~4e-7 of them; see the module docstring), on the GPU when ``features`` is a CUDA tensor.
-    ``scores`` in the result are float64 (exact) or float32 (fast). ``backend`` (fast path only): ``"torch"``
+    (on the GPU when ``features`` is a CUDA tensor) with the pairs near each picked threshold rescored
+    exactly, so that the TAR@FAR table equals ``exact=True``'s (see the module docstring). ``scores`` are
+    float64 on both paths. ``backend`` (fast path only): ``"torch"``
     pools templates and scores with torch on the features' device, ``"numpy"`` on the host, ``"auto"``:
     torch for CUDA tensors.
     """
@@ -391,9 +403,187 @@ def ijb_verification(
         p = p.astype(np.int64, copy=False)
         r1 = _template_rows(uniq, p[:, 0], "pairs")
         r2 = _template_rows(uniq, p[:, 1], "pairs")
-        scores = to_numpy(fast_pair_scores(tmpl, r1, r2))
+        fast = to_numpy(fast_pair_scores(tmpl, r1, r2))
+        if use_torch:  # rescore with the host (numpy) templates, as the exact path has them
+            def rescore(idx: np.ndarray) -> np.ndarray:
+                return _host_pair_scores(features, faceness, templates, medias, p[idx], use_norm_score,
+                                         use_detector_score, num_threads)
+        else:
+            def rescore(idx: np.ndarray) -> np.ndarray:
+                return pair_scores(tmpl, uniq, p[idx], num_threads=num_threads)
+        scores, fpr, tpr = exact_near_thresholds(fast, lab, far_levels, rescore, float32_score_bound(tmpl))
+        return IJBVerificationResult(tar_at_far(fpr, tpr, far_levels), fpr, tpr, scores, int(uniq.size))
     fpr, tpr, _ = roc_curve(lab, scores)
     return IJBVerificationResult(tar_at_far(fpr, tpr, far_levels), fpr, tpr, scores, int(uniq.size))
+
+
+def _host_pair_scores(features: Any, faceness: Any, templates: Any, medias: Any, pairs: np.ndarray,
+                      use_norm_score: bool, use_detector_score: bool, num_threads: int | None) -> np.ndarray:
+    """Exact-path scores of ``pairs`` from the images of their templates only: pooling and normalisation
+    are per template and per image row, so the numbers equal the full exact path's."""
+    t = to_numpy(templates).astype(np.int64).reshape(-1)
+    need = np.unique(pairs)
+    rows = np.flatnonzero(np.isin(t, need))
+    f_rows = to_numpy(features[_as_index(rows, features)] if _is_torch(features) else to_numpy(features)[rows])
+    face = to_numpy(faceness).reshape(-1)[rows] if use_detector_score else faceness
+    x = image_features(f_rows, face, use_norm_score, use_detector_score)
+    uniq, tmpl = template_features(x, t[rows], to_numpy(medias).reshape(-1)[rows], norm="sklearn")
+    return pair_scores(tmpl, uniq, pairs, num_threads=num_threads)
+
+
+def float32_score_bound(template_feats: Any) -> float:
+    """Bound on |fast - exact| per pair: the float32 rounding of both D-dim templates (2u relative per
+    product) plus any-order float32 summation of D products (gamma_D = D u / (1 - D u)), u = 2**-24, times
+    sum |a_i b_i| <= max row norm**2, plus the float64 path's own error (D 2**-53) and the torch pooling's
+    float64 normalisation (a few ulps). About 3.1e-5 for D = 512 unit templates (measured max 5.6e-7)."""
+    d = int(template_feats.shape[1])
+    if _is_torch(template_feats):
+        import torch
+
+        nmax = float(torch.linalg.vector_norm(template_feats.to(torch.float64), dim=1).max()) if d else 0.0
+    else:
+        t = np.asarray(template_feats, dtype=np.float64)
+        nmax = float(np.sqrt(np.max(np.einsum("ij,ij->i", t, t)))) if t.size else 0.0
+    u = 2.0**-24
+    gamma = (d + 2) * u / (1.0 - (d + 2) * u)
+    return (nmax * nmax * (gamma + (d + 8) * 2.0**-52)) * 1.01 + 1e-12
+
+
+_REFINE_RANKS = 2048  # pairs each side (by rank) of the ROC points around a pick, rescored at first
+_REFINE_POINTS = 4  # ROC points each side of a pick whose span is rescored at first
+
+
+def exact_near_thresholds(fast: np.ndarray, labels: Any, far_levels: Any, rescore: Any, bound: float,
+                          ranks: int = _REFINE_RANKS, points: int = _REFINE_POINTS
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(float64 scores, fpr, tpr): ``fast`` with the pairs near every picked threshold rescored exactly, so
+    that the TAR@FAR picks (point, fpr, tpr, threshold) equal those of the all-exact scores.
+
+    ``rescore(idx)`` returns the exact scores of pairs ``idx``; ``|fast - exact| <= bound`` for every pair
+    (checked on the rescored ones; a violation falls back to rescoring everything).
+
+    Why it is exact. Per level, a window [lo, hi] of fast scores (the ROC points ``points`` each side of the
+    pick, ``ranks`` more pairs each side, +-(bound + 1e-5)) is rescored; overlapping windows are merged.
+    For the merged window holding a level, let U be the smallest fast score above it and L the largest
+    below (+-inf if none). A pair outside the window has, in both the all-exact and our hybrid array, a
+    value >= U - bound or <= L + bound (fast or exact, |fast - exact| <= bound): its order relative to any
+    threshold t in R = (L + bound, U - bound) is certain. Inside R both arrays hold the same values (the
+    window's exact scores) and, at each such t, the same counts of positives/negatives >= t. Let v_1 > ...
+    > v_m be the distinct values in R. sklearn keeps a point by the counts at its neighbours, so the kept
+    points at v_2 ... v_(m-1) (and v_1 / v_m when U / L is infinite: they are the global ends, always kept;
+    the (0, 0) point too) are identical in both: call that contiguous run S = [a, b]. FPR grows along the
+    curve; if fpr[a] <= level, earlier points are no nearer (and lose ties: insightface takes the last in
+    curve order), and if fpr[b] - level > d* (the best distance within S), later points are strictly
+    farther, so both arrays pick the same point of S, with the same fpr, tpr and threshold. These two
+    conditions are checked on the hybrid curve; a level that fails widens its window (8x ranks, 2x points)
+    and is re-checked. Once a window spans every pair, R is the whole line and the check holds, so the loop
+    ends. Pairs outside all windows keep their (float32-rounded) fast score, so the returned curve is exact
+    only near the picks; the table is exact.
+    """
+    y, s = roc_inputs(labels, fast)
+    levels = [float(x) for x in far_levels]
+    pos = y == 1
+    n = s.size
+    f64 = s.astype(np.float64)
+    fs = np.sort(s).astype(np.float64)  # sorted once (float32 SIMD sort), reused for every curve
+    if not (np.isfinite(fs[0]) and np.isfinite(fs[-1])):
+        raise ValueError("scores must be finite")
+    fpr, tpr, thr = roc_from_sorted(fs, np.sort(f64[pos]))
+    n_pos = int(np.count_nonzero(pos))
+    if not levels or n_pos in (0, n):  # NaN rates: the table does not depend on the scores' order
+        return f64, fpr, tpr
+    h = f64.copy()
+    done = np.zeros(n, dtype=bool)
+    slack = bound * 1.01 + 1e-15  # covers the float64 rounding of L + bound, U - bound
+    margin = slack + 1e-5
+    span = np.array([[np.inf, -np.inf]] * len(levels))
+    r_k = np.full(len(levels), ranks, dtype=np.int64)
+    p_k = np.full(len(levels), points, dtype=np.int64)
+    pending = np.ones(len(levels), dtype=bool)
+    hs = fs
+    for _ in range(64):
+        picks = far_points(fpr, levels)
+        for li in np.flatnonzero(pending):
+            k, pk, rk = int(picks[li]), int(p_k[li]), int(r_k[li])
+            j = int(np.searchsorted(hs, thr[k - pk], "right")) - 1 + rk if k - pk >= 1 else n
+            hi = hs[j] + margin if j < n else np.inf
+            j = min(int(np.searchsorted(hs, thr[k + pk], "left")) - rk, n - 1) if k + pk < thr.size else -1
+            lo = hs[j] - margin if j >= 0 else -np.inf
+            span[li] = min(span[li, 0], lo), max(span[li, 1], hi)
+        comps, level_comp = _merge_spans(span, 2 * slack)
+        members = []
+        for lo, hi in comps:
+            idx = np.flatnonzero((f64 >= lo) & (f64 <= hi))
+            new = idx[~done[idx]]
+            if new.size:
+                e = np.asarray(rescore(new), dtype=np.float64)
+                if not np.all(np.abs(e - f64[new]) <= bound):  # cannot happen if the bound holds
+                    h = np.asarray(rescore(np.arange(n)), dtype=np.float64)
+                    fpr, tpr, _ = roc_curve(y, h)
+                    return h, fpr, tpr
+                h[new] = e
+                done[new] = True
+            members.append(idx)
+        hs = fs.copy()
+        for (lo, hi), idx in zip(comps, members):  # the window's block of fs, exact values, re-sorted locally
+            b0, b1 = np.searchsorted(fs, lo, "left"), np.searchsorted(fs, hi, "right")
+            hs[b0:b1] = np.sort(h[idx])
+            c0, c1 = np.searchsorted(fs, lo - slack, "left"), np.searchsorted(fs, hi + slack, "right")
+            hs[c0:c1].sort()
+        fpr, tpr, thr = roc_from_sorted(hs, np.sort(h[pos]))
+        picks = far_points(fpr, levels)
+        for li, level in enumerate(levels):
+            lo, hi = comps[level_comp[li]]
+            pending[li] = not _pick_is_certain(fs, hs, fpr, thr, lo, hi, slack, level, int(picks[li]))
+        if not pending.any():
+            return h, fpr, tpr
+        r_k[pending] = np.maximum(8 * r_k[pending], 16)
+        p_k[pending] = np.maximum(2 * p_k[pending], 1)
+    h = np.asarray(rescore(np.arange(n)), dtype=np.float64)  # unreachable in practice (see above)
+    fpr, tpr, _ = roc_curve(y, h)
+    return h, fpr, tpr
+
+
+def _merge_spans(span: np.ndarray, gap: float) -> tuple[list[tuple[float, float]], list[int]]:
+    """Merge [lo, hi] spans closer than ``gap`` (so that their locally re-sorted blocks stay disjoint)."""
+    order = np.argsort(span[:, 0], kind="stable")
+    comps: list[list[float]] = []
+    level_comp = [0] * span.shape[0]
+    for li in order:
+        lo, hi = float(span[li, 0]), float(span[li, 1])
+        if comps and lo <= comps[-1][1] + gap:
+            comps[-1][1] = max(comps[-1][1], hi)
+        else:
+            comps.append([lo, hi])
+        level_comp[li] = len(comps) - 1
+    return [(c[0], c[1]) for c in comps], level_comp
+
+
+def _pick_is_certain(fs: np.ndarray, hs: np.ndarray, fpr: np.ndarray, thr: np.ndarray, lo: float, hi: float,
+                     slack: float, level: float, pick: int) -> bool:
+    """The check of ``exact_near_thresholds``' docstring for one level whose window is [lo, hi]."""
+    n = fs.size
+    b0, b1 = int(np.searchsorted(fs, lo, "left")), int(np.searchsorted(fs, hi, "right"))
+    safe = np.ones(thr.size, dtype=bool)
+    if b1 < n:  # U = fs[b1]: v_1 = the largest value below U - slack; safe thresholds lie below it
+        j = int(np.searchsorted(hs, fs[b1] - slack, "left")) - 1
+        if j < 0:
+            return False
+        safe &= thr < hs[j]
+    if b0 > 0:  # L = fs[b0 - 1]: v_m = the smallest value above L + slack
+        j = int(np.searchsorted(hs, fs[b0 - 1] + slack, "right"))
+        if j >= n:
+            return False
+        safe &= thr > hs[j]
+    idx = np.flatnonzero(safe)
+    if idx.size == 0:
+        return False
+    a, b = int(idx[0]), int(idx[-1])
+    d = np.abs(fpr[a:b + 1] - level)
+    k = b - int(np.argmin(d[::-1]))  # insightface's rule inside S
+    if k != pick:
+        return False
+    return (a == 0 or fpr[a] <= level) and (b == thr.size - 1 or fpr[b] - level > d[k - a])
 
 
 def _pick_templates(all_templates: np.ndarray, all_feats: np.ndarray, tids: np.ndarray, sids: np.ndarray,

@@ -17,7 +17,7 @@ import numpy as np
 
 from cdface.eval._arrays import to_numpy
 
-__all__ = ["roc_curve", "tar_at_far", "DEFAULT_FAR_LEVELS"]
+__all__ = ["roc_curve", "roc_from_sorted", "roc_inputs", "far_points", "tar_at_far", "DEFAULT_FAR_LEVELS"]
 
 DEFAULT_FAR_LEVELS = tuple(10**-k for k in range(6, 0, -1))  # insightface writes 10**-6 ... 10**-1
 
@@ -29,6 +29,16 @@ def roc_curve(
 
     With no negatives (positives) the FPR (TPR) is all-NaN, as sklearn returns it (with a warning).
     """
+    y, s = roc_inputs(labels, scores)
+    pos = y == 1
+    s_all = np.sort(s)  # one (SIMD) sort of all scores; positives are located in it by binary search
+    if not (np.isfinite(s_all[0]) and np.isfinite(s_all[-1])):  # NaN sorts last
+        raise ValueError("scores must be finite")
+    return roc_from_sorted(s_all, np.sort(s[pos]), drop_intermediate)
+
+
+def roc_inputs(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Validated flat (labels, float scores), as ``roc_curve`` accepts them."""
     y = to_numpy(labels).reshape(-1)
     s = to_numpy(scores).reshape(-1)
     if y.shape != s.shape:
@@ -40,11 +50,13 @@ def roc_curve(
             raise ValueError("labels must be 0 or 1")
     if s.dtype.kind != "f":
         s = s.astype(np.float64)
-    pos = y == 1
-    s_all = np.sort(s)  # one (SIMD) sort of all scores; positives are located in it by binary search
-    if not (np.isfinite(s_all[0]) and np.isfinite(s_all[-1])):  # NaN sorts last
-        raise ValueError("scores must be finite")
-    pos_sorted = np.sort(s[pos])
+    return y, s
+
+
+def roc_from_sorted(s_all: np.ndarray, pos_sorted: np.ndarray, drop_intermediate: bool = True
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``roc_curve`` from all scores sorted ascending and the positives' scores sorted ascending (finite;
+    the positives' values must be a sub-multiset of ``s_all``)."""
     if s_all.size < 2 or not np.any(s_all[1:] == s_all[:-1]):
         tps, fps, thresholds = _roc_points_distinct(s_all, pos_sorted, drop_intermediate)
     else:
@@ -106,11 +118,17 @@ def _roc_points_ties(s_all: np.ndarray, pos_sorted: np.ndarray, drop: bool
     return tps, fps, s_all[starts[keep]]
 
 
+def far_points(fpr: np.ndarray, far_levels: Any = DEFAULT_FAR_LEVELS) -> np.ndarray:
+    """Index (in ``fpr``'s order) of the point insightface picks per level: flip the curve, take the FPR
+    nearest the level, the first in flipped order on ties (i.e. the last in ``fpr``'s order)."""
+    fpr_f = np.flipud(np.asarray(fpr, dtype=np.float64))
+    last = fpr_f.size - 1
+    return np.array([last - int(np.argmin(np.abs(fpr_f - level))) for level in far_levels], dtype=np.int64)
+
+
 def tar_at_far(fpr: np.ndarray, tpr: np.ndarray, far_levels: Any = DEFAULT_FAR_LEVELS) -> dict[float, float]:
     """insightface's table: flip the curve, take the TPR at the FPR nearest each level (first on ties)."""
-    fpr_f = np.flipud(np.asarray(fpr, dtype=np.float64))
-    tpr_f = np.flipud(np.asarray(tpr, dtype=np.float64))
-    out: dict[float, float] = {}
-    for level in far_levels:  # a handful of levels
-        out[float(level)] = float(tpr_f[int(np.argmin(np.abs(fpr_f - level)))])
-    return out
+    levels = list(far_levels)  # a handful of levels
+    picks = far_points(fpr, levels)
+    tpr = np.asarray(tpr, dtype=np.float64)
+    return {float(level): float(tpr[k]) for level, k in zip(levels, picks)}
