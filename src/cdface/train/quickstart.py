@@ -150,6 +150,7 @@ def write_report(out_dir: Path, rows: list[dict[str, Any]], curves: dict, *run_d
 
     stage1_dir, stage2_dirs = run_dirs[0], run_dirs[1]
     fig, ax = plt.subplots(figsize=(6, 4))
+    cd_ax = None  # the CD loss is two orders of magnitude below the CE: its own axis
     for run_dir in [stage1_dir, *stage2_dirs]:
         name = Path(run_dir).name
         records = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
@@ -157,10 +158,16 @@ def write_report(out_dir: Path, rows: list[dict[str, Any]], curves: dict, *run_d
         steps = [r["step"] for r in records]
         ax.plot(steps, [r["ce_loss"] for r in records], label=f"{name} CE")
         if any(r["cd_loss"] for r in records):
-            ax.plot(steps, [r["cd_loss"] for r in records], "--", label=f"{name} CD")
+            cd_ax = cd_ax or ax.twinx()
+            cd_ax.plot(steps, [r["cd_loss"] for r in records], "k--", label=f"{name} CD (right axis)")
+            cd_ax.set_ylabel("CD loss")
     ax.set_xlabel("step (each run counts from its own start)")
-    ax.set_ylabel("loss")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("CE loss")
+    handles, labels = ax.get_legend_handles_labels()
+    if cd_ax is not None:
+        more_handles, more_labels = cd_ax.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    ax.legend(handles, labels, fontsize=8)
     fig.tight_layout()
     fig.savefig(out_dir / "losses.png", dpi=120)
     plt.close(fig)
