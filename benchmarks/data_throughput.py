@@ -122,13 +122,28 @@ def main() -> None:
             )
             print(f"{'decode ' + name:<44}{decode_rate:>10.0f}")
             print(f"{'decode+flip+normalise ' + name:<44}{aug_rate:>10.0f}")
-        print(f"\n{'DataLoader (batch 128, 1 epoch)':<44}{'images/s':>10}")
+        uint8_transform = TrainTransform(output="uint8")
+        uint8_rate = _rate(
+            lambda: sum(
+                1 for i, p in enumerate(payloads) if uint8_transform(decode_image(p), sample_rng(0, 0, i)) is not None
+            )
+        )
+        print(f"{'decode+flip, uint8 out (the trainer)':<44}{uint8_rate:>10.0f}")
+        # Steady state: persistent workers, one warm-up epoch, then timed epochs (a real epoch is millions).
+        print(f"\n{'DataLoader (batch 128, persistent workers)':<44}{'images/s':>10}")
         baseline = _PillowDataset(dataset.reader.rec_path)
-        for label, ds in (("cdface RecordIODataset", dataset), ("plain Pillow dataset", baseline)):
+        trainer_set = RecordIODataset(root, transform=uint8_transform, cache_labels=False)
+        for label, ds in (
+            ("cdface, uint8 out (the trainer)", trainer_set),
+            ("cdface, float32 out", dataset),
+            ("plain Pillow dataset", baseline),
+        ):
             for workers in (1, 2):
-                loader = DataLoader(ds, batch_size=128, num_workers=workers, shuffle=True, persistent_workers=False)
+                loader = DataLoader(ds, batch_size=128, num_workers=workers, shuffle=True, persistent_workers=True)
+                sum(batch[0].shape[0] for batch in loader)
                 rate = _rate(lambda ld=loader: sum(batch[0].shape[0] for batch in ld), repeat=2)
                 print(f"{label + f', {workers} worker(s)':<44}{rate:>10.0f}")
+                del loader
         print()
         _label_scan(args.label_records, Path(tmp) / "labels")
 
