@@ -13,6 +13,7 @@ from typing import Any
 from torch import nn
 
 from cdface.errors import FormatError
+from cdface.eval.verification import embedding_norm_stats, evaluate_pairs
 from cdface.inference.embedder import FaceEmbedder
 from cdface.inference.extract import EncodedImages, extract_features
 from cdface.inference.loading import EmbeddingModel
@@ -71,7 +72,6 @@ def _run_pairs(
     desc: str = "pairs",
 ) -> tuple[Any, Any]:
     from cdface.data.pairs_bin import load_bin
-    from cdface.eval.verification import evaluate_pairs
 
     embedder = _as_embedder(model, batch_size, flip, device)
     pair_set = load_bin(pairs) if isinstance(pairs, (str, Path)) else pairs
@@ -109,4 +109,7 @@ def evaluate_pair_target(
         "images_per_second": round(feats.images_per_second, 1),
     }
     curves = {"roc": {"fpr": result.fpr.tolist(), "tpr": result.tpr.tolist()}}
-    return TargetResult(target, "pairs", result.to_dict(), provenance, curves)
+    metrics = result.to_dict()
+    # insightface's XNorm: the mean norm of the un-fused embeddings (original and mirrored rows)
+    metrics["xnorm"] = embedding_norm_stats(feats.plain, feats.flipped)
+    return TargetResult(target, "pairs", metrics, provenance, curves)
