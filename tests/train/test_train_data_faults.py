@@ -1,0 +1,63 @@
+"""The trainer on imperfect data: corrupt images are substituted and reported; too many stop the run."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from cdface.config import config_from_dict
+from cdface.data.decode import encode_jpeg
+from cdface.data.recordio import write_insightface_rec
+from cdface.data.synthetic import make_identities, render_set
+from cdface.errors import FormatError
+from cdface.train.trainer import fit
+
+
+@pytest.fixture(scope="module")
+def faces():
+    images, labels = render_set(make_identities(8, seed=5), 8, seed=5)
+    return images, labels
+
+
+def _write(tmp_path: Path, images, labels, corrupt: set[int]) -> Path:
+    def encoded(i: int) -> bytes:
+        data = encode_jpeg(images[i])
+        return data[: len(data) // 3] + b"\x00" * 16 if i in corrupt else data  # truncated JPEG
+
+    return write_insightface_rec(tmp_path / "data", labels, encoded)["rec"]
+
+
+def _cfg(tmp_path: Path, rec: Path, max_bad: float) -> dict:
+    return {
+        "name": "faulty",
+        "output_dir": str(tmp_path / "runs"),
+        "batch_size": 16,
+        "epochs": 1.0,
+        "device": "cpu",
+        "tensorboard": False,
+        "log_every": 2,
+        "data": {"kind": "recordio", "path": str(rec), "num_workers": 0, "max_bad_fraction": max_bad},
+        "model": {"arch": "iresnet_tiny", "embedding_size": 32},
+        "optim": {"lr": 0.05, "milestones": []},
+    }
+
+
+def test_corrupt_images_are_substituted_and_reported(faces, tmp_path, caplog):
+    images, labels = faces
+    rec = _write(tmp_path, images, labels, corrupt={3, 40})
+    with caplog.at_level(logging.WARNING):
+        result = fit(config_from_dict(_cfg(tmp_path, rec, max_bad=0.05)))
+    assert result.step == 4  # 64 images / batch 16: the epoch completed
+    summary = [r.getMessage() for r in caplog.records if "corrupt images substituted" in r.getMessage()]
+    assert summary and "2 corrupt of 64" in summary[0]
+
+
+def test_too_many_corrupt_images_stop_the_run(faces, tmp_path):
+    images, labels = faces
+    corrupt = set(range(0, 64, 4))  # 25% of the set
+    rec = _write(tmp_path, images, labels, corrupt=corrupt)
+    with pytest.raises(FormatError, match="corrupt samples") as info:
+        fit(config_from_dict(_cfg(tmp_path, rec, max_bad=0.05)))
+    assert "train.rec" in str(info.value)

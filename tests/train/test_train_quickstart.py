@@ -1,0 +1,30 @@
+"""`cdface quickstart` end to end at a small scale: its report's numbers are those of the runs it made."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cdface.cli import main
+from cdface.inference import verify_pairs
+
+pytestmark = pytest.mark.slow
+
+
+def test_quickstart_report_matches_an_independent_evaluation(tmp_path, capsys):
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--out", str(out), "--scale", "0.1"]) == 0
+    printed = capsys.readouterr().out
+    assert "stage 2: closeness & diversity" in printed and "stage 2: ArcFace continued" in printed
+    report = (out / "report.md").read_text()
+    assert "![ROC](roc.png)" in report and (out / "roc.png").stat().st_size > 0
+    assert (out / "losses.png").stat().st_size > 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["model"] for r in rows] == ["stage 2: closeness & diversity", "stage 2: ArcFace continued"]
+    cd_metrics = [json.loads(line) for line in (out / "stage2_cd" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("cd_loss", 0) > 0 for r in cd_metrics)  # the CD loss really ran
+    for row in rows:
+        again = verify_pairs(row["run"], out / "data" / "eval.bin", batch_size=64)
+        assert again.accuracy == pytest.approx(row["accuracy"], abs=1e-12)
+        assert f"{100 * row['accuracy']:.2f}" in report
