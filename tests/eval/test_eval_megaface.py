@@ -90,7 +90,7 @@ def _brute_force(probe, labels, dis, fars):
     for i in range(len(labels)):
         for j in range(len(labels)):
             if i != j and labels[i] == labels[j]:
-                ranks.append(1 + int(np.sum(sd[i] > intra[i, j])))
+                ranks.append(1 + int(np.sum(sd[i] >= intra[i, j])))
     ranks = np.array(ranks)
     gen = np.array([intra[i, j] for i in range(len(labels)) for j in range(i + 1, len(labels))
                     if labels[i] == labels[j]])
@@ -100,6 +100,33 @@ def _brute_force(probe, labels, dis, fars):
         k = max(1, int(np.floor(f * imp.size)))
         tars[f] = float(np.mean(gen > imp[k - 1]))
     return {k: float(np.mean(ranks <= k)) for k in range(1, 11)}, tars
+
+
+def test_a_distractor_tied_with_the_mate_outranks_it():
+    # identity 0: two identical images; a distractor equal to them ties with the mate -> rank 2, not 1
+    probe = np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.1]], np.float32)
+    labels = np.array([0, 0, 1, 1])
+    dis = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], np.float32)
+    res = megaface_identification(probe, labels, dis, ranks=(1, 2), chunk=1)
+    assert res.cmc == {1: 0.5, 2: 1.0}  # identity 1's two ordered pairs are right, identity 0's two are rank 2
+
+
+def test_masked_distractors_count_as_impostors_that_never_win():
+    # Equivalent explicit form: extra distractors orthogonal to every probe (score 0, below every real score).
+    rng = np.random.default_rng(4)
+    probe = np.abs(rng.normal(size=(12, 6))).astype(np.float32) + 0.5
+    labels = np.repeat(np.arange(4), 3)
+    dis = np.abs(rng.normal(size=(300, 6))).astype(np.float32)
+    fars = (1e-1, 1e-2, 1e-3)
+    masked = megaface_evaluate(probe, labels, dis, far_levels=fars, masked_distractors=40, chunk=64)
+    pad = lambda x, v: np.concatenate([x, np.full((x.shape[0], 1), v, np.float32)], axis=1)  # noqa: E731
+    noisy = np.zeros((40, 7), np.float32)
+    noisy[:, -1] = 1.0
+    explicit = megaface_evaluate(pad(probe, 0.0), labels, np.concatenate([pad(dis, 0.0), noisy]),
+                                 far_levels=fars, chunk=64)
+    assert masked[0].cmc == explicit[0].cmc
+    assert masked[1].tar_at_far == explicit[1].tar_at_far
+    assert masked[1].num_impostor == explicit[1].num_impostor == 12 * 340
 
 
 def test_devkit_rules_match_brute_force():

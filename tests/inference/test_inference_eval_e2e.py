@@ -73,7 +73,7 @@ def test_eval_cli_all_protocols(colour_onnx, data_root, tmp_path, capsys):
     assert set(prov["lfw"]["files"]) == {str(data_root / "lfw.bin")}
     assert prov["ijbc"]["num_images"] == 16 and "ijbc_name_5pts_score.txt" in prov["ijbc"]["files"]
     assert prov["megaface"]["protocol"]["noisy_probes_replaced"] == 1
-    assert prov["megaface"]["protocol"]["noisy_distractors_removed"] == 1
+    assert prov["megaface"]["protocol"]["noisy_distractors_masked"] == 1
     table = (out / "results.md").read_text()
     assert "| colour.onnx |" in table and "lfw acc" in table and "100.00" in table
     for plot in ("roc_ijbc.png", "cmc_megaface.png", "distractors_megaface.png"):

@@ -3,8 +3,9 @@
 ``protocol="devkit"`` follows the official devkit's definitions:
 
 - identification: for every identity and every *ordered* pair (probe p, gallery g) of its images, p != g,
-  the gallery is the distractor set plus g; rank = 1 + #(distractors d with s(p, d) > s(p, g)) (ties go to
-  the mate). Only ranks 1..10 matter, so each probe keeps a running top-10 of its distractor scores.
+  the gallery is the distractor set plus g; rank = 1 + #(distractors d with s(p, d) >= s(p, g)): p is right at
+  rank 1 only when s(p, g) is higher than every distractor's score (a tie counts against the mate). Only
+  ranks 1..10 matter, so each probe keeps a running top-10 of its distractor scores.
 - verification: genuine = unordered FaceScrub pairs of one identity, impostor = FaceScrub x distractors.
   TAR at FAR f uses the threshold t = the k-th largest impostor score, k = max(1, floor(f * n_impostor)),
   and counts genuine scores strictly above t (so at most k - 1 impostors pass). A running top-K of impostor
@@ -116,8 +117,14 @@ def megaface_evaluate(
     chunk: int = 32768,
     identification: bool = True,
     verification: bool = True,
+    masked_distractors: int = 0,
 ) -> tuple[MegaFaceIdResult | None, MegaFaceVerifResult | None]:
-    """Identification and verification in one pass over the distractors (see the module docstring)."""
+    """Identification and verification in one pass over the distractors (see the module docstring).
+
+    ``masked_distractors``: distractors left out of ``distractors`` that still count as impostors of every
+    probe but can neither outrank a mate nor be accepted: insightface's ``remove_noises.py`` pads the 686
+    noisy MegaFace images with a huge extra coordinate, which keeps them in the FAR denominator.
+    """
     if protocol not in ("devkit", "seed"):
         raise ValueError(f"protocol must be 'devkit' or 'seed', got {protocol!r}")
     device = probe.device if isinstance(probe, torch.Tensor) else None
@@ -135,7 +142,7 @@ def megaface_evaluate(
     order, checkpoints = _subset_order(n_d, distractor_sizes, seed)
 
     gi, gj = _same_identity_pairs(labels, ordered=True)
-    n_imp = n_p * n_d
+    n_imp = n_p * (n_d + int(masked_distractors))
     k_levels = {f: max(1, int(math.floor(f * n_imp))) for f in far_levels}
     big_k = max(k_levels.values()) if verification and protocol == "devkit" else 0
 
@@ -219,7 +226,7 @@ def _rank_cmc(top: np.ndarray, intra: np.ndarray, gi: np.ndarray, gj: np.ndarray
         total = int(np.count_nonzero(same)) - labels.size
         return {k: (float(beats.sum()) / total if total else float("nan")) for k in ranks}
     genuine = intra[gi, gj]
-    rank = 1 + np.count_nonzero(top[gi] > genuine[:, None], axis=1)
+    rank = 1 + np.count_nonzero(top[gi] >= genuine[:, None], axis=1)  # a tied distractor outranks the mate
     n = max(gi.size, 1)
     return {k: int(np.count_nonzero(rank <= k)) / n for k in ranks}
 

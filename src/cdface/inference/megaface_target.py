@@ -16,7 +16,8 @@ Layout of `<data_root>/megaface/` (insightface's `data/` folder of its MegaFace 
 Features are insightface's `gen_megaface.py` ones (image + mirror summed, L2-normalised). Noise handling
 follows its `remove_noises.py`: a noisy FaceScrub image takes its identity's centre (the normalised sum of
 the clean features; the reference adds +-0.001 uniform noise, omitted here for determinism); noisy
-distractors are left out (the reference pads them so far away that they can never rank or be accepted).
+distractors are masked: never scored, yet counted as impostors of every probe, as the reference's padding
+(a huge extra coordinate) leaves them in the FAR denominator while they can never rank or be accepted.
 Scoring is `cdface.eval.megaface.megaface_evaluate` (devkit protocol by default).
 """
 
@@ -179,8 +180,10 @@ def evaluate_megaface_target(
         distractors = distractors[~layout.distractor_noisy]
     labels = np.unique(layout.probe_identities, return_inverse=True)[1]
     subset_sizes = tuple(sizes) or tuple(s for s in DEFAULT_SIZES if s < len(distractors))
+    masked = int(layout.distractor_noisy.sum()) if remove_noise else 0
     ident, verif = megaface_evaluate(
-        probes, labels, distractors, distractor_sizes=subset_sizes, seed=seed, protocol=protocol
+        probes, labels, distractors, distractor_sizes=subset_sizes, seed=seed, protocol=protocol,
+        masked_distractors=masked,
     )
     assert ident is not None and verif is not None
     metrics = ident.to_dict() | verif.to_dict()
@@ -198,7 +201,7 @@ def evaluate_megaface_target(
             "aligned_with_landmarks": layout.probe_landmarks is not None,
             "remove_noise": remove_noise,
             "noisy_probes_replaced": int(layout.probe_noisy.sum()) if remove_noise else 0,
-            "noisy_distractors_removed": int(layout.distractor_noisy.sum()) if remove_noise else 0,
+            "noisy_distractors_masked": int(layout.distractor_noisy.sum()) if remove_noise else 0,
             "distractor_subset_sizes": list(subset_sizes),
             "subset_seed": seed,
         },
