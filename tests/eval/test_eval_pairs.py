@@ -257,3 +257,23 @@ def test_cli_pairs_json_contract(tmp_path, capsys):
                               str(tmp_path / "bad.npy")])
     with pytest.raises(FormatError, match="bad.npy"):
         args.func(args)
+
+
+def test_cli_pairs_with_flipped_embeddings_adds_xnorm(tmp_path, capsys):
+    import json
+
+    from cdface.cli import main
+
+    rng = np.random.default_rng(9)
+    emb = rng.normal(size=(120, 8)).astype(np.float32)
+    flip = (emb + rng.normal(scale=0.2, size=emb.shape)).astype(np.float32)
+    same = rng.random(60) < 0.5
+    for name, array in (("e", emb), ("f", flip), ("s", same)):
+        np.save(tmp_path / f"{name}.npy", array)
+    assert main(["score", "pairs", "--embeddings", str(tmp_path / "e.npy"), "--embeddings-flip",
+                 str(tmp_path / "f.npy"), "--issame", str(tmp_path / "s.npy")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    ref = evaluate_pairs(emb.astype(np.float64) + flip.astype(np.float64), same)
+    assert out["accuracy"] == ref.accuracy and out["val"] == ref.val
+    norms = [np.linalg.norm(row) for row in np.concatenate([emb, flip]).astype(np.float64)]
+    assert out["xnorm"] == pytest.approx(sum(norms) / len(norms), rel=1e-12)

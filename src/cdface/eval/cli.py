@@ -21,6 +21,11 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("pairs", help="LFW-style pair verification (insightface's 10-fold protocol)")
     p.add_argument("--embeddings", required=True, help=".npy (2N, D): rows 2i, 2i+1 form pair i (flip-fused)")
     p.add_argument("--issame", required=True, help=".npy (N,) bool/0-1 genuine flags")
+    p.add_argument(
+        "--embeddings-flip",
+        help=".npy (2N, D) embeddings of the mirrored images: then --embeddings are the un-fused ones, the two "
+        "are summed (insightface's flip test) and the output adds insightface's XNorm",
+    )
     p.add_argument("--nfolds", type=int, default=10)
     p.add_argument("--far-target", type=float, default=1e-3)
     p.add_argument("--curves", action="store_true", help="include the ROC (tpr/fpr per threshold)")
@@ -82,7 +87,7 @@ def _emit(result: dict[str, Any], out: str | None) -> int:
 
 
 def _run_pairs(args: argparse.Namespace) -> int:
-    from cdface.eval.verification import evaluate_pairs
+    from cdface.eval.verification import embedding_norm_stats, evaluate_pairs, flip_fuse
 
     emb = _load_array(args.embeddings, "embeddings")
     same = _load_array(args.issame, "issame")
@@ -90,8 +95,15 @@ def _run_pairs(args: argparse.Namespace) -> int:
         raise FormatError(args.embeddings, None, f"an array of shape (2N, D), got {emb.shape}")
     if same.ndim != 1 or same.shape[0] * 2 != emb.shape[0]:
         raise FormatError(args.issame, None, f"{emb.shape[0] // 2} genuine flags, got shape {same.shape}")
-    res = evaluate_pairs(emb, same, nfolds=args.nfolds, far_target=args.far_target)
-    return _emit(res.to_dict(curves=args.curves), args.out)
+    flip = None if args.embeddings_flip is None else _load_array(args.embeddings_flip, "embeddings")
+    if flip is not None and flip.shape != emb.shape:
+        raise FormatError(args.embeddings_flip, None, f"the embeddings' shape {emb.shape}, got {flip.shape}")
+    fused = emb if flip is None else flip_fuse(emb, flip)
+    res = evaluate_pairs(fused, same, nfolds=args.nfolds, far_target=args.far_target)
+    out = res.to_dict(curves=args.curves)
+    if flip is not None:
+        out["xnorm"] = embedding_norm_stats(emb, flip)
+    return _emit(out, args.out)
 
 
 def _run_ijb(args: argparse.Namespace) -> int:
