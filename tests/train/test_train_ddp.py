@@ -41,8 +41,8 @@ def _worker(rank: int, world: int, port: int, configs: list[dict], out_dir: str)
         torch.distributed.destroy_process_group()
 
 
-def test_two_rank_gloo_run_of_both_stages(tiny_face_set, tmp_path):
-    base = {
+def _base_config(tmp_path, face_set, **extra) -> dict:
+    return {
         "output_dir": str(tmp_path / "runs"),
         "batch_size": 16,
         "epochs": 1.0,
@@ -51,11 +51,16 @@ def test_two_rank_gloo_run_of_both_stages(tiny_face_set, tmp_path):
         "tensorboard": False,
         "log_every": 2,
         "dist_timeout_s": 120.0,
-        "data": {"kind": "recordio", "path": str(tiny_face_set["rec"]), "num_workers": 0},
+        "data": {"kind": "recordio", "path": str(face_set["rec"]), "num_workers": 0},
         "model": {"arch": "iresnet_tiny", "embedding_size": 32},
         "optim": {"lr": 0.05, "milestones": []},
         "cd": {"num_classes": 4, "num_easy": 3, "num_hard": 1, "num_negatives": 4, "interval": 2},
+        **extra,
     }
+
+
+def test_two_rank_gloo_run_of_both_stages(tiny_face_set, tmp_path):
+    base = _base_config(tmp_path, tiny_face_set)
     stage1 = {**base, "name": "ddp_stage1", "method": "arcface"}
     stage2 = {**base, "name": "ddp_stage2", "method": "cd", "init_from": str(tmp_path / "runs" / "ddp_stage1")}
     mp.spawn(_worker, args=(2, _free_port(), [stage1, stage2], str(tmp_path)), nprocs=2, join=True)
@@ -73,21 +78,8 @@ def test_two_rank_gloo_run_of_both_stages(tiny_face_set, tmp_path):
 
 def test_sharded_head_two_ranks_then_resume_on_one(tiny_face_set, tmp_path):
     """Partial FC head sharded over 2 gloo ranks through both stages; the checkpoint resumes on 1 process."""
-    base = {
-        "output_dir": str(tmp_path / "runs"),
-        "batch_size": 16,
-        "epochs": 1.0,
-        "device": "cpu",
-        "deterministic": True,
-        "tensorboard": False,
-        "log_every": 1,
-        "dist_timeout_s": 120.0,
-        "data": {"kind": "recordio", "path": str(tiny_face_set["rec"]), "num_workers": 0},
-        "model": {"arch": "iresnet_tiny", "embedding_size": 32},
-        "head": {"name": "cosface", "params": {"s": 64.0, "m": 0.4}, "sharded": True, "sample_rate": 0.5},
-        "optim": {"lr": 0.05, "milestones": []},
-        "cd": {"num_classes": 4, "num_easy": 3, "num_hard": 1, "num_negatives": 4, "interval": 2},
-    }
+    head = {"name": "cosface", "params": {"s": 64.0, "m": 0.4}, "sharded": True, "sample_rate": 0.5}
+    base = _base_config(tmp_path, tiny_face_set, log_every=1, head=head)
     stage1 = {**base, "name": "pfc_stage1", "method": "arcface"}
     stage2 = {**base, "name": "pfc_stage2", "method": "cd", "init_from": str(tmp_path / "runs" / "pfc_stage1")}
     mp.spawn(_worker, args=(2, _free_port(), [stage1, stage2], str(tmp_path)), nprocs=2, join=True)
