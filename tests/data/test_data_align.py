@@ -97,3 +97,16 @@ def test_resize_bilinear_constant_and_shape():
     image = np.full((50, 40, 3), 77, np.uint8)
     out = resize_bilinear(image, 112, 112)
     assert out.shape == (112, 112, 3) and (out == 77).all()
+
+
+def test_collinear_landmarks_never_give_a_reflection():
+    import numpy as np
+
+    from cdface.data.align import ARCFACE_TEMPLATE, estimate_similarity
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        start, direction = rng.normal(size=2), rng.normal(size=2)
+        src = start + np.outer(rng.uniform(-1, 1, 5), direction)  # five points on one line
+        matrix = estimate_similarity(src, ARCFACE_TEMPLATE)
+        assert np.linalg.det(matrix[:, :2]) >= -1e-12

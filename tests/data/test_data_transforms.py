@@ -69,3 +69,19 @@ def test_uint8_output_normalised_later_is_bit_identical():
     as_uint8 = TrainTransform(flip_p=0.5, output="uint8")(image, sample_rng(1, 2, 3))
     assert as_uint8.dtype == torch.uint8 and as_uint8.shape == (3, 112, 112)
     assert torch.equal(normalize_uint8(as_uint8[None])[0], as_float)
+
+
+def test_16_bit_png_keeps_the_high_byte():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from cdface.data.decode import decode_image
+
+    values = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 256 + 255).astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(values).save(buffer, format="PNG")
+    decoded = decode_image(buffer.getvalue())
+    assert decoded.shape == (8, 8, 3)
+    assert np.array_equal(decoded[..., 0], np.arange(64, dtype=np.uint8).reshape(8, 8))

@@ -98,3 +98,28 @@ def test_reduced_precision_stays_close(precision):
     assert np.all(cosines > 0.99), cosines
     with pytest.raises(ValueError, match="precision"):
         FaceEmbedder(net, precision="int4")
+
+
+def test_a_list_of_differently_sized_images_is_resized_per_image():
+    from cdface.data.align import resize_bilinear
+
+    net = tiny_net()
+    faces = random_faces(2)
+    big = resize_bilinear(faces[1], 130, 120)
+    got = FaceEmbedder(net, device="cpu").embed([faces[0], big])
+    expected = FaceEmbedder(net, device="cpu").embed(np.stack([faces[0], resize_bilinear(big, 112, 112)]))
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_training_only_options_never_reach_the_evaluated_model(tmp_path):
+    import json
+
+    from cdface.inference.loading import load_embedding_model
+    from cdface.models import create_model
+
+    model = create_model("iresnet18", embedding_size=8, fp16=True)
+    torch.save(model.state_dict(), tmp_path / "backbone.pt")
+    card = {"arch": "iresnet18", "embedding_size": 8, "model_kwargs": {"fp16": True, "gradient_checkpointing": True}}
+    (tmp_path / "model.json").write_text(json.dumps(card))
+    loaded = load_embedding_model(tmp_path, device="cpu")
+    assert loaded.module.fp16 is False and loaded.module.gradient_checkpointing is False

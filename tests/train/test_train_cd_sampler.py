@@ -85,3 +85,14 @@ def test_batch_size_must_split_over_ranks():
     labels, cti, scores = _setup()
     with pytest.raises(ValueError, match="divisible"):
         _sampler(labels, cti, scores, world=3)
+
+
+def test_a_batch_with_fewer_classes_than_ranks_skips_the_cd_draw():
+    labels = np.zeros(64, dtype=np.int64)  # one class only
+    cti = [np.arange(64)]
+    scores = np.linspace(0, 1, 64, dtype=np.float32)
+    samplers = [_sampler(labels, cti, scores, rank=r, world=2, batch=16) for r in range(2)]
+    for sampler in samplers:
+        batches = list(sampler)
+        assert all(len(b) == 8 for b in batches)  # no CD samples appended
+        assert sampler.take_plan(0) is None

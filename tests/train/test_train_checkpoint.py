@@ -67,3 +67,20 @@ def test_out_of_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):
         ckpt.save_checkpoint(_state(2), tmp_path, 2)
     assert ckpt.latest_valid_checkpoint(tmp_path) == first
     assert not (tmp_path / "ckpt_00000002.pt").exists()
+
+
+def test_pruning_keeps_the_checkpoint_just_written_and_older_history_is_set_aside(tmp_path):
+    for step in (6, 9, 12):
+        ckpt.save_checkpoint(_state(step), tmp_path, step, keep=2)
+    # resuming from step 6 starts a new history: the later checkpoints move aside ...
+    aside = ckpt.set_aside_newer(tmp_path, 6)
+    assert sorted(p.name for p in aside.iterdir()) == [
+        "ckpt_00000009.pt", "ckpt_00000009.pt.sha256", "ckpt_00000012.pt", "ckpt_00000012.pt.sha256"]
+    # ... and what the new history writes is kept and found by resume: auto
+    written = ckpt.save_checkpoint(_state(8), tmp_path, 8, keep=1)
+    assert written.exists() and ckpt.latest_valid_checkpoint(tmp_path) == written
+    # pruning never deletes a checkpoint newer than the one just written
+    ckpt.save_checkpoint(_state(20), tmp_path, 20, keep=0)
+    ckpt.save_checkpoint(_state(10), tmp_path, 10, keep=1)
+    assert (tmp_path / "ckpt_00000010.pt").exists() and (tmp_path / "ckpt_00000020.pt").exists()
+    assert not (tmp_path / "ckpt_00000008.pt").exists()

@@ -117,7 +117,8 @@ def test_nan_losses_are_skipped_then_stop_the_run(tiny_face_set, tmp_path):
     with pytest.raises(TrainingStopped, match="stopped at step 6: 3 non-finite losses in a row") as info:
         fit(config_from_dict(cfg), fault_hook=poison)
     last_good = ckpt.latest_valid_checkpoint(tmp_path / "runs" / "nan" / "checkpoints")
-    assert last_good is not None and last_good.name == "ckpt_00000003.pt"
+    # the epoch-end checkpoint after the skipped steps 4 and 5 holds the unchanged, finite weights of step 4
+    assert last_good is not None and last_good.name == "ckpt_00000006.pt"
     assert str(last_good) in str(info.value)
     state = ckpt.load_checkpoint(last_good)
     assert all(torch.isfinite(v).all() for v in state["backbone"].values() if v.is_floating_point())

@@ -53,8 +53,9 @@ def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     if np.linalg.det(cov) < 0:
         d[1] = -1.0
     rotation = u @ np.diag(d) @ vt
-    if np.linalg.matrix_rank(cov) == 1 and np.linalg.det(u) * np.linalg.det(vt) > 0:
-        rotation = u @ vt  # collinear points: Umeyama's rank-deficient case
+    if np.linalg.matrix_rank(cov) == 1:  # collinear points: Umeyama's rank-deficient case, never a reflection
+        d = np.array([1.0, 1.0 if np.linalg.det(u) * np.linalg.det(vt) > 0 else -1.0])
+        rotation = u @ np.diag(d) @ vt
     scale = (s * d).sum() / src_var
     matrix = np.empty((2, 3))
     matrix[:, :2] = scale * rotation
@@ -124,6 +125,14 @@ def resize_bilinear(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     ax, ay = out_w / w, out_h / h
     matrix = np.array([[ax, 0.0, 0.5 * ax - 0.5], [0.0, ay, 0.5 * ay - 0.5]])
     return warp_affine(image, matrix, (out_w, out_h), border="replicate")
+
+
+def fit_to_size(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """The image at ``size`` ((h, w) or a square side): unchanged when it already is, else resized bilinearly."""
+    out_h, out_w = (size, size) if isinstance(size, (int, np.integer)) else size
+    if image.shape[0] == out_h and image.shape[1] == out_w:
+        return image
+    return resize_bilinear(image, int(out_h), int(out_w))
 
 
 def align_face(image: np.ndarray, landmarks5: np.ndarray, size: int = 112) -> np.ndarray:

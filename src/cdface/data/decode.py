@@ -46,6 +46,8 @@ def decode_image_pil(data: bytes, source: object = "<memory>", where: str | None
             if img.width * img.height > _MAX_PIXELS:
                 raise FormatError(source, where, f"an image under {_MAX_PIXELS} pixels, got {img.size}")
             img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit: keep the high byte, as OpenCV/mxnet do
+                img = Image.fromarray((np.asarray(img, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8))
             rgb = img.convert("RGB")
     except FormatError:
         raise

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cdface.data.align import resize_bilinear, warp_affine
+from cdface.data.align import fit_to_size, resize_bilinear, warp_affine
 
 __all__ = ["EvalTransform", "TrainTransform", "normalize_uint8", "sample_rng", "to_tensor"]
 
@@ -34,12 +34,6 @@ def normalize_uint8(images: torch.Tensor, mean: float = 0.5, std: float = 0.5) -
     return images.float().div_(255.0).sub_(mean).div_(std)
 
 
-def _fit_size(image: np.ndarray, size: int) -> np.ndarray:
-    if image.shape[0] == size and image.shape[1] == size:
-        return image
-    return resize_bilinear(image, size, size)
-
-
 class EvalTransform:
     """Resize to ``size`` if needed and normalise. No randomness."""
 
@@ -47,7 +41,7 @@ class EvalTransform:
         self.size = size
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
-        return to_tensor(_fit_size(image, self.size))
+        return to_tensor(fit_to_size(image, self.size))
 
     def __repr__(self) -> str:
         return f"EvalTransform(size={self.size})"
@@ -91,7 +85,7 @@ class TrainTransform:
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
         rng = rng if rng is not None else np.random.default_rng()
-        image = _fit_size(image, self.size)
+        image = fit_to_size(image, self.size)
         flip = rng.random() < self.flip_p
         if self.random_resized_crop is not None:
             image = self._crop(image, rng)

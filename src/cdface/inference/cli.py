@@ -39,8 +39,11 @@ def _add_model_options(parser: argparse.ArgumentParser, multiple: bool = False) 
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: the GPU when present)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    parser.add_argument("--input-mean", metavar="R,G,B", help="normalisation mean in 0..1 units (default 0.5)")
-    parser.add_argument("--input-std", metavar="R,G,B", help="normalisation std in 0..1 units (default 0.5)")
+    parser.add_argument("--input-mean", metavar="C1,C2,C3",
+                        help="normalisation mean in 0..1 units, in the model's input channel order (R,G,B; "
+                        "B,G,R with --bgr); default 0.5")
+    parser.add_argument("--input-std", metavar="C1,C2,C3",
+                        help="normalisation std in 0..1 units, in the model's input channel order; default 0.5")
     parser.add_argument("--bgr", action="store_true", default=None, help="the model expects BGR channel order")
     parser.add_argument("--no-flip", action="store_true", help="no flip fusion (image + mirrored image)")
     parser.add_argument(
@@ -108,8 +111,8 @@ def register(subparsers: Any) -> None:
     x.add_argument("--opset", type=int, default=17)
     x.add_argument("--dynamic-batch", action="store_true")
     x.add_argument("--fp16", action="store_true")
-    x.add_argument("--input-mean", metavar="R,G,B")
-    x.add_argument("--input-std", metavar="R,G,B")
+    x.add_argument("--input-mean", metavar="C1,C2,C3", help="in the model's input channel order")
+    x.add_argument("--input-std", metavar="C1,C2,C3", help="in the model's input channel order")
     x.add_argument("--bgr", action="store_true", default=None)
     x.set_defaults(func=_run_export)
 

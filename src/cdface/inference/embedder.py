@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from cdface.data.align import fit_to_size
 from cdface.inference.loading import EmbeddingModel, _writable, load_embedding_model
 
 __all__ = ["FaceEmbedder", "compare", "l2_normalize", "read_image_file"]
@@ -141,7 +142,8 @@ class FaceEmbedder:
                 else:
                     arr = _as_hwc_uint8(item)
                     chunk.append(arr[..., ::-1] if color == "BGR" else arr)
-            yield np.stack(chunk)
+            size = tuple(self.input_cfg["input_size"])
+            yield np.stack([fit_to_size(image, size) for image in chunk])  # mixed sizes: resized as the model would
 
 
 def _channel_flip(batch: np.ndarray | Tensor) -> np.ndarray | Tensor:

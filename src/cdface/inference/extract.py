@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from cdface.data.align import fit_to_size
 from cdface.errors import FormatError
 from cdface.inference.embedder import FaceEmbedder
 
@@ -87,11 +88,7 @@ class ImageFiles(Dataset):
 
 
 def _fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if image.shape[:2] != tuple(size):
-        from cdface.data.align import resize_bilinear
-
-        image = resize_bilinear(image, size[0], size[1])
-    return np.ascontiguousarray(image, dtype=np.uint8)
+    return np.ascontiguousarray(fit_to_size(image, tuple(size)), dtype=np.uint8)
 
 
 def _collate(items: list[_Item]) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -199,6 +199,9 @@ class OnnxEmbeddingModel(EmbeddingModel):
 # ----------------------------------------------------------------------------------------------- loading
 
 
+_TRAINING_ONLY_OPTIONS = ("fp16", "gradient_checkpointing", "channels_last")
+
+
 def load_torch_file(path: str | Path) -> Any:
     """`torch.load(weights_only=True)` code-carrying pickles -> UnsafeFileError, junk -> FormatError."""
     path = Path(path)
@@ -276,6 +279,8 @@ def build_backbone(
     if not name:
         raise FormatError(source, None, "a state_dict of a known architecture: pass --arch NAME (see cdface models)")
     kwargs = dict(model_kwargs if model_kwargs is not None else spec.get("model_kwargs") or {})
+    for training_only in _TRAINING_ONLY_OPTIONS:  # precision is the loader's `precision`, not the card's
+        kwargs.pop(training_only, None)
     size = embedding_size or spec.get("embedding_size")
     if inferred.get("arch") == resolve_model_name(name):  # keys agree with the name: trust their shapes
         size = size or inferred.get("embedding_size")

@@ -94,16 +94,18 @@ class FaceBatchSampler(torch.utils.data.Sampler[list[int]]):
                 plan = None
                 if self.is_cd_step(step):
                     extra, plan = self._draw_cd(global_batch, step)
-                    batch = batch + extra
+                    batch = batch + extra  # (no CD samples when the batch has fewer classes than ranks)
             self._drawn[step] = (batch, plan)
             yield batch
 
-    def _draw_cd(self, global_batch: np.ndarray, step: int) -> tuple[list[int], CDPlan]:
+    def _draw_cd(self, global_batch: np.ndarray, step: int) -> tuple[list[int], CDPlan | None]:
         assert self.cd is not None and self.scores is not None
         rng = np.random.default_rng([self.seed, step, 0xCD])
         batch_labels = self.labels[global_batch]
         distinct = np.unique(batch_labels)
-        per_rank = max(1, min(self.cd.num_classes, len(distinct)) // self.world_size)
+        per_rank = min(self.cd.num_classes, len(distinct)) // self.world_size
+        if per_rank == 0:  # every rank computes the same: all skip the CD loss of this step
+            return [], None
         classes = rng.choice(distinct, size=per_rank * self.world_size, replace=False)
         # The last batch sample of each class supplies its logits row (as the reference picks it).
         row_pos = np.array([int(np.flatnonzero(batch_labels == c)[-1]) for c in classes])

@@ -72,17 +72,38 @@ def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int, kee
         previous = latest_valid_checkpoint(directory)
         kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
         raise CheckpointError(f"could not write checkpoint {path} ({exc.strerror or exc}); {kept}") from exc
-    _prune(directory, keep)
+    _prune(directory, keep, step)
     return path
 
 
-def _prune(directory: Path, keep: int) -> None:
+def _step_of(path: Path) -> int:
+    return int(_CKPT_RE.match(path.name).group(1))
+
+
+def _prune(directory: Path, keep: int, current_step: int) -> None:
+    """Keep the `keep` newest checkpoints up to `current_step` (the one just written among them)."""
     if keep <= 0:
         return
-    valid = list_checkpoints(directory)
-    for old in valid[:-keep]:
+    older = [p for p in list_checkpoints(directory) if _step_of(p) <= current_step]
+    for old in older[:-keep]:
         old.unlink(missing_ok=True)
         old.with_name(old.name + ".sha256").unlink(missing_ok=True)
+
+
+def set_aside_newer(directory: str | Path, step: int) -> Path | None:
+    """Move checkpoints of steps after `step` into `abandoned_after_<step>/`: resuming from an older
+    checkpoint starts a new history, and `resume: auto` must not jump back into the abandoned one."""
+    directory = Path(directory)
+    newer = [p for p in list_checkpoints(directory) if _step_of(p) > step]
+    if not newer:
+        return None
+    target = directory / f"abandoned_after_{step:08d}"
+    target.mkdir(exist_ok=True)
+    for path in newer:
+        for part in (path, path.with_name(path.name + ".sha256")):
+            if part.exists():
+                os.replace(part, target / part.name)
+    return target
 
 
 def list_checkpoints(directory: str | Path) -> list[Path]:
@@ -91,7 +112,7 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
     if not directory.is_dir():
         return []
     found = [p for p in directory.iterdir() if _CKPT_RE.match(p.name)]
-    return sorted(found, key=lambda p: int(_CKPT_RE.match(p.name).group(1)))
+    return sorted(found, key=_step_of)
 
 
 def is_valid(path: Path) -> bool:

@@ -64,3 +64,19 @@ def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def gather_objects(obj: object, info: DistInfo) -> list:
+    """Every rank's `obj` (small, picklable state of our own making), in rank order, on every rank."""
+    if not info.enabled:
+        return [obj]
+    gathered: list = [None] * info.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def own_entry(per_rank: object, info: DistInfo) -> object | None:
+    """This rank's entry of a per-rank list saved with the same world size; None when it was another size."""
+    if isinstance(per_rank, list):
+        return per_rank[info.rank] if len(per_rank) == info.world_size else None
+    return per_rank  # a single-process checkpoint written before per-rank lists

@@ -34,7 +34,15 @@ from cdface.parallel import ShardedMarginHead, gather_full_state, load_full_stat
 from cdface.train import checkpoint as ckpt
 from cdface.train.cd_sampler import CDPlan, FaceBatchSampler
 from cdface.train.data_setup import build_training_data
-from cdface.train.distributed import DistInfo, all_gather_cat, all_reduce_sum, any_rank, init_distributed
+from cdface.train.distributed import (
+    DistInfo,
+    all_gather_cat,
+    all_reduce_sum,
+    any_rank,
+    gather_objects,
+    init_distributed,
+    own_entry,
+)
 from cdface.train.metrics_log import MetricsLog
 from cdface.train.optim import build_optimizer
 from cdface.train.schedule import lr_multiplier
@@ -146,14 +154,21 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
         _load_head(head, state, resume_path, optimizer)
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        sampler.load_state_dict(state["sampler"])
-        bad_samples.load_state_dict(state["bad_samples"])
+        # Each rank's drawn-ahead batches are its own; with another world size the sampler draws anew.
+        sampler_state = own_entry(state["sampler"], info)
+        if sampler_state is not None:
+            sampler.load_state_dict(sampler_state)
+        bad_state = own_entry(state["bad_samples"], info)
+        if bad_state is not None:
+            bad_samples.load_state_dict(bad_state)
         torch.set_rng_state(state["rng"]["torch"])
         if device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"])
         step = int(state["step"])
         if info.is_main:
             log.info("resumed from %s at step %d", resume_path, step)
+            if cfg.resume != "auto" and (aside := ckpt.set_aside_newer(ckpt_dir, step)):
+                log.warning("checkpoints after step %d moved to %s (a new history starts here)", step, aside)
     elif cfg.init_from:
         init_path = _resolve_init(cfg.init_from)
         state = _require(ckpt.load_checkpoint(init_path), init_path, ("backbone", "head", "scores"))
@@ -178,6 +193,8 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
         path = None
         # The head is saved whole (a sharded one gathered to rank 0), so any world size can resume it.
         head_full = gather_full_state(head_module, optimizer) if sharded else None
+        sampler_states = gather_objects(sampler.state_dict(), info)  # per rank: its batches drawn ahead
+        bad_states = gather_objects(bad_samples.state_dict(), info)
         if info.is_main:
             optimizer_state = optimizer.state_dict()
             if sharded:
@@ -190,8 +207,8 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
                 "optimizer": optimizer_state,
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
-                "sampler": sampler.state_dict(),
-                "bad_samples": bad_samples.state_dict(),
+                "sampler": sampler_states,
+                "bad_samples": bad_states,
                 "rng": {"torch": torch.get_rng_state()}
                 | ({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
                 "step": at_step,
@@ -211,6 +228,7 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
     bad_streak, skipped = 0, 0
     last_cd_loss, last_threshold = 0.0, None
     last_ckpt: Path | None = resume_path
+    last_saved_step = step
     window_start, window_samples = time.perf_counter(), 0
     model.train()
     head.train()
@@ -267,7 +285,7 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
                     scaler.scale(cd_value).backward()
                     last_cd_loss, last_threshold = float(cd_value.detach()), plan.threshold
 
-            if not finite:  # skip the step, count it, stop after too many in a row
+            if not finite:  # skip the update, count it, stop after too many in a row
                 bad_streak, skipped = bad_streak + 1, skipped + 1
                 optimizer.zero_grad(set_to_none=True)
                 log.warning("step %d: non-finite loss, step skipped (%d in a row)", step, bad_streak)
@@ -276,30 +294,25 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
                         f"stopped at step {step}: {bad_streak} non-finite losses in a row; "
                         f"last good checkpoint: {last_ckpt or 'none'}"
                     )
-                step += 1
-                scheduler.step()
-                if step >= total_steps:
-                    break
-                continue
-            bad_streak = 0
-
-            if cfg.optim.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                params = [p for group in optimizer.param_groups for p in group["params"]]
-                torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-
-            # Difficulty scores: every rank applies every rank's updates, so all ranks hold one view.
-            idx_local = indices[:n].to(device)
-            if cfg.scores.sync == "gather":
-                scores.update(all_gather_cat(idx_local, info).cpu(), all_gather_cat(out.target_cosine, info).cpu())
             else:
-                scores.update(idx_local.cpu(), out.target_cosine.cpu())
-                if info.enabled and (step + 1) % cfg.scores.average_every == 0:
-                    scores.sync()
+                bad_streak = 0
+                if cfg.optim.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    _clip_gradients(optimizer, cfg.optim.grad_clip, head_module if sharded else None, info)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+
+                # Difficulty scores: every rank applies every rank's updates, so all ranks hold one view.
+                idx_local = indices[:n].to(device)
+                if cfg.scores.sync == "gather":
+                    all_idx, all_cos = all_gather_cat(idx_local, info), all_gather_cat(out.target_cosine, info)
+                    scores.update(all_idx.cpu(), all_cos.cpu())
+                else:
+                    scores.update(idx_local.cpu(), out.target_cosine.cpu())
+                    if info.enabled and (step + 1) % cfg.scores.average_every == 0:
+                        scores.sync()
+            scheduler.step()
             step += 1
             window_samples += cfg.batch_size
 
@@ -326,6 +339,7 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
                 model.train()
             if step % cfg.checkpoint_every == 0 or end_of_epoch or step == total_steps:
                 last_ckpt = save(step) or last_ckpt
+                last_saved_step = step
             if end_of_epoch:
                 metrics.histogram("difficulty_scores", scores.scores, step)
                 report = bad_samples.end_epoch()
@@ -333,7 +347,7 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
                     log.warning("corrupt images substituted: %s", report)
             if step >= total_steps:
                 break
-    if step % cfg.checkpoint_every and not (step % steps_per_epoch == 0):
+    if last_saved_step != step:
         last_ckpt = save(step) or last_ckpt
     metrics.close()
     return FitResult(run_dir, step, last_ckpt, metrics.history, backbone=backbone, head=head_module)
@@ -349,6 +363,27 @@ def model_options(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.model.gradient_checkpointing:
         options["gradient_checkpointing"] = True
     return options
+
+
+def _clip_gradients(
+    optimizer: torch.optim.Optimizer, max_norm: float, sharded_head: ShardedMarginHead | None, info: DistInfo
+) -> None:
+    """Clip by the global gradient norm. A sharded head's rows live on different ranks, so their squared
+    norm is summed over the ranks: every rank then applies the same factor and the replicas stay equal."""
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if sharded_head is None:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return
+    shard = [p for p in params if p is sharded_head.weight]
+    replicated = [p for p in params if p is not sharded_head.weight]
+    device = params[0].grad.device
+    shard_sq = sum((p.grad.float().pow(2).sum() for p in shard), torch.zeros((), device=device))
+    total_sq = all_reduce_sum(shard_sq, info) + sum(
+        (p.grad.float().pow(2).sum() for p in replicated), torch.zeros((), device=device)
+    )
+    factor = torch.clamp(max_norm / (total_sq.sqrt() + 1e-6), max=1.0)
+    for p in params:
+        p.grad.mul_(factor.to(p.grad.dtype))
 
 
 def _param_index(optimizer: torch.optim.Optimizer, param: torch.nn.Parameter) -> int:
@@ -494,7 +529,12 @@ def export_backbone(backbone: torch.nn.Module, cfg: TrainConfig, run_dir: Path, 
     card = {
         "arch": cfg.model.arch,
         "embedding_size": cfg.model.embedding_size,
-        "model_kwargs": dict(getattr(backbone, "model_kwargs", model_options(cfg))),
+        # the options that define the architecture; fp16 / checkpointing / channels_last are how it was trained
+        "model_kwargs": {
+            k: v
+            for k, v in dict(getattr(backbone, "model_kwargs", model_options(cfg))).items()
+            if k not in ("fp16", "gradient_checkpointing", "channels_last")
+        },
         "input_size": list(input_cfg.get("input_size", (112, 112))),
         "mean": list(input_cfg.get("mean", (0.5, 0.5, 0.5))),
         "std": list(input_cfg.get("std", (0.5, 0.5, 0.5))),
