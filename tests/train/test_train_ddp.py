@@ -101,3 +101,41 @@ def test_sharded_head_two_ranks_then_resume_on_one(tiny_face_set, tmp_path):
     assert resumed.step == 12
     history = [r for r in resumed.history if "ce_loss" in r]
     assert history and all(torch.isfinite(torch.tensor(r["ce_loss"])) for r in history)
+
+
+def _crash_then_resume_worker(rank: int, world: int, port: int, values: dict, crash_at: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from cdface.train.trainer import fit
+
+    def crash(step, loss):
+        if step == crash_at:
+            raise KeyboardInterrupt("simulated crash of the whole job")
+        return loss
+
+    try:
+        try:
+            fit(config_from_dict(values), fault_hook=crash)
+        except KeyboardInterrupt:
+            pass
+        result = fit(config_from_dict({**values, "resume": "auto"}))
+        params = {k: v.detach() for k, v in result.backbone.named_parameters()}
+        torch.save({"params": params, "step": result.step}, Path(out_dir) / f"resumed_rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_ddp_resume_with_workers_replays_each_ranks_own_batches(tiny_face_set, tmp_path):
+    """With prefetching workers each rank has its own batches drawn ahead: a resume must replay those."""
+    values = _base_config(tmp_path, tiny_face_set, name="ddp_resume", method="cd", checkpoint_every=2)
+    values["data"] = {**values["data"], "num_workers": 1}
+    values["cd"] = {**values["cd"], "interval": 1}
+    mp.spawn(_worker, args=(2, _free_port(), [{**values, "name": "ddp_straight"}], str(tmp_path)), nprocs=2)
+    mp.spawn(_crash_then_resume_worker, args=(2, _free_port(), values, 3, str(tmp_path)), nprocs=2)
+    straight = torch.load(tmp_path / "stage0_rank0.pt", weights_only=True)
+    for rank in (0, 1):
+        resumed = torch.load(tmp_path / f"resumed_rank{rank}.pt", weights_only=True)
+        assert resumed["step"] == straight["step"] == 6
+        for key, value in resumed["params"].items():
+            assert torch.equal(value, straight["params"][f"backbone.{key}"]), f"rank {rank}: {key}"

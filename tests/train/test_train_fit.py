@@ -147,3 +147,13 @@ def test_kill_minus_nine_then_resume(stage1, tiny_face_set, tmp_path):
     resumed = fit(config_from_dict({**cfg, "resume": "auto"}))
     assert resumed.step == straight.step == 18
     _assert_bitwise_equal(_weights(straight.backbone), _weights(resumed.backbone))
+
+
+def test_a_skipped_last_step_still_ends_with_a_checkpoint_of_that_step(tiny_face_set, tmp_path):
+    def poison_last(step, loss):
+        return loss * float("nan") if step == 5 else loss
+
+    result = fit(config_from_dict(_cfg(tmp_path, tiny_face_set, "nan_last", epochs=1.0)), fault_hook=poison_last)
+    assert result.step == 6
+    latest = ckpt.latest_valid_checkpoint(tmp_path / "runs" / "nan_last" / "checkpoints")
+    assert latest.name == "ckpt_00000006.pt" and ckpt.load_checkpoint(latest)["step"] == 6
