@@ -212,3 +212,16 @@ def test_nist_known_answer():
     assert g1["rank1"] == 1.0 and g1["num_mated"] == 1 and g1["num_nonmated"] == 1
     # non-mated top score is 0.0: FPIR 0.5 -> floor(0.5 * 1) = 0 -> threshold = 0.0; mate scores ~0.995 > 0
     assert g1["tpir_at_fpir"]["0.5"] == 1.0 and g1["thresholds"]["0.5"] == 0.0
+
+
+def test_1n_nan_mate_ranks_last_and_unprobed_duplicate_subjects_are_allowed():
+    from cdface.eval.ijb import _insightface_1n, _mated_ranks
+
+    sim = np.array([[0.3, np.nan, 0.1], [0.9, 0.2, 0.5]])
+    # argsort(-sim) puts NaN last: the NaN mate of row 0 is rank 3, not 1
+    assert _mated_ranks(sim, np.array([1, 1]), max_rank=10).tolist() == [3, 3]
+    gal = np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])
+    gal_sids = np.array([0, 5, 5])  # subject 5 twice, but no probe asks for it
+    probes = np.array([[1.0, 0.1]])
+    cmc, _, _ = _insightface_1n(probes, np.array([0]), gal, gal_sids, (1,), (0.5,))
+    assert cmc[1] == 1.0

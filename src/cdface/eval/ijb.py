@@ -605,7 +605,8 @@ def _mated_ranks(sim: np.ndarray, mate: np.ndarray, max_rank: int) -> np.ndarray
     greater = np.count_nonzero(sim > mated[:, None], axis=1)
     ties = np.count_nonzero(sim == mated[:, None], axis=1) - 1
     ranks = greater + 1
-    redo = np.flatnonzero((ties > 0) & (greater < max_rank))
+    # ties near the top, and NaN mates (argsort puts NaN last; a comparison count would call it rank 1)
+    redo = np.flatnonzero(((ties > 0) & (greater < max_rank)) | np.isnan(mated))
     if redo.size:
         order = np.argsort(-sim[redo], axis=1)
         ranks[redo] = np.argmax(order == mate[redo, None], axis=1) + 1
@@ -617,8 +618,9 @@ def _insightface_1n(probe_feats: np.ndarray, probe_sids: np.ndarray, gal_feats: 
                     ) -> tuple[dict[int, float], dict[float, float], dict[float, float]]:
     order = np.argsort(gal_sids, kind="stable")
     sorted_sids = gal_sids[order]
-    if np.any(sorted_sids[1:] == sorted_sids[:-1]):
-        raise ValueError("a subject has several gallery templates (insightface's gen_mask refuses this)")
+    repeated = sorted_sids[1:][sorted_sids[1:] == sorted_sids[:-1]]
+    if np.isin(repeated, probe_sids).any():  # only subjects that probes ask for, as gen_mask checks
+        raise ValueError("a probed subject has several gallery templates (insightface's gen_mask refuses this)")
     idx = np.minimum(np.searchsorted(sorted_sids, probe_sids), gal_sids.size - 1)
     found = sorted_sids[idx] == probe_sids
     if not np.all(found):
