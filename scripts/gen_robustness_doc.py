@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "robustness.md"
 COMMAND = "python scripts/gen_robustness_doc.py"
-KILL_RE = re.compile(r"kill|resume|crash|interrupt")
+KILL_RE = re.compile(r"kill|resume|crash|interrupt|death|dies")
 
 sys.path.insert(0, str(ROOT / "tests" / "reliability"))
 import reliability_cases as rc  # noqa: E402
@@ -92,7 +92,8 @@ def render() -> str:
     gaps = [c for c in [*rc.HOSTILE_CASES, *rc.MALFORMED_CASES] if c.gap]
     kinds = rc.PAYLOAD_KINDS
     elsewhere = [(parser, f, fn, max_examples(ROOT / f, fn)) for parser, f, fn in rc.FUZZ_ELSEWHERE]
-    kills = kill_tests(ROOT / rc.KILL_TESTS_FILE)
+    kills = [(f"{Path(f).name}::{name}", n, doc) for f in rc.KILL_TESTS_FILES
+             for name, n, doc in kill_tests(ROOT / f)]
     lines = [
         "# Robustness: hostile files, malformed data, fuzzing, crashes",
         "",
@@ -171,8 +172,9 @@ def render() -> str:
         "",
         "## 4. Crashes mid-run: kill, then resume",
         "",
-        f"Read from `{rc.KILL_TESTS_FILE}` (not run by the generator): tests whose name mentions a kill, crash,",
-        "interrupt or resume, counted per parametrised case. Checkpoints are atomic (`.tmp`, fsync, rename) with",
+        f"Read from {', '.join(f'`{f}`' for f in rc.KILL_TESTS_FILES)} (not run by the generator): tests whose "
+        "name mentions a kill, crash, resume or death,",
+        "counted per parametrised case. Checkpoints are atomic (`.tmp`, fsync, rename) with",
         "a sha256 sidecar, so a run killed at any point resumes from the last complete checkpoint.",
         "",
         "| test | kill points | what |",

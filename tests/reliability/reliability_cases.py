@@ -64,7 +64,11 @@ DETERMINISM_TESTS: list[tuple[str, str]] = [
     ("tests/reliability/test_reliability_determinism.py",
      "test_score_pairs_json_is_bit_identical_across_processes"),
 ]
-KILL_TESTS_FILE = "tests/train/test_train_fit.py"
+KILL_TESTS_FILES = (
+    "tests/train/test_train_fit.py",  # in-process crash, SIGKILL, bitwise resume
+    "tests/train/test_train_ddp.py",  # a whole DDP job crashes and resumes with prefetching workers
+    "tests/train/test_train_rank_death.py",  # one rank is SIGKILLed; the survivor fails clearly; resume=auto
+)
 
 
 # ------------------------------------------------------------------------------------------- hostile files
