@@ -58,7 +58,7 @@ from cdface.train.distributed import DistInfo, any_rank
 from cdface.train.optim import build_optimizer
 from cdface.train.schedule import lr_multiplier
 from cdface.train.score_bank import ScoreBank
-from cdface.train.trainer import _autocast, _hard_negative_ids, model_options
+from cdface.train.trainer import _autocast, _hard_negative_ids, model_options, resolve_cd_scale
 
 # Defaults per device: the GPU target of the paper's MS1MV2 run, and a CPU run that finishes in a minute
 # while keeping the paper's proportion K*(NE+NH) = batch size.
@@ -158,7 +158,7 @@ class Stage:
         if cfg.model.channels_last:
             backbone = backbone.to(memory_format=torch.channels_last)
         self.head = create_head(cfg.head.name, cfg.model.embedding_size, args.classes, **cfg.head.params).to(device)
-        self.cd_loss_fn = ClosenessDiversityLoss(s=cfg.cd.s, wc=cfg.cd.wc, wd=cfg.cd.wd)
+        self.cd_loss_fn = ClosenessDiversityLoss(s=resolve_cd_scale(cfg, self.head.margin), wc=cfg.cd.wc, wd=cfg.cd.wd)
         self.optimizer = build_optimizer(cfg.optim, [backbone, self.head])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_multiplier(cfg.optim, steps_per_epoch, total_steps)

@@ -76,8 +76,18 @@ class CDConfig:
     threshold_samples: int = 100_000
     wc: float = 0.5
     wd: float = 1.0
-    s: float = 64.0
+    s: float | None = None  # diversity scale; None = the head's scale (head.params.s), as the paper uses one s
     per_class_centres: bool = False  # push each hard sample from its own class's NP centres only
+
+
+@dataclass
+class HealthConfig:
+    """When the trainer calls a run collapsed (cdface.train.health): after this many epochs, a log window whose
+    mean CE is >= ce_fraction x the all-cosines-zero plateau while its mean target cosine is < max_target_cosine."""
+
+    collapse_after_epochs: float = 1.0
+    collapse_ce_fraction: float = 0.9
+    collapse_max_target_cosine: float = 0.1
 
 
 @dataclass
@@ -117,12 +127,14 @@ class TrainConfig:
     max_bad_steps: int = 5  # consecutive NaN/inf losses before the run stops
     dist_timeout_s: float = 1800.0  # a collective that waits longer (a rank died) fails the run
     tensorboard: bool = True
+    num_threads: int = 0  # torch intra-op threads; 0 = auto: threads + data.num_workers <= this process's cores
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     scores: ScoreConfig = field(default_factory=ScoreConfig)
     cd: CDConfig = field(default_factory=CDConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -345,6 +357,10 @@ def validate(cfg: TrainConfig, sources: Sources | None = None) -> None:
         raise _located(sources, "head.sample_rate", f"head.sample_rate: must be in (0, 1], got {cfg.head.sample_rate}")
     if cfg.cd.interval <= 0:
         raise _located(sources, "cd.interval", f"cd.interval: must be positive, got {cfg.cd.interval}")
+    if cfg.cd.s is not None and cfg.cd.s <= 0:
+        raise _located(sources, "cd.s", f"cd.s: must be positive (or null: the head's scale), got {cfg.cd.s}")
+    if cfg.num_threads < 0:
+        raise _located(sources, "num_threads", f"num_threads: must be >= 0 (0 = auto), got {cfg.num_threads}")
     if not 0.0 < cfg.cd.percentile < 1.0:
         raise _located(sources, "cd.percentile", f"cd.percentile: must be in (0, 1), got {cfg.cd.percentile}")
     if len(cfg.data.random_resized_crop) not in (0, 2):

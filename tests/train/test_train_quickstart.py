@@ -19,12 +19,21 @@ def test_quickstart_report_matches_an_independent_evaluation(tmp_path, capsys):
     assert "stage 2: closeness & diversity" in printed and "stage 2: ArcFace continued" in printed
     report = (out / "report.md").read_text()
     assert "![ROC](roc.png)" in report and (out / "roc.png").stat().st_size > 0
-    assert (out / "losses.png").stat().st_size > 0
+    assert (out / "training.png").stat().st_size > 0
     rows = json.loads((out / "results.json").read_text())
-    assert [r["model"] for r in rows] == ["stage 2: closeness & diversity", "stage 2: ArcFace continued"]
+    assert [r["model"] for r in rows] == [
+        "stage 1: ArcFace", "stage 2: closeness & diversity", "stage 2: ArcFace continued"
+    ]
     cd_metrics = [json.loads(line) for line in (out / "stage2_cd" / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("cd_loss", 0) > 0 for r in cd_metrics)  # the CD loss really ran
+    assert any("cd_diversity" in r and "cd_closeness" in r for r in cd_metrics)  # both terms logged
     for row in rows:
         again = verify_pairs(row["run"], out / "data" / "eval.bin", batch_size=64)
         assert again.accuracy == pytest.approx(row["accuracy"], abs=1e-12)
         assert f"{100 * row['accuracy']:.2f}" in report
+        assert 0.0 <= row["train_accuracy"] <= 1.0 and f"{100 * row['train_accuracy']:.2f}" in report
+    # the report says in words what the run shows, and carries every run's health lines
+    assert "## What this run shows" in report and "points" in report
+    for name in ("stage1_arcface", "stage2_cd", "stage2_arcface"):
+        for line in (out / name / "health.txt").read_text().splitlines():
+            assert line in report

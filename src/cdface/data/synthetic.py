@@ -27,7 +27,10 @@ from cdface.data.decode import encode_jpeg
 from cdface.data.pairs_bin import write_bin
 from cdface.data.recordio import write_insightface_rec
 
-__all__ = ["Identities", "build_synthetic_benchmark", "make_identities", "render_images", "render_set"]
+__all__ = [
+    "Identities", "build_synthetic_benchmark", "eval_hard_flags", "make_identities", "render_images", "render_jpegs",
+    "render_set",
+]
 
 SIZE = 112
 _RES = 56  # faces are drawn at half resolution, then upsampled (4x less work; fine detail comes from noise)
@@ -364,6 +367,14 @@ def _gaussian_blur(images: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
     return sum(kernel[:, k].reshape(1, -1, 1, 1) * rows[:, :, :, k : k + w] for k in range(2 * radius + 1))
 
 
+def _nuisance_draws(ids: np.ndarray, image_keys: np.ndarray, seed: int, hard_fraction: float) -> list[dict]:
+    """The nuisance of image ``image_keys[i]`` of global identity ``ids[i]``: depends on (seed, id, key) only."""
+    return [
+        _draw_nuisance(np.random.default_rng([seed, _IMAGE_STREAM, int(i), int(k)]), hard_fraction)
+        for i, k in zip(ids, image_keys)
+    ]
+
+
 # ---- public rendering API ----------------------------------------------------------------------------------
 
 
@@ -382,13 +393,7 @@ def render_images(
     with torch.inference_mode():
         for start in range(0, rows.size, batch_size):
             sel = slice(start, start + batch_size)
-            draws = [
-                _draw_nuisance(
-                    np.random.default_rng([seed, _IMAGE_STREAM, int(identities.ids[r]), int(k)]),
-                    hard_fraction,
-                )
-                for r, k in zip(rows[sel], image_keys[sel])
-            ]
+            draws = _nuisance_draws(identities.ids[rows[sel]], image_keys[sel], seed, hard_fraction)
             nuisance = {key: np.stack([np.asarray(d[key], np.float32) for d in draws]) for key in draws[0]}
             traits = {key: val[rows[sel]] for key, val in identities.traits.items()}
             out[sel] = _render_batch(traits, nuisance)
@@ -402,6 +407,47 @@ def render_set(
     rows = np.repeat(np.arange(len(identities)), images_per_identity)
     keys = np.tile(np.arange(images_per_identity), len(identities))
     return render_images(identities, rows, keys, seed, hard_fraction), rows.astype(np.int64)
+
+
+_RENDER_BATCH = 64
+
+
+def _render_chunk(args: tuple) -> list[bytes]:
+    identities, rows, keys, seed, hard_fraction, quality = args
+    torch.set_num_threads(1)
+    images = render_images(identities, rows, keys, seed, hard_fraction, batch_size=_RENDER_BATCH)
+    return [encode_jpeg(im, quality) for im in images]
+
+
+def render_jpegs(
+    identities: Identities,
+    rows: np.ndarray,
+    image_keys: np.ndarray,
+    seed: int = 0,
+    hard_fraction: float = 0.05,
+    quality: int = 92,
+    workers: int = 0,
+) -> list[bytes]:
+    """``render_images`` encoded as JPEG, in ``workers`` processes when > 1.
+
+    Chunks are whole render batches, so every image is rendered in the same batch as in a serial run and
+    the bytes do not depend on ``workers`` (the blur of a batch depends on its members).
+    """
+    rows, image_keys = np.asarray(rows, np.int64), np.asarray(image_keys, np.int64)
+    if workers <= 1 or rows.size <= _RENDER_BATCH:
+        return _render_chunk((identities, rows, image_keys, seed, hard_fraction, quality))
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    per_chunk = _RENDER_BATCH * max(1, -(-rows.size // (_RENDER_BATCH * workers * 4)))
+    chunks = [
+        (identities, rows[i : i + per_chunk], image_keys[i : i + per_chunk], seed, hard_fraction, quality)
+        for i in range(0, rows.size, per_chunk)
+    ]
+    # fork, as DataLoader workers do on Linux: the children render with one thread each
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        return [jpeg for chunk in pool.map(_render_chunk, chunks) for jpeg in chunk]
 
 
 def _pair_plan(num_eval_ids: int, num_pairs: int, seed: int, folds: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -420,6 +466,20 @@ def _pair_plan(num_eval_ids: int, num_pairs: int, seed: int, folds: int = 10) ->
     return np.concatenate(rows).reshape(-1), np.concatenate(issame)
 
 
+def eval_hard_flags(manifest_path: str | os.PathLike) -> np.ndarray:
+    """Which images of a built set's ``eval.bin`` were drawn "hard" (strong nuisance): bool (2 * pairs,).
+
+    Replays the nuisance draws of ``build_synthetic_benchmark`` from its manifest (seed, hard fraction, eval
+    identities, pair count) without rendering anything; image ``2i`` and ``2i + 1`` form pair ``i``.
+    """
+    manifest = json.loads(Path(manifest_path).read_text())
+    first, end = manifest["eval_identities"]
+    seed, hard_fraction = int(manifest["seed"]), float(manifest["hard_fraction"])
+    rows, _ = _pair_plan(end - first, int(manifest["pairs"]), seed)
+    draws = _nuisance_draws(first + rows, np.arange(rows.size), seed, hard_fraction)
+    return np.array([bool(d["hard"]) for d in draws])
+
+
 def build_synthetic_benchmark(
     out_dir: str | os.PathLike,
     num_train_ids: int = 200,
@@ -429,28 +489,33 @@ def build_synthetic_benchmark(
     seed: int = 0,
     hard_fraction: float = 0.05,
     quality: int = 92,
+    workers: int = 0,
 ) -> dict[str, Path]:
     """Write train.rec/train.idx/property (insightface layout) and eval.bin with disjoint identities.
+
+    ``workers`` > 1 renders in that many processes (the files are byte-identical to a serial build).
 
     Returns the paths: ``rec``, ``idx``, ``property``, ``bin``, ``manifest``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_ids = make_identities(num_train_ids, seed, first_id=0)
-    images, labels = render_set(train_ids, images_per_id, seed, hard_fraction)
-    paths = write_insightface_rec(out, labels, lambda i: encode_jpeg(images[i], quality))
+    rows = np.repeat(np.arange(num_train_ids), images_per_id)
+    keys = np.tile(np.arange(images_per_id), num_train_ids)
+    jpegs = render_jpegs(train_ids, rows, keys, seed, hard_fraction, quality, workers)
+    paths = write_insightface_rec(out, rows, jpegs)
     eval_ids = make_identities(num_eval_ids, seed, first_id=num_train_ids)
     rows, issame = _pair_plan(num_eval_ids, num_pairs, seed)
     keys = np.arange(rows.size)  # every eval image is a fresh draw of its identity
-    eval_images = render_images(eval_ids, rows, keys, seed, hard_fraction)
-    paths["bin"] = write_bin(out / "eval.bin", [encode_jpeg(im, quality) for im in eval_images], issame)
+    eval_jpegs = render_jpegs(eval_ids, rows, keys, seed, hard_fraction, quality, workers)
+    paths["bin"] = write_bin(out / "eval.bin", eval_jpegs, issame)
     manifest = {
         "generator": "cdface.data.synthetic",
         "seed": seed,
         "hard_fraction": hard_fraction,
         "train_identities": [int(train_ids.ids[0]), int(train_ids.ids[-1]) + 1] if num_train_ids else [0, 0],
         "eval_identities": [int(eval_ids.ids[0]), int(eval_ids.ids[-1]) + 1] if num_eval_ids else [0, 0],
-        "train_images": int(labels.size),
+        "train_images": int(num_train_ids * images_per_id),
         "classes": num_train_ids,
         "pairs": int(issame.size),
     }

@@ -62,8 +62,9 @@ class MarginHead(nn.Module):
         with torch.no_grad():
             target = gather_target(cosine, labels)
             target = torch.where(positive_mask(labels), target, torch.full_like(target, float("nan")))
+            correct = cosine.argmax(dim=1) == labels
         aux_loss = self.margin.aux_loss(norms)
-        return HeadOutput(logits=logits, cosine=cosine, target_cosine=target, aux_loss=aux_loss)
+        return HeadOutput(logits=logits, cosine=cosine, target_cosine=target, aux_loss=aux_loss, correct=correct)
 
 
 def create_margin(name: str, **kwargs: Any) -> Margin:

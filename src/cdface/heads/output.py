@@ -15,9 +15,11 @@ class HeadOutput:
     cosine: (B, C) cos(x_i, W_j) without margin (same autograd graph).
     target_cosine: (B,) cos(x_i, W_{y_i}), detached: the per-sample difficulty score (NaN for label -1).
     aux_loss: a regulariser already weighted (MagFace's g), to add to the CE loss, or None.
+    correct: (B,) bool, detached: the row's largest cosine is its own class's (train-batch accuracy), or None.
     """
 
     logits: Tensor
     cosine: Tensor
     target_cosine: Tensor
     aux_loss: Tensor | None = None
+    correct: Tensor | None = None

@@ -74,9 +74,12 @@ class ClosenessDiversityLoss(nn.Module):
         """(closeness, diversity), unweighted, for logging."""
         return closeness(easy), diversity(hard, centres, self.s)
 
+    def weighted(self, closeness_value: Tensor, diversity_value: Tensor) -> Tensor:
+        """``wc * closeness + wd * diversity`` of the two terms ``components`` returned."""
+        return self.wc * closeness_value + self.wd * diversity_value
+
     def forward(self, easy: Tensor, hard: Tensor, centres: Tensor) -> Tensor:
-        close, diverse = self.components(easy, hard, centres)
-        return self.wc * close + self.wd * diverse
+        return self.weighted(*self.components(easy, hard, centres))
 
     def extra_repr(self) -> str:
         return f"s={self.s}, wc={self.wc}, wd={self.wd}"

@@ -47,6 +47,8 @@ class ShardedHeadOutput:
     logits: (B_global, S) this shard's block of margin logits (S = sampled centres), for inspection.
     sampled_index: (S,) shard rows used this step, or None when every row was used.
     aux_loss: the margin's regulariser on this rank's rows (MagFace), or None.
+    correct: (B_local,) bool, detached: the row's own centre has the largest cosine over all shards (over the
+        sampled centres with Partial FC, which always include the batch's classes).
     """
 
     loss: Tensor
@@ -55,6 +57,7 @@ class ShardedHeadOutput:
     logits: Tensor
     sampled_index: Tensor | None
     aux_loss: Tensor | None = None
+    correct: Tensor | None = None
 
 
 class ShardedMarginHead(nn.Module):
@@ -123,12 +126,14 @@ class ShardedMarginHead(nn.Module):
         cosine = normalized_cosine(gathered, weight)
         logits = self.margin(cosine, local, norms)
         losses = sharded_cross_entropy(logits, local, row_start, row_count, self.group)
-        target = self._target_cosine(cosine, local)[row_start : row_start + row_count]
+        full_target = self._target_cosine(cosine, local)
+        target = full_target[row_start : row_start + row_count]
+        correct = self._correct(cosine, local, full_target)[row_start : row_start + row_count]
         # the regulariser acts on this rank's rows only: take their norms before the gather, whose
         # backward rescales by the world size for the cross-entropy's sake
         aux = self.margin.aux_loss(embeddings.float().norm(dim=1, keepdim=True)) if self.margin.needs_norms else None
         loss = losses.mean() if aux is None else losses.mean() + aux
-        return ShardedHeadOutput(loss, losses, target, logits, index, aux)
+        return ShardedHeadOutput(loss, losses, target, logits, index, aux, correct)
 
     @torch.no_grad()
     def _target_cosine(self, cosine: Tensor, local: Tensor) -> Tensor:
@@ -136,6 +141,15 @@ class ShardedMarginHead(nn.Module):
         mine = cosine.gather(1, local.clamp_min(0).unsqueeze(1)).squeeze(1)
         target = torch.where(owned, mine, torch.zeros_like(mine))
         return all_reduce(target, dist.ReduceOp.SUM, self.group)
+
+    @torch.no_grad()
+    def _correct(self, cosine: Tensor, local: Tensor, target: Tensor) -> Tensor:
+        """Rows whose own centre beats every other centre of every shard (one all-reduce of B_global maxima)."""
+        others = cosine.clone()
+        owned = local >= 0
+        others[owned, local[owned]] = float("-inf")
+        best_other = others.max(dim=1).values if others.shape[1] else torch.full_like(target, float("-inf"))
+        return target > all_reduce(best_other, dist.ReduceOp.MAX, self.group)
 
     @torch.no_grad()
     def hard_negatives(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 from cdface.config import TrainConfig
+from cdface.threads import plan_threads
 from cdface.train.distributed import DistInfo, barrier
 from cdface.train.verification import PairImages, load_pair_images
 
@@ -18,7 +20,7 @@ def ensure_synthetic_set(cfg: TrainConfig, info: DistInfo) -> dict[str, Path]:
 
     root = Path(cfg.data.path or Path(cfg.output_dir) / "synthetic_data")
     paths = {"rec": root / "train.rec", "bin": root / "eval.bin"}
-    if info.is_main and not (paths["rec"].exists() and (root / "train.idx").exists() and paths["bin"].exists()):
+    if info.is_main and not _synthetic_set_matches(cfg, root):
         log.info("building the synthetic face-identity set in %s", root)
         built = build_synthetic_benchmark(
             root,
@@ -27,10 +29,30 @@ def ensure_synthetic_set(cfg: TrainConfig, info: DistInfo) -> dict[str, Path]:
             num_eval_ids=cfg.data.synthetic_eval_identities,
             num_pairs=cfg.data.synthetic_pairs,
             seed=cfg.data.synthetic_seed,
+            workers=plan_threads(cfg.data.num_workers).cores,  # rendering is the slow part: every core
         )
         paths = {"rec": Path(built["rec"]), "bin": Path(built["bin"])}
     barrier(info)
     return paths
+
+
+def _synthetic_set_matches(cfg: TrainConfig, root: Path) -> bool:
+    """Whether ``root`` holds a built set of the configured sizes and seed (a set of other sizes is rebuilt)."""
+    if not all((root / name).exists() for name in ("train.rec", "train.idx", "eval.bin", "manifest.json")):
+        return False
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+        wanted = {
+            "classes": cfg.data.synthetic_identities,
+            "train_images": cfg.data.synthetic_identities * cfg.data.synthetic_images_per_identity,
+            "pairs": cfg.data.synthetic_pairs,
+            "seed": cfg.data.synthetic_seed,
+        }
+        first, end = manifest["eval_identities"]
+        same_eval = end - first == cfg.data.synthetic_eval_identities
+        return same_eval and all(manifest.get(k) == v for k, v in wanted.items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def build_training_data(cfg: TrainConfig, info: DistInfo):

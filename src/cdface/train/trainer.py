@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from cdface.losses import ClosenessDiversityLoss
 from cdface.miners.hard_negatives import hard_negative_centres
 from cdface.models import create_model, load_state_dict_strict
 from cdface.parallel import ShardedMarginHead, gather_full_state, load_full_state
+from cdface.threads import apply_threads, plan_threads
 from cdface.train import checkpoint as ckpt
 from cdface.train.cd_sampler import CDPlan, FaceBatchSampler
 from cdface.train.data_setup import build_training_data
@@ -43,6 +45,7 @@ from cdface.train.distributed import (
     init_distributed,
     own_entry,
 )
+from cdface.train.health import TrainingHealth, collapse_plateau, health_line
 from cdface.train.metrics_log import MetricsLog
 from cdface.train.optim import build_optimizer
 from cdface.train.schedule import lr_multiplier
@@ -61,6 +64,7 @@ class FitResult:
     step: int
     checkpoint: Path | None
     history: list[dict[str, Any]] = field(default_factory=list)
+    health: list[str] = field(default_factory=list)  # the per-epoch health lines
     backbone: torch.nn.Module | None = None
     head: torch.nn.Module | None = None
 
@@ -83,6 +87,11 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
     device = torch.device("cuda", info.local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
+    # torch threads + loader workers <= this process's cores (oversubscribing 2 cores cost 2-8x on CPU)
+    threads = plan_threads(cfg.data.num_workers, cfg.num_threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    apply_threads(threads)
+    if threads.note and info.is_main:
+        log.info("%s (num_threads > 0 takes the choice back)", threads.note)
     torch.manual_seed(cfg.seed)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -112,9 +121,9 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,
-        num_workers=cfg.data.num_workers,
+        num_workers=threads.workers,
         pin_memory=device.type == "cuda",
-        prefetch_factor=cfg.data.prefetch_factor if cfg.data.num_workers > 0 else None,
+        prefetch_factor=cfg.data.prefetch_factor if threads.workers > 0 else None,
     )
     steps_per_epoch = sampler.steps_per_epoch
     total_steps = int(math.ceil(cfg.epochs * steps_per_epoch))
@@ -136,7 +145,20 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
         ).to(device)
     else:
         head = create_head(cfg.head.name, cfg.model.embedding_size, dataset.num_classes, **cfg.head.params).to(device)
-    cd_loss_fn = ClosenessDiversityLoss(s=cfg.cd.s, wc=cfg.cd.wc, wd=cfg.cd.wd)
+    margin = head.margin
+    cd_scale = resolve_cd_scale(cfg, margin)
+    cd_loss_fn = ClosenessDiversityLoss(s=cd_scale, wc=cfg.cd.wc, wd=cfg.cd.wd)
+    if cfg.method == "cd" and info.is_main:
+        log.info("CD: s=%g (%s), wc=%g, wd=%g", cd_scale, "cd.s" if cfg.cd.s is not None else "the head's s",
+                 cfg.cd.wc, cfg.cd.wd)
+    health = TrainingHealth(
+        collapse_plateau(margin, dataset.num_classes),
+        device,
+        collapse_after_steps=int(cfg.health.collapse_after_epochs * steps_per_epoch),
+        ce_fraction=cfg.health.collapse_ce_fraction,
+        max_target_cosine=cfg.health.collapse_max_target_cosine,
+    )
+    head_setting = f"{cfg.head.name} " + " ".join(f"{k}={v:g}" for k, v in cfg.head.params.items())
 
     # ---- 4. optimizer, schedule, mixed precision -------------------------------------------------
     optimizer = build_optimizer(cfg.optim, [backbone, head])
@@ -227,6 +249,8 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
     metrics = MetricsLog(run_dir, enabled=info.is_main, tensorboard=cfg.tensorboard)
     bad_streak, skipped = 0, 0
     last_cd_loss, last_threshold = 0.0, None
+    health_lines: list[str] = []
+    val_results: dict[str, float] = {}
     last_ckpt: Path | None = resume_path
     last_saved_step = step
     window_start, window_samples = time.perf_counter(), 0
@@ -279,11 +303,13 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
                 per_class = cfg.cd.num_easy + cfg.cd.num_hard
                 cd_embeddings = cd_embeddings.float().view(len(plan.local_classes), per_class, -1)
                 easy, hard = cd_embeddings[:, : cfg.cd.num_easy], cd_embeddings[:, cfg.cd.num_easy :]
-                cd_value = cd_loss_fn(easy, hard, centres.float())
+                close, diverse = cd_loss_fn.components(easy, hard, centres.float())
+                cd_value = cd_loss_fn.weighted(close, diverse)
                 finite = not any_rank(not torch.isfinite(cd_value).item(), info, device)
                 if finite:
                     scaler.scale(cd_value).backward()
-                    last_cd_loss, last_threshold = float(cd_value.detach()), plan.threshold
+                    health.update_cd(cd_value, close, diverse)
+                    last_threshold = plan.threshold
 
             if not finite:  # skip the update, count it, stop after too many in a row
                 bad_streak, skipped = bad_streak + 1, skipped + 1
@@ -296,6 +322,7 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
                     )
             else:
                 bad_streak = 0
+                health.update(ce, out.correct, out.target_cosine)
                 if cfg.optim.grad_clip > 0:
                     scaler.unscale_(optimizer)
                     _clip_gradients(optimizer, cfg.optim.grad_clip, head_module if sharded else None, info)
@@ -318,6 +345,9 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
 
             if step % cfg.log_every == 0 or step == total_steps:
                 elapsed = time.perf_counter() - window_start
+                window = health.read_window()
+                if window is not None and window.cd_steps:
+                    last_cd_loss = window.cd_loss
                 record = {
                     "step": step,
                     "epoch": step / steps_per_epoch,
@@ -327,16 +357,27 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
                     "samples_per_s": window_samples / max(elapsed, 1e-9),
                     "skipped_steps": skipped,
                 }
+                if window is not None:
+                    record |= window.record()
                 if last_threshold is not None:
                     record["cd_threshold"] = last_threshold
                 if cfg.precision == "fp16" and scaler.is_enabled():
                     record["grad_scale"] = float(scaler.get_scale())
                 metrics.log(record, total_steps=total_steps)
+                if info.is_main and (warning := health.check(window, step, head_setting)):
+                    log.warning("%s", warning)
                 window_start, window_samples = time.perf_counter(), 0
             end_of_epoch = step % steps_per_epoch == 0
             if cfg.verify_every and step % cfg.verify_every == 0 or (end_of_epoch and val_sets):
-                _verify(backbone, val_sets, metrics, step, info, device)
+                val_results = _verify(backbone, val_sets, metrics, step, info, device)
                 model.train()
+            if end_of_epoch and (epoch_stats := health.read_epoch()) is not None and info.is_main:
+                extra = {f"val {name} acc %": 100 * acc for name, acc in val_results.items()}
+                line = health_line(step // steps_per_epoch, epoch_stats, health.plateau, extra)
+                health_lines.append(line)
+                log.info("%s", line)
+                with open(run_dir / "health.txt", "a") as health_file:  # the report's copy, kept across resumes
+                    health_file.write(line + "\n")
             if step % cfg.checkpoint_every == 0 or end_of_epoch or step == total_steps:
                 last_ckpt = save(step) or last_ckpt
                 last_saved_step = step
@@ -350,7 +391,12 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
     if last_saved_step != step:
         last_ckpt = save(step) or last_ckpt
     metrics.close()
-    return FitResult(run_dir, step, last_ckpt, metrics.history, backbone=backbone, head=head_module)
+    return FitResult(run_dir, step, last_ckpt, metrics.history, health_lines, backbone=backbone, head=head_module)
+
+
+def resolve_cd_scale(cfg: TrainConfig, margin: torch.nn.Module) -> float:
+    """The diversity term's s: ``cd.s`` when set, else the margin head's own scale (the paper uses one s)."""
+    return float(cfg.cd.s if cfg.cd.s is not None else getattr(margin, "s", 64.0))
 
 
 def model_options(cfg: TrainConfig) -> dict[str, Any]:
@@ -508,15 +554,21 @@ def _sharded_centres(
 
 
 @torch.no_grad()
-def _verify(backbone, val_sets, metrics: MetricsLog, step: int, info: DistInfo, device: torch.device) -> None:
+def _verify(
+    backbone, val_sets, metrics: MetricsLog, step: int, info: DistInfo, device: torch.device
+) -> dict[str, float]:
+    """Pair accuracy of every validation set (rank 0; {} elsewhere), logged."""
     if not info.is_main or not val_sets:
-        return
+        return {}
     from cdface.train.verification import verify_pair_set
 
     backbone.eval()
+    accuracies = {}
     for name, pair_set in val_sets.items():
         result = verify_pair_set(backbone, pair_set, device=device)
         metrics.log({"step": step, f"val/{name}/accuracy": result.accuracy, f"val/{name}/tar_at_far_1e-3": result.val})
+        accuracies[name] = result.accuracy
+    return accuracies
 
 
 def export_backbone(backbone: torch.nn.Module, cfg: TrainConfig, run_dir: Path, num_classes: int, step: int) -> Path:
