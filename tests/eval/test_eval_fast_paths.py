@@ -9,14 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from cdface.eval.ijb import (
-    _template_rows,
-    exact_near_thresholds,
-    fast_pair_scores,
-    ijb_verification,
-    image_features,
-    template_features,
-)
+from cdface.eval.ijb import ijb_verification
+from cdface.eval.ijb_fast import exact_near_thresholds, fast_pair_scores
+from cdface.eval.ijb_templates import image_features, template_features
+from cdface.eval.ijb_templates import template_rows as _template_rows
 from cdface.eval.roc import far_points, roc_curve, tar_at_far
 from cdface.eval.verification import evaluate_pairs, pair_distances
 

@@ -91,7 +91,7 @@ def test_ijb_features_match_a_direct_computation(data_root, monkeypatch):
     meta = load_ijb_meta(data_root / "IJBC" / "meta", "IJBC")
     crops = np.stack(
         [
-            align_face(decode_image((data_root / "IJBC" / "loose_crop" / n).read_bytes()), lmk)
+            align_face(decode_image((data_root / "IJBC" / "loose_crop" / n).read_bytes()), lmk, template="ijb")
             for n, lmk in zip(meta.names, meta.landmarks)
         ]
     )

@@ -1,6 +1,6 @@
 """cdface.data: RecordIO and .bin formats, datasets, decoding, transforms, alignment, synthetic faces."""
 
-from cdface.data.align import ARCFACE_TEMPLATE, align_face, estimate_similarity, warp_affine
+from cdface.data.align import ARCFACE_TEMPLATE, align_face, crop_template, estimate_similarity, warp_affine
 from cdface.data.bad_samples import BadSampleTracker, EpochBadReport
 from cdface.data.datasets import (
     FaceDataset,
@@ -32,6 +32,7 @@ __all__ = [
     "TrainTransform",
     "align_face",
     "build_train_dataset",
+    "crop_template",
     "decode_image",
     "decode_pairs",
     "encode_jpeg",

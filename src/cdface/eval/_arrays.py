@@ -14,6 +14,20 @@ def is_cuda_tensor(x: Any) -> bool:
     return type(x).__module__.startswith("torch") and getattr(device, "type", "") == "cuda"
 
 
+def is_torch(x: Any) -> bool:
+    """True for a torch tensor (checked without importing torch)."""
+    return type(x).__module__.startswith("torch")
+
+
+def as_index(idx: np.ndarray, like: Any) -> Any:
+    """``idx`` as an index for ``like``: an int64 tensor on its device for a tensor, else unchanged."""
+    if is_torch(like):
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(idx, dtype=np.int64)).to(like.device)
+    return idx
+
+
 def to_numpy(x: Any, dtype: Any = None) -> np.ndarray:
     """A numpy copy/view of an array-like or a (possibly CUDA) torch tensor."""
     if type(x).__module__.startswith("torch"):

@@ -17,7 +17,10 @@ import numpy as np
 
 from cdface.eval._arrays import to_numpy
 
-__all__ = ["roc_curve", "roc_from_sorted", "roc_inputs", "far_points", "tar_at_far", "DEFAULT_FAR_LEVELS"]
+__all__ = [
+    "roc_curve", "roc_from_sorted", "roc_inputs", "far_points", "far_point_within", "tar_at_far",
+    "DEFAULT_FAR_LEVELS",
+]
 
 DEFAULT_FAR_LEVELS = tuple(10**-k for k in range(6, 0, -1))  # insightface writes 10**-6 ... 10**-1
 
@@ -124,6 +127,22 @@ def far_points(fpr: np.ndarray, far_levels: Any = DEFAULT_FAR_LEVELS) -> np.ndar
     fpr_f = np.flipud(np.asarray(fpr, dtype=np.float64))
     last = fpr_f.size - 1
     return np.array([last - int(np.argmin(np.abs(fpr_f - level))) for level in far_levels], dtype=np.int64)
+
+
+def far_point_within(fpr: np.ndarray, a: int, b: int, level: float) -> int | None:
+    """The point ``far_points`` picks for ``level`` among ``fpr[a:b + 1]``, when that pick is certain
+    whatever the curve holds outside [a, b] (FPR is non-decreasing along the curve); else None.
+
+    This is the locality of the nearest-FPR rule (the fast IJB path's exactness rests on it): a point before
+    a is no nearer than a when fpr[a] <= level, and loses ties (the last one wins); a point after b is
+    strictly farther than the pick when fpr[b] - level exceeds the pick's distance. Change it with
+    ``far_points``.
+    """
+    k = a + int(far_points(fpr[a:b + 1], [level])[0])
+    distance = abs(float(fpr[k]) - level)
+    before_ok = a == 0 or fpr[a] <= level
+    after_ok = b == fpr.size - 1 or fpr[b] - level > distance
+    return k if before_ok and after_ok else None
 
 
 def tar_at_far(fpr: np.ndarray, tpr: np.ndarray, far_levels: Any = DEFAULT_FAR_LEVELS) -> dict[float, float]:

@@ -48,6 +48,7 @@ class ImageFiles(Dataset):
     """Image files, optionally aligned with 5 landmarks each; `skip_errors` turns unreadable files into None.
 
     Without landmarks the files must already be aligned crops (resized to `size` if they differ).
+    `template` names the alignment template (`cdface.data.align.TEMPLATES`: "arcface" = norm_crop's, "ijb").
     """
 
     def __init__(
@@ -56,13 +57,17 @@ class ImageFiles(Dataset):
         landmarks: np.ndarray | None = None,
         size: tuple[int, int] = (112, 112),
         skip_errors: bool = False,
+        template: str = "arcface",
     ) -> None:
         if landmarks is not None and len(landmarks) != len(paths):
             raise ValueError(f"{len(landmarks)} landmark rows for {len(paths)} images")
         self.paths = [str(p) for p in paths]
-        self.landmarks = None if landmarks is None else np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
+        # the landmarks keep their float dtype: IJB's float32 ones make the similarity estimate run in float32,
+        # as in insightface (align_face = norm_crop on the same inputs)
+        self.landmarks = None if landmarks is None else np.asarray(landmarks).reshape(-1, 5, 2)
         self.size = size
         self.skip_errors = skip_errors
+        self.template = template
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -77,7 +82,7 @@ class ImageFiles(Dataset):
                 data = handle.read()
             image = decode_image(data, path)
             if self.landmarks is not None:
-                image = align_face(image, self.landmarks[index], size=self.size[0])
+                image = align_face(image, self.landmarks[index], size=self.size[0], template=self.template)
             return index, _fit(image, self.size), None
         except (OSError, FormatError) as exc:
             if not self.skip_errors:

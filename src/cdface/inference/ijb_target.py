@@ -2,7 +2,8 @@
 
 Layout (IJB_release): `<root>/meta/<ds>_face_tid_mid.txt`, `<ds>_name_5pts_score.txt`,
 `<ds>_template_pair_label.txt` (1:1) and the 1:N gallery/probe CSVs, plus `<root>/loose_crop/<image>`.
-Each loose crop is aligned with its 5 landmarks to the 112x112 ArcFace template, embedded with its mirror,
+Each loose crop is aligned with its 5 landmarks to the IJB scripts' 112x112 ArcFace template (`align_face(...,
+template="ijb")`: their float32 copy, one ulp off norm_crop's on one coordinate), embedded with its mirror,
 and the two embeddings are summed (float32); template pooling, faceness weighting (the 5pts file's last
 column) and scoring are `cdface.eval.ijb`'s, which follow the reference (TestMode N1 D1 F1 by default).
 """
@@ -61,7 +62,7 @@ def evaluate_ijb_target(
     meta = load_ijb_meta(meta_dir, dataset=dataset, with_pairs="11" in protocols)
     paths = [image_dir / str(name) for name in meta.names]
     size = tuple(embedder.input_cfg["input_size"])
-    dataset_images = ImageFiles(paths, meta.landmarks, size, skip_errors=False)
+    dataset_images = ImageFiles(paths, meta.landmarks, size, skip_errors=False, template="ijb")
     feats = extract_features(embedder, dataset_images, batch_size, num_workers, progress, desc=dataset)
     features = feats.plain if feats.flipped is None else feats.plain + feats.flipped  # float32, as the reference
 
@@ -97,7 +98,7 @@ def evaluate_ijb_target(
         "protocol": {
             "name": f"{dataset} insightface ijb_11/ijb_1n",
             "protocols": list(protocols),
-            "alignment": "5-point similarity to the ArcFace 112x112 template",
+            "alignment": "5-point similarity to the IJB scripts' ArcFace 112x112 template (OpenCV warp)",
             "flip": embedder.flip,
             "use_norm_score": use_norm_score,
             "use_detector_score": use_detector_score,
