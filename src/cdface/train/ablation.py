@@ -36,6 +36,7 @@ from cdface.threads import apply_threads, plan_threads
 from cdface.train import checkpoint as ckpt
 from cdface.train.data_setup import ensure_synthetic_set
 from cdface.train.distributed import DistInfo
+from cdface.train.plots import read_history
 from cdface.train.trainer import fit
 from cdface.train.verification import PairImages, embed_with_flip, load_pair_images
 
@@ -312,11 +313,6 @@ def cd_terms(history: list[dict[str, Any]]) -> dict[str, float]:
         "cd_closeness": float(np.mean(close)) if close else float("nan"),
         "cd_diversity": float(np.mean(diverse)) if diverse else float("nan"),
     }
-
-
-def read_history(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def read_health(run_dir: Path) -> list[str]:

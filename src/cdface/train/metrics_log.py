@@ -12,11 +12,18 @@ log = logging.getLogger("cdface.train")
 
 
 class MetricsLog:
-    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True) -> None:
+    """``start_step``: the step the run (re)starts from. On a resume the records of the abandoned steps after it
+    are dropped from metrics.jsonl (a step is never logged twice), and the ETA uses this process's own pace."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True, start_step: int = 0) -> None:
         self.enabled = enabled
         self.history: list[dict[str, Any]] = []
         self.start = time.perf_counter()
-        self._file = open(run_dir / "metrics.jsonl", "a") if enabled else None  # noqa: SIM115
+        self.start_step = start_step
+        path = run_dir / "metrics.jsonl"
+        if enabled and path.exists():
+            _drop_records_after(path, start_step)
+        self._file = open(path, "a") if enabled else None  # noqa: SIM115
         self._tb = None
         if enabled and tensorboard:
             try:
@@ -24,6 +31,10 @@ class MetricsLog:
 
                 self._tb = SummaryWriter(str(run_dir / "tensorboard"))
             except ImportError:
+                log.info(
+                    "TensorBoard logging is off: the tensorboard package is not installed "
+                    "(pip install \"cdface[tensorboard]\", or set tensorboard: false); curves go to training.png"
+                )
                 self._tb = None
 
     def log(self, record: dict[str, Any], total_steps: int | None = None) -> None:
@@ -41,7 +52,7 @@ class MetricsLog:
         if "ce_loss" in record:
             eta = ""
             if total_steps:
-                rate = (time.perf_counter() - self.start) / max(step, 1)
+                rate = (time.perf_counter() - self.start) / max(step - self.start_step, 1)
                 eta = f" eta {max(total_steps - step, 0) * rate / 60:.1f} min"
             log.info(
                 "epoch %.2f step %d/%s ce %.4f cd %.4f lr %.5f %.1f samples/s%s",
@@ -61,3 +72,19 @@ class MetricsLog:
             self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def _drop_records_after(path: Path, step: int) -> None:
+    """Keep only the records of steps <= ``step`` (atomically): a resumed run rewrites what follows."""
+    lines = path.read_text().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            if int(json.loads(line)["step"]) <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn last line of a killed run
+    if len(kept) != len(lines):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+        tmp.replace(path)

@@ -32,6 +32,7 @@ from cdface.train.ablation import (
     stage_configs,
     variant_config,
 )
+from cdface.train.plots import plot_training
 from cdface.train.trainer import fit
 
 log = logging.getLogger("cdface.quickstart")
@@ -83,7 +84,7 @@ def write_report(
 ) -> Path:
     """report.md (tables, what the run shows, health lines, plots) and results.json (one row per model)."""
     _plot_roc(out_dir / "roc.png", curves)
-    _plot_training(out_dir / "training.png", [Path(r["run"]) for r in rows])
+    plot_training(out_dir / "training.png", [Path(r["run"]) for r in rows])
     stage1 = configs["stage1"]
     milestones = ", ".join(f"{m:g}" for m in stage1.optim.milestones)
     setting = (
@@ -211,39 +212,6 @@ def _plot_roc(path: Path, curves: dict) -> None:
     ax.set_ylabel("true accept rate")
     ax.set_title("ROC on the synthetic pairs")
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _plot_training(path: Path, run_dirs: list[Path]) -> None:
-    """CE (and the CD loss on its own axis) and train-batch accuracy of every run over its own steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    cd_ax = None  # the CD loss is an order of magnitude below the CE: its own axis
-    for run_dir in run_dirs:
-        records = [r for r in read_history(run_dir) if "ce_loss" in r]
-        steps = [r["step"] for r in records]
-        loss_ax.plot(steps, [r["ce_loss"] for r in records], label=f"{run_dir.name} CE")
-        acc_ax.plot(steps, [r.get("train_accuracy", float("nan")) for r in records], label=run_dir.name)
-        if any(r["cd_loss"] for r in records):
-            cd_ax = cd_ax or loss_ax.twinx()
-            cd_ax.plot(steps, [r["cd_loss"] for r in records], "k--", label=f"{run_dir.name} CD (right axis)")
-            cd_ax.set_ylabel("CD loss")
-    loss_ax.set_xlabel("step (each run counts from its own start)")
-    loss_ax.set_ylabel("CE loss")
-    handles, labels = loss_ax.get_legend_handles_labels()
-    if cd_ax is not None:
-        more_handles, more_labels = cd_ax.get_legend_handles_labels()
-        handles, labels = handles + more_handles, labels + more_labels
-    loss_ax.legend(handles, labels, fontsize=8)
-    acc_ax.set_xlabel("step")
-    acc_ax.set_ylabel("train-batch accuracy")
-    acc_ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

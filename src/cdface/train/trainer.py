@@ -48,6 +48,7 @@ from cdface.train.distributed import (
 from cdface.train.health import TrainingHealth, collapse_plateau, health_line
 from cdface.train.metrics_log import MetricsLog
 from cdface.train.optim import build_optimizer
+from cdface.train.plots import plot_training
 from cdface.train.schedule import lr_multiplier
 from cdface.train.score_bank import ScoreBank
 
@@ -245,15 +246,19 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
             torch.distributed.barrier()
         return path
 
+    if info.is_main:
+        log_start_summary(cfg, info, device, run_dir, backbone, dataset, steps_per_epoch, total_steps, step,
+                          resume_path, threads)
+
     # ---- 6. the loop ------------------------------------------------------------------------------
-    metrics = MetricsLog(run_dir, enabled=info.is_main, tensorboard=cfg.tensorboard)
+    metrics = MetricsLog(run_dir, enabled=info.is_main, tensorboard=cfg.tensorboard, start_step=step)
     bad_streak, skipped = 0, 0
     last_cd_loss, last_threshold = 0.0, None
     health_lines: list[str] = []
     val_results: dict[str, float] = {}
     last_ckpt: Path | None = resume_path
     last_saved_step = step
-    window_start, window_samples = time.perf_counter(), 0
+    window_start, window_samples, window_paused = time.perf_counter(), 0, 0.0
     model.train()
     head.train()
     while step < total_steps:
@@ -344,7 +349,7 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
             window_samples += cfg.batch_size
 
             if step % cfg.log_every == 0 or step == total_steps:
-                elapsed = time.perf_counter() - window_start
+                elapsed = time.perf_counter() - window_start - window_paused  # verification and saving excluded
                 window = health.read_window()
                 if window is not None and window.cd_steps:
                     last_cd_loss = window.cd_loss
@@ -366,8 +371,9 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
                 metrics.log(record, total_steps=total_steps)
                 if info.is_main and (warning := health.check(window, step, head_setting)):
                     log.warning("%s", warning)
-                window_start, window_samples = time.perf_counter(), 0
+                window_start, window_samples, window_paused = time.perf_counter(), 0, 0.0
             end_of_epoch = step % steps_per_epoch == 0
+            pause_start = time.perf_counter()
             if cfg.verify_every and step % cfg.verify_every == 0 or (end_of_epoch and val_sets):
                 val_results = _verify(backbone, val_sets, metrics, step, info, device)
                 model.train()
@@ -378,6 +384,7 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
                 log.info("%s", line)
                 with open(run_dir / "health.txt", "a") as health_file:  # the report's copy, kept across resumes
                     health_file.write(line + "\n")
+                plot_training(run_dir / "training.png", [run_dir])
             if step % cfg.checkpoint_every == 0 or end_of_epoch or step == total_steps:
                 last_ckpt = save(step) or last_ckpt
                 last_saved_step = step
@@ -386,12 +393,37 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
                 report = bad_samples.end_epoch()
                 if report.bad and info.is_main:
                     log.warning("corrupt images substituted: %s", report)
+            window_paused += time.perf_counter() - pause_start
             if step >= total_steps:
                 break
     if last_saved_step != step:
         last_ckpt = save(step) or last_ckpt
     metrics.close()
     return FitResult(run_dir, step, last_ckpt, metrics.history, health_lines, backbone=backbone, head=head_module)
+
+
+def log_start_summary(
+    cfg: TrainConfig, info: DistInfo, device: torch.device, run_dir: Path, backbone: torch.nn.Module, dataset: Any,
+    steps_per_epoch: int, total_steps: int, step: int, resume_path: Path | None, threads: Any,
+) -> None:
+    """One block at the start: where the run lives, on what, with which model, data, head and schedule."""
+    params = sum(p.numel() for p in backbone.parameters()) / 1e6
+    start = (
+        f"resumed from {resume_path} at step {step}" if resume_path is not None
+        else f"initialised from {cfg.init_from}" if cfg.init_from else "from scratch"
+    )
+    lines = [
+        f"run {cfg.name}: {run_dir} ({cfg.method}, {start})",
+        f"device {device.type} x {info.world_size} process(es), precision {cfg.precision}, "
+        f"{threads.threads} torch thread(s) + {threads.workers} loader worker(s) per process",
+        f"model {cfg.model.arch} ({params:.2f} M parameters), embedding {cfg.model.embedding_size}",
+        f"data {cfg.data.kind} {cfg.data.path}: {len(dataset)} images, {dataset.num_classes} classes",
+        f"head {cfg.head.name} {cfg.head.params}" + (" (sharded)" if cfg.head.sharded else ""),
+        f"batch {cfg.batch_size} (global), {steps_per_epoch} steps/epoch, {total_steps} steps, "
+        f"optimizer {cfg.optim.optimizer} lr {cfg.optim.lr:g} ({cfg.optim.scheduler})",
+        f"logs {run_dir / 'metrics.jsonl'}, {run_dir / 'training.png'}; checkpoints {run_dir / 'checkpoints'}",
+    ]
+    log.info("start\n  %s", "\n  ".join(lines))
 
 
 def resolve_cd_scale(cfg: TrainConfig, margin: torch.nn.Module) -> float:
