@@ -64,15 +64,47 @@ def test_recordio_dataset_maps_labels_and_matches_images(tmp_path):
     order = np.argsort(labels, kind="stable")  # the writer groups by class
     for i in range(6):
         np.testing.assert_allclose(ds.load_image(i).mean((0, 1)), images[order[i], 0, 0], atol=2)
-    assert (tmp_path / "train.idx.labels.npz").is_file()
     assert RecordIODataset(root / "train.rec").labels.tolist() == ds.labels.tolist()  # from the cache
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+def test_label_cache_goes_to_the_cache_dir_never_beside_the_data(tmp_path, monkeypatch):
+    data, cache = tmp_path / "ro_data", tmp_path / "xdg"
+    data.mkdir()
+    _write_rec(data, [0, 1, 1, 2])
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    before = _tree(data)
+    data.chmod(0o555)  # read-only folder (root may still write: the listing below is the real check)
+    try:
+        ds = RecordIODataset(data)
+        assert ds.labels.tolist() == [0, 1, 1, 2] and ds[3][1] == 2
+        assert _tree(data) == before  # nothing written, touched or left beside the data
+        cached = sorted((cache / "cdface").glob("train.rec.labels-*.npz"))
+        assert len(cached) == 1
+        with np.load(cached[0], allow_pickle=False) as z:
+            assert z["keys"].tolist() == [1, 2, 3, 4] and z["labels"].tolist() == [0, 1, 1, 2]
+        # a configured cache_dir wins; label_cache off writes nothing anywhere
+        own = tmp_path / "own_cache"
+        assert RecordIODataset(data, cache_dir=own).labels.tolist() == [0, 1, 1, 2]
+        assert len(list(own.glob("train.rec.labels-*.npz"))) == 1
+        RecordIODataset(data, cache_labels=False, cache_dir=tmp_path / "never")
+        assert not (tmp_path / "never").exists() and _tree(data) == before
+        # an unwritable cache location is not an error
+        (tmp_path / "blocker").write_text("a file, not a folder")
+        assert RecordIODataset(data, cache_dir=tmp_path / "blocker" / "sub").labels.tolist() == [0, 1, 1, 2]
+    finally:
+        data.chmod(0o755)
 
 
 def test_recordio_label_cache_is_invalidated(tmp_path):
     root, _ = _write_rec(tmp_path, [0, 1, 1])
-    RecordIODataset(root)
+    RecordIODataset(root, cache_dir=tmp_path / "c")
     _write_rec(tmp_path, [0, 0, 1, 2])
-    assert RecordIODataset(root).labels.tolist() == [0, 0, 1, 2]
+    assert RecordIODataset(root, cache_dir=tmp_path / "c").labels.tolist() == [0, 0, 1, 2]
+    assert len(list((tmp_path / "c").glob("*.npz"))) == 2  # keyed by size and mtime: a new entry
 
 
 def test_im2rec_layout_dataset(tmp_path):
@@ -160,7 +192,7 @@ def test_image_folder_and_list(tmp_path):
     np.testing.assert_array_equal(listed.load_image(1), images[1])
     assert build_train_dataset("list", lst).labels.tolist() == [1, 0]
     lst.write_text("imgs/bob/1.jpg 7\nimgs/amy/a.png three\n")
-    with pytest.raises(FormatError, match=r"list\.txt, line 2: '<path> <label >= 0>'"):
+    with pytest.raises(FormatError, match=r"list\.txt, line 2: .*'<path> <label >= 0>'"):
         ImageListDataset(lst)
     lst.write_text("justapath\n")
     with pytest.raises(FormatError, match="line 1"):
