@@ -19,7 +19,7 @@ from cdface.data.datasets import (
     build_train_dataset,
 )
 from cdface.data.decode import decode_image, encode_jpeg
-from cdface.data.recordio import IRHeader, RecordIOWriter, pack_header, write_insightface_rec
+from cdface.data.recordio import IRHeader, RecordIOReader, RecordIOWriter, pack_header, write_insightface_rec
 from cdface.data.transforms import EvalTransform, TrainTransform
 from cdface.errors import ConfigError, FormatError
 
@@ -212,3 +212,43 @@ def test_in_memory_dataset():
 def test_decode_image_errors_name_source():
     with pytest.raises(FormatError, match=r"a\.rec, record 3: a decodable image"):
         decode_image(b"\xff\xd8\xff\xe0garbage", "a.rec", "record 3")
+
+
+@pytest.mark.parametrize("data", [b"not an image at all", b"GIF89a broken", b"\x89PNG\r\n\x1a\n broken"])
+def test_corrupt_image_message_is_one_clean_line(tmp_path, data, caplog):
+    """The file is named once, with the record; no Python object repr (``<_io.BytesIO object at ...>``)."""
+    path = tmp_path / "face_0002.jpg"
+    path.write_bytes(data)
+    (tmp_path / "ok.jpg").write_bytes(encode_jpeg(_faces(1)[0]))
+    (tmp_path / "train.lst").write_text("ok.jpg 0\nface_0002.jpg 0\n")
+    ds = ImageListDataset(tmp_path / "train.lst", max_bad_fraction=0.5)
+    with caplog.at_level(logging.WARNING, logger="cdface.data"):
+        assert ds[1][2:] == (0, 1)
+    [message] = [r.getMessage() for r in caplog.records]
+    assert message.count(str(path)) == 1 and " object at 0x" not in message and "\n" not in message
+    with pytest.raises(FormatError) as info:
+        decode_image(data, "t.rec", "record 7")
+    assert str(info.value).startswith("t.rec, record 7: a decodable image") and " at 0x" not in str(info.value)
+
+    from cdface.inference.extract import ImageFiles
+
+    _, image, error = ImageFiles([path], skip_errors=True)[0]
+    assert image is None and error.count(str(path)) == 1 and " at 0x" not in error
+
+
+def test_missing_or_empty_data_path_says_what_is_missing(tmp_path):
+    from cdface.config import config_from_dict
+    from cdface.train.data_setup import build_training_data
+    from cdface.train.distributed import DistInfo
+
+    missing = tmp_path / "ms1m" / "train.rec"
+    for kind in ("recordio", "folder", "list"):
+        cfg = config_from_dict({"data": {"kind": kind, "path": str(missing)}})
+        with pytest.raises(FormatError, match=rf"{missing}: .*(no such file|readable|image folder)"):
+            build_training_data(cfg, DistInfo())
+    with pytest.raises(FormatError, match=rf"{missing.parent}: no such file or folder \(expected a RecordIO"):
+        build_train_dataset("recordio", missing.parent)
+    with pytest.raises(FormatError, match=rf"{tmp_path}: is a folder; expected a RecordIO \.rec file"):
+        RecordIOReader(tmp_path)
+    with pytest.raises(ConfigError, match="data.path is empty"):
+        build_training_data(config_from_dict({"data": {"kind": "recordio", "path": ""}}), DistInfo())

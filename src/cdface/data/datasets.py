@@ -337,12 +337,14 @@ def build_train_dataset(
     path: str | os.PathLike,
     transform: Transform | None = None,
     cache_dir: str | os.PathLike | None = None,
+    cache_labels: bool = True,
     **kwargs: object,
 ) -> FaceDataset:
     """``kind``: "recordio" (folder or .rec), "folder" (root/<class>/<img>) or "list" (an image list).
 
-    ``cache_dir`` is where a RecordIO set's label cache goes (None: the user's cache directory); the
-    other keyword arguments (``max_bad_fraction``, ``seed``, ``max_pixels``) go to every kind.
+    ``cache_dir``/``cache_labels``: where a RecordIO set's label cache goes (None: the user's cache
+    directory) and whether there is one; the other keyword arguments (``max_bad_fraction``, ``seed``,
+    ``max_pixels``) go to every kind.
     """
     builders: dict[str, Callable[..., FaceDataset]] = {
         "recordio": RecordIODataset,
@@ -352,5 +354,5 @@ def build_train_dataset(
     if kind not in builders:
         raise ConfigError(f"unknown dataset kind {kind!r}; expected one of {sorted(builders)}")
     if kind == "recordio":
-        kwargs["cache_dir"] = cache_dir
+        kwargs.update(cache_dir=cache_dir, cache_labels=cache_labels)
     return builders[kind](path, transform=transform, **kwargs)

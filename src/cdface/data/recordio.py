@@ -154,7 +154,8 @@ class RecordIOReader:
     def __init__(self, rec_path: str | os.PathLike, idx_path: str | os.PathLike | None = None) -> None:
         self.rec_path = Path(rec_path)
         if not self.rec_path.is_file():
-            raise FormatError(self.rec_path, None, "an existing RecordIO .rec file")
+            what = "is a folder" if self.rec_path.is_dir() else "no such file"
+            raise FormatError(self.rec_path, None, f"{what}; expected a RecordIO .rec file (with its .idx beside it)")
         self.idx_path = Path(idx_path) if idx_path is not None else self.rec_path.with_suffix(".idx")
         self.file_size = self.rec_path.stat().st_size
         if self.idx_path.is_file():

@@ -84,7 +84,7 @@ class ImageFiles(Dataset):
                 if isinstance(exc, FormatError):
                     raise
                 raise FormatError(path, None, f"a readable image file ({exc})") from exc
-            return index, None, f"{path}: {exc}"
+            return index, None, str(exc) if isinstance(exc, FormatError) else f"{path}: {exc}"  # path named once
 
 
 def _fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
