@@ -89,6 +89,18 @@ def test_bin_of_numpy_arrays_loads_like_bytes_and_bools(protocol):
     assert fixed.images == reference.images  # a numpy bytes array (JPEGs end in FFD9: no padding lost)
 
 
+def test_python2_numpy_pickle_loads():
+    """Python 2's numpy pickles: numpy.core module path, dtype("u1", 0, 1) with int flags, byte strings."""
+    images = _jpegs(2, size=16)
+    py3 = pickle.dumps(([_imencode_like(b) for b in images], np.array([True])), protocol=2)
+    py2 = py3.replace(b"numpy._core.multiarray", b"numpy.core.multiarray").replace(b"\x89\x88\x87", b"K\x00K\x01\x87")
+    for text in (b"u1", b"b1", b"|"):  # BINUNICODE -> SHORT_BINSTRING, as Python 2 wrote str
+        py2 = py2.replace(b"X" + len(text).to_bytes(4, "little") + text, b"U" + bytes([len(text)]) + text)
+    assert py2.count(b"K\x00K\x01") == 2 and b"numpy._core" not in py2
+    got = loads_bin(py2)
+    assert got.images == images and got.issame.tolist() == [True]
+
+
 def test_bin_with_non_data_stays_refused():
     """Anything that would build an object other than plain data is refused before it is built."""
     img = _imencode_like(_jpegs(1, size=16)[0])

@@ -101,9 +101,11 @@ FIELD_LAYOUTS: list[Guarantee] = [
               (f"{_PAIRS}::test_bin_of_numpy_arrays_loads_like_bytes_and_bools",
                f"{_PAIRS}::test_bin_of_numpy_arrays_scores_like_bytes",
                f"{_PAIRS}::test_bin_with_non_data_stays_refused")),
-    Guarantee(".bin of Python 2", "the field's lfw/cfp_fp/agedb_30.bin (protocol 2, BINSTRING)",
+    Guarantee(".bin of Python 2", "the field's lfw/cfp_fp/agedb_30.bin (protocol 2, BINSTRING); Python 2 "
+              "numpy pickles (numpy.core path, dtype(\"u1\", 0, 1))",
               "loads, decodes and rewrites byte for byte",
-              (f"{_PAIRS}::test_real_bin_loads_decodes_and_rewrites_byte_exact",)),
+              (f"{_PAIRS}::test_real_bin_loads_decodes_and_rewrites_byte_exact",
+               f"{_PAIRS}::test_python2_numpy_pickle_loads")),
     Guarantee("im2rec RecordIO", "mxnet tools/im2rec.py with or without --pack-label (flag = label count, "
               "label [class, ...]); shuffled and sparse keys; any class at key 0",
               "every record is an image with its first label as class; no header is guessed",

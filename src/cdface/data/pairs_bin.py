@@ -83,9 +83,9 @@ def _plain_dtype(dtype: np.dtype) -> bool:
 
 
 def _checked_dtype(obj: object, align: object = False, copy: object = True) -> np.dtype:
-    # numpy pickles a dtype as dtype("u1", False, True) + BUILD(state); copy=True keeps BUILD off the
-    # shared built-in descriptor
-    if not isinstance(obj, (str, bytes)) or not isinstance(align, bool) or len(obj) > 8:
+    # numpy pickles a dtype as dtype("u1", False, True) + BUILD(state) (Python 2: dtype("u1", 0, 1));
+    # copy=True keeps BUILD off the shared built-in descriptor
+    if not isinstance(obj, (str, bytes)) or align not in (0, 1) or len(obj) > 8:
         raise _Refused(f"numpy.dtype({obj!r}) (only bool, int, uint, float and bytes dtypes are allowed)")
     code = obj.decode("ascii", "replace") if isinstance(obj, bytes) else obj
     try:
