@@ -252,3 +252,28 @@ def test_missing_or_empty_data_path_says_what_is_missing(tmp_path):
         RecordIOReader(tmp_path)
     with pytest.raises(ConfigError, match="data.path is empty"):
         build_training_data(config_from_dict({"data": {"kind": "recordio", "path": ""}}), DistInfo())
+
+
+def test_training_on_a_read_only_dataset_writes_nothing_beside_it(tmp_path):
+    """fit() on a chmod'ed read-only RecordIO folder: it trains, its label cache lands in data.cache_dir."""
+    from cdface.config import config_from_dict
+    from cdface.train.trainer import fit
+
+    data = tmp_path / "faces"
+    data.mkdir()
+    _write_rec(data, np.repeat(np.arange(4), 4))
+    before = _tree(data)
+    data.chmod(0o555)
+    try:
+        cfg = config_from_dict({
+            "name": "ro", "output_dir": str(tmp_path / "runs"), "batch_size": 8, "max_steps": 2, "device": "cpu",
+            "tensorboard": False,
+            "data": {"kind": "recordio", "path": str(data), "num_workers": 0, "cache_dir": str(tmp_path / "cache")},
+            "model": {"arch": "iresnet_tiny", "embedding_size": 8},
+        })
+        result = fit(cfg)
+    finally:
+        data.chmod(0o755)
+    assert result.step == 2
+    assert _tree(data) == before
+    assert len(list((tmp_path / "cache").glob("train.rec.labels-*.npz"))) == 1

@@ -153,6 +153,7 @@ RESOURCE_LIMITS: list[Guarantee] = [
               "$XDG_CACHE_HOME/cdface or ~/.cache/cdface; data.label_cache: false for none",
               "keyed by absolute path, size and mtime; a read-only dataset folder trains and is left untouched",
               (f"{_DATASETS}::test_label_cache_goes_to_the_cache_dir_never_beside_the_data",
+               f"{_DATASETS}::test_training_on_a_read_only_dataset_writes_nothing_beside_it",
                f"{_DATASETS}::test_recordio_label_cache_is_invalidated")),
 ]
 
