@@ -192,3 +192,20 @@ def test_inspect_cli_lists_oversized_images(tmp_path, capsys):
     assert "bad_images: 2" in out
     assert "val.bin, image 1: an image of at most 1000000 pixels, its header declares 1200x1000" in out
     assert "val.bin, image 3:" in out
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_pair_set_evaluation_stops_on_a_refused_image_with_or_without_workers(tmp_path, monkeypatch, workers):
+    """The refusal reaches the caller as the same error from DataLoader workers too, never as a missing pair."""
+    from cdface.data.pairs_bin import write_bin
+    from cdface.errors import FormatError
+    from cdface.inference.pairs_target import verify_pairs
+    from cdface.models import create_model
+
+    images = [flat_gray_jpeg(112, 112)] * 3 + [flat_gray_jpeg(200, 112)]  # image 3: 22400 pixels
+    path = write_bin(tmp_path / "cfp_fp.bin", images, [True, False])
+    monkeypatch.setenv(MAX_PIXELS_ENV, "20000")  # workers inherit the environment
+    model = create_model("iresnet_tiny", embedding_size=8).eval()
+    with pytest.raises(FormatError, match=r"cfp_fp\.bin, image 3: an image of at most 20000 pixels.*200x112") as info:
+        verify_pairs(model, path, device="cpu", nfolds=2, batch_size=2, num_workers=workers)
+    assert type(info.value) is ImageTooLargeError and "Traceback" not in str(info.value)

@@ -148,7 +148,8 @@ RESOURCE_LIMITS: list[Guarantee] = [
               (f"{_CAP}::test_every_reader_refuses_before_decoding_with_bounded_memory",
                f"{_CAP}::test_cap_setting_config_env_and_argument",
                f"{_CAP}::test_config_key_reaches_the_training_dataset",
-               f"{_CAP}::test_inspect_cli_lists_oversized_images")),
+               f"{_CAP}::test_inspect_cli_lists_oversized_images",
+               f"{_CAP}::test_pair_set_evaluation_stops_on_a_refused_image_with_or_without_workers")),
     Guarantee("nothing written beside the data", "the RecordIO label cache: data.cache_dir, else "
               "$XDG_CACHE_HOME/cdface or ~/.cache/cdface; data.label_cache: false for none",
               "keyed by absolute path, size and mtime; a read-only dataset folder trains and is left untouched",

@@ -8,7 +8,8 @@ An image can be small on disk and huge in memory (a flat 12000x12000 JPEG is ~2 
 or Pillow's lazy ``Image.open``) and refuses images over the pixel cap. The cap is one setting for every
 reader (``.bin`` pair sets, RecordIO, folders, lists, ``embed``, training, evaluation): the ``max_pixels``
 argument (the training config's ``data.max_image_pixels``), else the ``CDFACE_MAX_IMAGE_PIXELS``
-environment variable, else ``DEFAULT_MAX_IMAGE_PIXELS``.
+environment variable, else ``DEFAULT_MAX_IMAGE_PIXELS``. (Pillow itself refuses non-JPEG images over
+2 x ``PIL.Image.MAX_IMAGE_PIXELS``, about 179 M pixels, whatever the cap.)
 """
 
 from __future__ import annotations
@@ -107,8 +108,10 @@ def _open_pil(data: bytes, source: object, where: str | None) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(source, where, f"an image Pillow agrees to open: {exc}") from None
+    except Image.DecompressionBombError as exc:  # over 2 * Image.MAX_IMAGE_PIXELS: Pillow's hard limit
+        raise ImageTooLargeError(
+            source, where, f"an image Pillow agrees to open (refused before decoding, whatever the cap): {exc}"
+        ) from None
     except UnidentifiedImageError:
         raise FormatError(source, where, "a decodable image (JPEG/PNG/...): not a recognised image format") from None
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, ...
