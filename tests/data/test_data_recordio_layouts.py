@@ -111,9 +111,19 @@ def test_header_that_disagrees_with_the_records_is_an_error(tmp_path):
     rec = _write(tmp_path / "train.rec", records[:2] + records[3:])  # image key 2 missing from the index
     with pytest.raises(FormatError, match=r"every image key 1\.\.4 in the index, found 3"):
         RecordIODataset(rec, cache_labels=False)
-    records[0] = (0, _ir(2, 0.0) + np.array([5, 99], "<f4").tobytes())  # identities end far off
-    with pytest.raises(FormatError, match=r"identities end 99"):
+    records[0] = (0, _ir(2, 0.0) + np.array([5, 6], "<f4").tobytes())  # a key (7) the header does not cover
+    with pytest.raises(FormatError, match=r"identities end 6\), the index has 7 keys up to 6"):
         RecordIODataset(_write(tmp_path / "train.rec", records), cache_labels=False)
+
+
+def test_missing_identity_records_only_warn(tmp_path, caplog):
+    """Training reads the images only: a file without the identity records its header announces still loads."""
+    records = _insightface_records([0, 0, 1, 1])
+    rec = _write(tmp_path / "train.rec", records[:5])  # header [5, 7], images 1..4, no identity records
+    with caplog.at_level("WARNING", logger="cdface.data"):
+        ds = RecordIODataset(rec, cache_labels=False)
+    assert ds.labels.tolist() == [0, 0, 1, 1]
+    assert any("identity records 5..6, the index has 0 of them" in r.getMessage() for r in caplog.records)
 
 
 def test_identity_record_among_images_is_refused_not_trained_on(tmp_path):

@@ -118,6 +118,7 @@ FIELD_LAYOUTS: list[Guarantee] = [
               (f"{_LAYOUTS}::test_insightface_layout_from_its_header",
                f"{_LAYOUTS}::test_header_that_disagrees_with_the_records_is_an_error",
                f"{_LAYOUTS}::test_identity_record_among_images_is_refused_not_trained_on",
+               f"{_LAYOUTS}::test_missing_identity_records_only_warn",
                f"{_REC}::test_real_insightface_file_reads_and_rewrites_byte_exact")),
     Guarantee("RecordIO above 2**24 images", "float32 header labels (WebFace42M: 42,474,557 images, "
               "header end 42,474,560)",

@@ -20,6 +20,7 @@ reader then finds the exact boundary from the records; see ``float32_tolerance``
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import threading
@@ -31,6 +32,8 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from cdface.errors import FormatError
+
+logger = logging.getLogger("cdface.data")
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -456,12 +459,21 @@ def _insightface_layout(index: KeyIndex, labels: np.ndarray) -> RecordLayout:
         raise fail(f"every image key 1..{end - 1} in the index, found {images} of them", None)
     ids_end = max(last + 1, end)
     ids_tol = float32_tolerance(ids_hdr)
-    if abs(ids_end - ids_hdr) > ids_tol or len(index) != ids_end or index.count_keys(0, ids_end) != ids_end:
+    if ids_end > ids_hdr + ids_tol or len(index) != index.count_keys(0, ids_end):
+        # keys the header does not account for could be images: refuse rather than skip them
         raise fail(
             f"keys 0..{ids_hdr - 1} (header, images to {end - 1}, identity records to the header's identities "
             f"end {ids_hdr}{'' if ids_tol == 0 else f' +-{ids_tol}'}), the index has {len(index)} keys "
             f"up to {last}",
             None,
+        )
+    identities = index.count_keys(end, ids_end)
+    if ids_end < ids_hdr - ids_tol or identities != ids_end - end:
+        # training reads only the images (all present); the identity records are not used
+        logger.warning(
+            "%s: header record 0 announces identity records %d..%d, the index has %d of them; "
+            "the %d images are complete",
+            index.rec_path, end, ids_hdr - 1, identities, end - 1,
         )
     return RecordLayout(0, (end, ids_end), image_range=(1, end))
 
