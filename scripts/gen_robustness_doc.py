@@ -86,6 +86,20 @@ def kill_tests(path: Path) -> list[tuple[str, int, str]]:
     return out
 
 
+def _guarantee_table(rows: list, source_title: str) -> list[str]:
+    """A table of ``reliability_cases.Guarantee`` rows; every named test must exist in its file."""
+    out = [f"| kind | {source_title} | guarantee | tests |", "|---|---|---|---|"]
+    for g in rows:
+        names = []
+        for ref in g.tests:
+            file, name = ref.split("::")
+            if name not in _functions(ROOT / file):
+                raise SystemExit(f"{ref} (named in reliability_cases.py) does not exist")
+            names.append(f"`{Path(file).name}::{name}`")
+        out.append(f"| {_cell(g.kind)} | {_cell(g.source)} | {_cell(g.guarantee)} | {'<br>'.join(names)} |")
+    return out
+
+
 def render() -> str:
     hostile_ok = [c for c in rc.HOSTILE_CASES if not c.gap]
     malformed_ok = [c for c in rc.MALFORMED_CASES if not c.gap]
@@ -191,6 +205,21 @@ def render() -> str:
     ]
     for f, fn in rc.DETERMINISM_TESTS:
         lines.append(f"- {f}::{fn}")
+    lines += [
+        "",
+        "## 6. Files the field's tools write are read as those tools read them",
+        "",
+        "Expected values come from the tools (mxnet's IRHeader `<IfQQ`, im2rec's and insightface's list",
+        "writers, `cv2.imencode` + `pickle`) or from the format's definition.",
+        "",
+    ]
+    lines += _guarantee_table(rc.FIELD_LAYOUTS, "written by")
+    lines += [
+        "",
+        "## 7. Resource limits and side effects",
+        "",
+    ]
+    lines += _guarantee_table(rc.RESOURCE_LIMITS, "limit / setting")
     lines += ["", "## Open gaps", ""]
     for c in gaps:
         lines.append(f"- **{c.id}**: {_cell(c.gap)}")
@@ -210,6 +239,9 @@ def render() -> str:
         + "; ".join(f"{p} {n}" for p, n in rc.FUZZ_EXAMPLES.items())
         + "; " + "; ".join(f"{p} {n}" for p, _, _, n in elsewhere) + f" ({fuzz_total} in all).",
         f"- Kill points survived: {sum(n for _, n, _ in kills)} ({', '.join(name for name, _, _ in kills)}).",
+        f"- Field-tool layouts read as the tools read them: {len(rc.FIELD_LAYOUTS)} kinds, "
+        f"{sum(len(g.tests) for g in rc.FIELD_LAYOUTS)} tests; resource limits and side effects: "
+        f"{len(rc.RESOURCE_LIMITS)}, {sum(len(g.tests) for g in rc.RESOURCE_LIMITS)} tests.",
         "",
         f"Regenerate: `{COMMAND}` (check: `{COMMAND} --check`).",
         "",

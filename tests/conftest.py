@@ -14,6 +14,20 @@ torch.set_num_threads(1)
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Caches (RecordIO label tables) go to a temporary folder, not the user's ~/.cache, during tests."""
+    import os
+
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 @pytest.fixture(scope="session")
 def tiny_face_set(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from cdface.data.synthetic import build_synthetic_benchmark

@@ -31,6 +31,13 @@ class DataConfig:
     low_res_prob: float = 0.0
     max_bad_fraction: float = 0.01
     val_targets: list[str] = field(default_factory=list)  # .bin files for periodic verification
+    # Derived data (a RecordIO set's label table) is cached here, never beside the data;
+    # "" = $XDG_CACHE_HOME/cdface or ~/.cache/cdface. label_cache: false reads the labels every start.
+    cache_dir: str = ""
+    label_cache: bool = True
+    # Images whose header declares more pixels are refused before decoding (corrupt-image accounting);
+    # 0 = $CDFACE_MAX_IMAGE_PIXELS or cdface.data.decode.DEFAULT_MAX_IMAGE_PIXELS (64M).
+    max_image_pixels: int = 0
     # Sizes of the built-in synthetic set (kind: synthetic).
     synthetic_identities: int = 300
     synthetic_images_per_identity: int = 12
@@ -363,6 +370,9 @@ def validate(cfg: TrainConfig, sources: Sources | None = None) -> None:
         raise _located(sources, "num_threads", f"num_threads: must be >= 0 (0 = auto), got {cfg.num_threads}")
     if not 0.0 < cfg.cd.percentile < 1.0:
         raise _located(sources, "cd.percentile", f"cd.percentile: must be in (0, 1), got {cfg.cd.percentile}")
+    if cfg.data.max_image_pixels < 0:
+        raise _located(sources, "data.max_image_pixels",
+                       f"data.max_image_pixels: must be >= 0 (0 = the default), got {cfg.data.max_image_pixels}")
     if len(cfg.data.random_resized_crop) not in (0, 2):
         raise _located(sources, "data.random_resized_crop",
                        "data.random_resized_crop: expected [] or [min_scale, max_scale]")

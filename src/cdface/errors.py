@@ -17,6 +17,10 @@ class FormatError(CdfaceError, ValueError):
         location = f"{self.path}" + (f", {where}" if where else "")
         super().__init__(f"{location}: {expected}")
 
+    def __reduce__(self) -> tuple:
+        # picklable with its fields, so a DataLoader worker can hand it to the main process unchanged
+        return (type(self), (self.path, self.where, self.expected))
+
 
 class UnsafeFileError(CdfaceError, ValueError):
     """A file tried to make us run code (a pickle with a global, a non-weights checkpoint)."""

@@ -19,7 +19,7 @@ from cdface.data.datasets import (
     build_train_dataset,
 )
 from cdface.data.decode import decode_image, encode_jpeg
-from cdface.data.recordio import IRHeader, RecordIOWriter, pack_header, write_insightface_rec
+from cdface.data.recordio import IRHeader, RecordIOReader, RecordIOWriter, pack_header, write_insightface_rec
 from cdface.data.transforms import EvalTransform, TrainTransform
 from cdface.errors import ConfigError, FormatError
 
@@ -64,15 +64,47 @@ def test_recordio_dataset_maps_labels_and_matches_images(tmp_path):
     order = np.argsort(labels, kind="stable")  # the writer groups by class
     for i in range(6):
         np.testing.assert_allclose(ds.load_image(i).mean((0, 1)), images[order[i], 0, 0], atol=2)
-    assert (tmp_path / "train.idx.labels.npz").is_file()
     assert RecordIODataset(root / "train.rec").labels.tolist() == ds.labels.tolist()  # from the cache
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+def test_label_cache_goes_to_the_cache_dir_never_beside_the_data(tmp_path, monkeypatch):
+    data, cache = tmp_path / "ro_data", tmp_path / "xdg"
+    data.mkdir()
+    _write_rec(data, [0, 1, 1, 2])
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    before = _tree(data)
+    data.chmod(0o555)  # read-only folder (root may still write: the listing below is the real check)
+    try:
+        ds = RecordIODataset(data)
+        assert ds.labels.tolist() == [0, 1, 1, 2] and ds[3][1] == 2
+        assert _tree(data) == before  # nothing written, touched or left beside the data
+        cached = sorted((cache / "cdface").glob("train.rec.labels-*.npz"))
+        assert len(cached) == 1
+        with np.load(cached[0], allow_pickle=False) as z:
+            assert z["keys"].tolist() == [1, 2, 3, 4] and z["labels"].tolist() == [0, 1, 1, 2]
+        # a configured cache_dir wins; label_cache off writes nothing anywhere
+        own = tmp_path / "own_cache"
+        assert RecordIODataset(data, cache_dir=own).labels.tolist() == [0, 1, 1, 2]
+        assert len(list(own.glob("train.rec.labels-*.npz"))) == 1
+        RecordIODataset(data, cache_labels=False, cache_dir=tmp_path / "never")
+        assert not (tmp_path / "never").exists() and _tree(data) == before
+        # an unwritable cache location is not an error
+        (tmp_path / "blocker").write_text("a file, not a folder")
+        assert RecordIODataset(data, cache_dir=tmp_path / "blocker" / "sub").labels.tolist() == [0, 1, 1, 2]
+    finally:
+        data.chmod(0o755)
 
 
 def test_recordio_label_cache_is_invalidated(tmp_path):
     root, _ = _write_rec(tmp_path, [0, 1, 1])
-    RecordIODataset(root)
+    RecordIODataset(root, cache_dir=tmp_path / "c")
     _write_rec(tmp_path, [0, 0, 1, 2])
-    assert RecordIODataset(root).labels.tolist() == [0, 0, 1, 2]
+    assert RecordIODataset(root, cache_dir=tmp_path / "c").labels.tolist() == [0, 0, 1, 2]
+    assert len(list((tmp_path / "c").glob("*.npz"))) == 2  # keyed by size and mtime: a new entry
 
 
 def test_im2rec_layout_dataset(tmp_path):
@@ -160,7 +192,7 @@ def test_image_folder_and_list(tmp_path):
     np.testing.assert_array_equal(listed.load_image(1), images[1])
     assert build_train_dataset("list", lst).labels.tolist() == [1, 0]
     lst.write_text("imgs/bob/1.jpg 7\nimgs/amy/a.png three\n")
-    with pytest.raises(FormatError, match=r"list\.txt, line 2: '<path> <label >= 0>'"):
+    with pytest.raises(FormatError, match=r"list\.txt, line 2: .*'<path> <label >= 0>'"):
         ImageListDataset(lst)
     lst.write_text("justapath\n")
     with pytest.raises(FormatError, match="line 1"):
@@ -180,3 +212,68 @@ def test_in_memory_dataset():
 def test_decode_image_errors_name_source():
     with pytest.raises(FormatError, match=r"a\.rec, record 3: a decodable image"):
         decode_image(b"\xff\xd8\xff\xe0garbage", "a.rec", "record 3")
+
+
+@pytest.mark.parametrize("data", [b"not an image at all", b"GIF89a broken", b"\x89PNG\r\n\x1a\n broken"])
+def test_corrupt_image_message_is_one_clean_line(tmp_path, data, caplog):
+    """The file is named once, with the record; no Python object repr (``<_io.BytesIO object at ...>``)."""
+    path = tmp_path / "face_0002.jpg"
+    path.write_bytes(data)
+    (tmp_path / "ok.jpg").write_bytes(encode_jpeg(_faces(1)[0]))
+    (tmp_path / "train.lst").write_text("ok.jpg 0\nface_0002.jpg 0\n")
+    ds = ImageListDataset(tmp_path / "train.lst", max_bad_fraction=0.5)
+    with caplog.at_level(logging.WARNING, logger="cdface.data"):
+        assert ds[1][2:] == (0, 1)
+    [message] = [r.getMessage() for r in caplog.records]
+    assert message.count(str(path)) == 1 and " object at 0x" not in message and "\n" not in message
+    with pytest.raises(FormatError) as info:
+        decode_image(data, "t.rec", "record 7")
+    assert str(info.value).startswith("t.rec, record 7: a decodable image") and " at 0x" not in str(info.value)
+
+    from cdface.inference.extract import ImageFiles
+
+    _, image, error = ImageFiles([path], skip_errors=True)[0]
+    assert image is None and error.count(str(path)) == 1 and " at 0x" not in error
+
+
+def test_missing_or_empty_data_path_says_what_is_missing(tmp_path):
+    from cdface.config import config_from_dict
+    from cdface.train.data_setup import build_training_data
+    from cdface.train.distributed import DistInfo
+
+    missing = tmp_path / "ms1m" / "train.rec"
+    for kind in ("recordio", "folder", "list"):
+        cfg = config_from_dict({"data": {"kind": kind, "path": str(missing)}})
+        with pytest.raises(FormatError, match=rf"{missing}: .*(no such file|readable|image folder)"):
+            build_training_data(cfg, DistInfo())
+    with pytest.raises(FormatError, match=rf"{missing.parent}: no such file or folder \(expected a RecordIO"):
+        build_train_dataset("recordio", missing.parent)
+    with pytest.raises(FormatError, match=rf"{tmp_path}: is a folder; expected a RecordIO \.rec file"):
+        RecordIOReader(tmp_path)
+    with pytest.raises(ConfigError, match="data.path is empty"):
+        build_training_data(config_from_dict({"data": {"kind": "recordio", "path": ""}}), DistInfo())
+
+
+def test_training_on_a_read_only_dataset_writes_nothing_beside_it(tmp_path):
+    """fit() on a chmod'ed read-only RecordIO folder: it trains, its label cache lands in data.cache_dir."""
+    from cdface.config import config_from_dict
+    from cdface.train.trainer import fit
+
+    data = tmp_path / "faces"
+    data.mkdir()
+    _write_rec(data, np.repeat(np.arange(4), 4))
+    before = _tree(data)
+    data.chmod(0o555)
+    try:
+        cfg = config_from_dict({
+            "name": "ro", "output_dir": str(tmp_path / "runs"), "batch_size": 8, "max_steps": 2, "device": "cpu",
+            "tensorboard": False,
+            "data": {"kind": "recordio", "path": str(data), "num_workers": 0, "cache_dir": str(tmp_path / "cache")},
+            "model": {"arch": "iresnet_tiny", "embedding_size": 8},
+        })
+        result = fit(cfg)
+    finally:
+        data.chmod(0o755)
+    assert result.step == 2
+    assert _tree(data) == before
+    assert len(list((tmp_path / "cache").glob("train.rec.labels-*.npz"))) == 1

@@ -71,6 +71,95 @@ KILL_TESTS_FILES = (
 )
 
 
+# ------------------------------------------------------------------------------------------- field layouts
+
+
+@dataclass(frozen=True)
+class Guarantee:
+    """A kind of input (or a limit) and the tests that prove cdface handles it: ``file::test`` names."""
+
+    kind: str
+    source: str  # who writes such files / what the limit is
+    guarantee: str
+    tests: tuple[str, ...]
+
+
+_PAIRS = "tests/data/test_data_pairs_bin.py"
+_LAYOUTS = "tests/data/test_data_recordio_layouts.py"
+_REC = "tests/data/test_data_recordio.py"
+_LISTS = "tests/data/test_data_lists.py"
+_CAP = "tests/data/test_data_pixel_cap.py"
+_DATASETS = "tests/data/test_data_datasets.py"
+
+# Files written by the field's tools: read as those tools read them (expected values from the tools or
+# from the format's definition).
+FIELD_LAYOUTS: list[Guarantee] = [
+    Guarantee(".bin of numpy arrays", "cv2.imencode arrays (uint8, (nbytes, 1)) pickled at protocols 0-5 "
+              "(5 with buffers in band); issame as bools, numpy bool/0-1 int arrays or numpy scalars",
+              "loads as insightface's load_bin does; same images and the same accuracy as the bytes-and-bools "
+              "file; anything but plain data (object arrays, other globals, a callable ndarray) stays refused",
+              (f"{_PAIRS}::test_bin_of_numpy_arrays_loads_like_bytes_and_bools",
+               f"{_PAIRS}::test_bin_of_numpy_arrays_scores_like_bytes",
+               f"{_PAIRS}::test_bin_with_non_data_stays_refused")),
+    Guarantee(".bin of Python 2", "the field's lfw/cfp_fp/agedb_30.bin (protocol 2, BINSTRING); Python 2 "
+              "numpy pickles (numpy.core path, dtype(\"u1\", 0, 1))",
+              "loads, decodes and rewrites byte for byte",
+              (f"{_PAIRS}::test_real_bin_loads_decodes_and_rewrites_byte_exact",
+               f"{_PAIRS}::test_python2_numpy_pickle_loads")),
+    Guarantee("im2rec RecordIO", "mxnet tools/im2rec.py with or without --pack-label (flag = label count, "
+              "label [class, ...]); shuffled and sparse keys; any class at key 0",
+              "every record is an image with its first label as class; no header is guessed",
+              (f"{_LAYOUTS}::test_im2rec_files_read_every_record_as_an_image",
+               f"{_REC}::test_real_im2rec_file_has_no_header")),
+    Guarantee("insightface RecordIO", "header record 0 (two labels, no image), images 1..N with scalar or "
+              "array labels, identity records",
+              "record 0 counts as a header only when it is one and agrees with the records and the .idx; "
+              "otherwise an error naming the record, never training on part of the set",
+              (f"{_LAYOUTS}::test_insightface_layout_from_its_header",
+               f"{_LAYOUTS}::test_header_that_disagrees_with_the_records_is_an_error",
+               f"{_LAYOUTS}::test_identity_record_among_images_is_refused_not_trained_on",
+               f"{_LAYOUTS}::test_missing_identity_records_only_warn",
+               f"{_REC}::test_real_insightface_file_reads_and_rewrites_byte_exact")),
+    Guarantee("RecordIO above 2**24 images", "float32 header labels (WebFace42M: 42,474,557 images, "
+              "header end 42,474,560)",
+              "the image/identity boundary is found from the records by a binary search over the keys the "
+              "float stands for; the writer refuses class ids it cannot store exactly",
+              (f"{_LAYOUTS}::test_image_boundary_above_2_24_is_found_from_the_records",
+               f"{_LAYOUTS}::test_float32_tolerance_matches_float32_rounding",
+               f"{_LAYOUTS}::test_huge_header_off_by_more_than_float32_can_be_is_an_error",
+               f"{_LAYOUTS}::test_writer_keeps_class_ids_exact_in_float32")),
+    Guarantee("image lists", "mxnet im2rec `<index>\\t<label(s)>\\t<path>`, insightface "
+              "`1\\t<path>\\t<label>`, cdface `<path> <label>`",
+              "the same paths and labels from each form; anything else a load-time error naming file, line "
+              "and the accepted forms",
+              (f"{_LISTS}::test_every_list_form_gives_the_same_paths_and_labels",
+               f"{_LISTS}::test_insightface_list_trains_on_the_right_files",
+               f"{_LISTS}::test_unreadable_list_names_file_line_and_the_forms")),
+]
+
+# Resource limits and side effects.
+RESOURCE_LIMITS: list[Guarantee] = [
+    Guarantee("pixel cap", "decode.DEFAULT_MAX_IMAGE_PIXELS (64,000,000); data.max_image_pixels, "
+              "$CDFACE_MAX_IMAGE_PIXELS, `data inspect --max-image-pixels`",
+              "every decoder (simplejpeg JPEG, Pillow PNG/others) and reader (.bin, RecordIO, folders, lists, "
+              "embed, training, evaluation, data inspect --check) refuses a larger image from its header, naming "
+              "file, record/pair index and size; evaluation stops with that error, training substitutes and "
+              "counts it; with 12000x12000 images peak RSS (getrusage, subprocess) stays under 100 MB above "
+              "the baseline",
+              (f"{_CAP}::test_every_reader_refuses_before_decoding_with_bounded_memory",
+               f"{_CAP}::test_cap_setting_config_env_and_argument",
+               f"{_CAP}::test_config_key_reaches_the_training_dataset",
+               f"{_CAP}::test_inspect_cli_lists_oversized_images",
+               f"{_CAP}::test_pair_set_evaluation_stops_on_a_refused_image_with_or_without_workers")),
+    Guarantee("nothing written beside the data", "the RecordIO label cache: data.cache_dir, else "
+              "$XDG_CACHE_HOME/cdface or ~/.cache/cdface; data.label_cache: false for none",
+              "keyed by absolute path, size and mtime; a read-only dataset folder trains and is left untouched",
+              (f"{_DATASETS}::test_label_cache_goes_to_the_cache_dir_never_beside_the_data",
+               f"{_DATASETS}::test_training_on_a_read_only_dataset_writes_nothing_beside_it",
+               f"{_DATASETS}::test_recordio_label_cache_is_invalidated")),
+]
+
+
 # ------------------------------------------------------------------------------------------- hostile files
 
 
@@ -452,6 +541,82 @@ def _m_list_bad_label(tmp: Path) -> Call:
     return lambda: ImageListDataset(tmp / "train.lst")
 
 
+def _m_list_unaligned(tmp: Path) -> Call:
+    from cdface.data.datasets import ImageListDataset
+
+    (tmp / "train.lst").write_text("1\ta.jpg\t3\n0\tb.jpg\t4\t1\t2\t30\t40\n")  # insightface, aligned flag first
+    return lambda: ImageListDataset(tmp / "train.lst")
+
+
+def _m_list_unknown_form(tmp: Path) -> Call:
+    from cdface.data.datasets import ImageListDataset
+
+    (tmp / "train.lst").write_text("1\t5\t7\n")  # no field is a path: neither mxnet's nor insightface's form
+    return lambda: ImageListDataset(tmp / "train.lst")
+
+
+def _rec_of(tmp: Path, records: list[tuple[int, bytes]]) -> Path:
+    from cdface.data.recordio import RecordIOWriter
+
+    with RecordIOWriter(tmp / "t.rec", tmp / "t.idx") as writer:
+        for key, payload in records:
+            writer.write(key, payload)
+    return tmp / "t.rec"
+
+
+def _m_rec_header_disagrees(tmp: Path) -> Call:
+    from cdface.data.datasets import RecordIODataset
+    from cdface.data.recordio import IRHeader, pack_header
+
+    header = pack_header(IRHeader(0, [3.0, 7.0], 0, 0))  # says images are keys 1..2; records 1..4 are images
+    images = [(k, pack_header(IRHeader(0, float(k // 3), k, 0), _jpeg(k))) for k in range(1, 5)]
+    ids = [(5, pack_header(IRHeader(0, [1.0, 3.0], 0, 0))), (6, pack_header(IRHeader(0, [3.0, 5.0], 0, 0)))]
+    rec = _rec_of(tmp, [(0, header), *images, *ids])
+    return lambda: RecordIODataset(rec, cache_labels=False)
+
+
+def _m_rec_identity_among_images(tmp: Path) -> Call:
+    from cdface.data.datasets import RecordIODataset
+    from cdface.data.recordio import IRHeader, pack_header
+
+    records = [(k, pack_header(IRHeader(0, 1.0, k, 0), _jpeg(k))) for k in range(4)]
+    records[2] = (2, pack_header(IRHeader(0, [1.0, 3.0], 0, 0)))  # labels only, no image
+    rec = _rec_of(tmp, records)
+    return lambda: RecordIODataset(rec, cache_labels=False)
+
+
+def _m_data_path_missing(tmp: Path) -> Call:
+    from cdface.data.datasets import build_train_dataset
+
+    return lambda: build_train_dataset("recordio", tmp / "ms1m" / "train.rec")
+
+
+def _m_bin_over_cap(tmp: Path) -> Call:
+    from cdface.data.pairs_bin import decode_pairs, load_bin, write_bin
+
+    path = write_bin(tmp / "lfw.bin", [_jpeg(i) for i in range(4)], [True, False])
+    return lambda: decode_pairs(load_bin(path), num_threads=1, max_pixels=10_000)
+
+
+def _m_rec_over_cap(tmp: Path) -> Call:
+    from cdface.data.datasets import RecordIODataset
+    from cdface.data.recordio import write_insightface_rec
+
+    paths = write_insightface_rec(tmp, [0, 1], [_jpeg(0), _jpeg(1)], prefix="faces")
+    dataset = RecordIODataset(paths["rec"], cache_labels=False, max_pixels=10_000)
+    return lambda: dataset.load_image(1)
+
+
+def _m_bin_object_array(tmp: Path) -> Call:
+    import numpy as np
+
+    from cdface.data.pairs_bin import load_bin
+
+    path = tmp / "val.bin"
+    path.write_bytes(pickle.dumps(([_jpeg(0), _jpeg(1)], np.array([True, None], dtype=object)), protocol=5))
+    return lambda: load_bin(path)
+
+
 def _m_lfw_pairs(tmp: Path) -> Call:
     from cdface.data.pairs_bin import read_lfw_pairs
 
@@ -762,6 +927,27 @@ MALFORMED_CASES: list[MalformedCase] = [
                   _m_list_bad_label, "FormatError", (r"train\.lst", r"line 3", r"<path> <label >= 0>")),
     MalformedCase("lfw-pairs-bad-line", "LFW pairs.txt line of neither pair form", "pairs_bin.read_lfw_pairs",
                   _m_lfw_pairs, "FormatError", (r"pairs\.txt", r"line 3", r"name1 i name2 j")),
+    MalformedCase("list-insightface-unaligned", "insightface .lst entry with aligned flag 0 (box, landmarks)",
+                  "ImageListDataset", _m_list_unaligned, "FormatError", (r"train\.lst", r"line 2", r"align")),
+    MalformedCase("list-unknown-form", ".lst line of none of the three forms", "ImageListDataset",
+                  _m_list_unknown_form, "FormatError",
+                  (r"train\.lst", r"line 1", r"<path> <label >= 0>", r"mxnet im2rec", r"insightface '1\\t<path>")),
+    # --- RecordIO layout and training-set paths
+    MalformedCase("rec-header-disagrees", "insightface header record 0 whose image end disagrees with the records",
+                  "RecordIODataset", _m_rec_header_disagrees, "FormatError",
+                  (r"t\.rec", r"record 0", r"image records at keys 1\.\.2", r"disagree")),
+    MalformedCase("rec-identity-among-images", "label-only (identity) record among the image records",
+                  "RecordIODataset", _m_rec_identity_among_images, "FormatError",
+                  (r"t\.rec", r"record 2", r"without image")),
+    MalformedCase("data-path-missing", "training data.path that does not exist", "datasets.build_train_dataset",
+                  _m_data_path_missing, "FormatError", (r"ms1m/train\.rec", r"no such file or folder",
+                                                        r"RecordIO \.rec file")),
+    # --- pixel cap (decode.py): refused from the header, before decoding
+    MalformedCase("bin-image-over-pixel-cap", ".bin pair image above the pixel cap", "pairs_bin.decode_pairs",
+                  _m_bin_over_cap, "FormatError",
+                  (r"lfw\.bin", r"image 0", r"112x112 = 12544 pixels", r"refused before decoding")),
+    MalformedCase("rec-image-over-pixel-cap", "RecordIO image above the pixel cap", "RecordIODataset.load_image",
+                  _m_rec_over_cap, "FormatError", (r"faces\.rec", r"record 2", r"at most 10000 pixels", r"112x112")),
     # --- IJB meta
     MalformedCase("ijb-pair-unknown-template", "1:1 pair row naming a template absent from tid_mid",
                   "ijb_meta.load_ijb_meta", _m_ijb_unknown_pair_template, "FormatError",
@@ -789,6 +975,9 @@ MALFORMED_CASES: list[MalformedCase] = [
                   _m_bin_counts, "FormatError", (r"cfp_fp\.bin", r"3 images for 2 pairs")),
     MalformedCase("bin-truncated", ".bin pickle cut inside an image", "pairs_bin.load_bin",
                   _m_bin_not_pickle, "FormatError", (r"lfw\.bin", r"valid pickle")),
+    MalformedCase("bin-object-array", ".bin whose issame is a numpy object array (not plain data)",
+                  "pairs_bin.load_bin", _m_bin_object_array, "UnsafeFileError",
+                  (r"val\.bin", r"refusing to unpickle numpy data of dtype", r"only bool, int, uint, float")),
     # --- configs
     MalformedCase("config-unknown-key", "config with a misspelt key", "config.load_config",
                   lambda t: _config(t, "optim:\n  lrr: 0.1\n"), "ConfigError",

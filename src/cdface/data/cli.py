@@ -18,10 +18,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     data.set_defaults(func=lambda args: (data.print_help(), 2)[1])
 
-    p = sub.add_parser("inspect", help="summarise a .rec (or its folder), an image folder or a .bin pair file")
+    p = sub.add_parser(
+        "inspect", help="summarise a .rec (or its folder), an image folder, an image list or a .bin pair file"
+    )
     p.add_argument("path")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--check", action="store_true", help="decode every image and count corrupt ones (slow)")
+    p.add_argument(
+        "--check", action="store_true", help="decode every image; list corrupt ones and ones over the pixel cap"
+    )
+    p.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=None,
+        help="pixel cap for --check (default: $CDFACE_MAX_IMAGE_PIXELS or 64000000)",
+    )
     p.set_defaults(func=_inspect)
 
     p = sub.add_parser("pack", help="pack an image folder root/<class>/<image> into train.rec/.idx/property")
@@ -64,12 +74,21 @@ def _count_summary(labels: np.ndarray) -> dict:
     }
 
 
-def inspect_path(path: str | Path, check: bool = False) -> dict:
-    """Summary dict of a .bin, a RecordIO set (.rec or its folder) or an image folder."""
-    from cdface.data.datasets import ImageFolderDataset, RecordIODataset, resolve_recordio_paths
+LIST_SUFFIXES = (".lst", ".txt")
+
+
+def inspect_path(path: str | Path, check: bool = False, max_pixels: int | None = None) -> dict:
+    """Summary dict of a .bin, a RecordIO set (.rec or its folder), an image folder or an image list.
+
+    With ``check`` every image is decoded under the pixel cap (``max_pixels``, see ``decode``) and the
+    failures are listed by index with their error (file, record/pair index, what was wrong).
+    """
+    from cdface.data.datasets import ImageFolderDataset, ImageListDataset, RecordIODataset, resolve_recordio_paths
     from cdface.data.pairs_bin import load_bin
 
     p = Path(path)
+    if not p.exists():
+        raise FormatError(p, None, "no such file or folder")
     if p.suffix == ".bin":
         pairs = load_bin(p)
         summary: dict = {
@@ -86,14 +105,14 @@ def inspect_path(path: str | Path, check: bool = False) -> dict:
             bad, shapes = [], set()
             for i, data in enumerate(pairs.images):
                 try:
-                    shapes.add(decode_image(data).shape)
-                except FormatError:
-                    bad.append(i)
+                    shapes.add(decode_image(data, p, f"image {i}", max_pixels).shape)
+                except FormatError as exc:
+                    bad.append({"index": i, "error": str(exc)})
             summary.update(bad_images=bad, shapes=sorted(str(s) for s in shapes))
         return summary
     if p.suffix == ".rec" or (p.is_dir() and any(p.glob("*.rec"))):
         rec, _ = resolve_recordio_paths(p)
-        dataset = RecordIODataset(rec, cache_labels=False)
+        dataset = RecordIODataset(rec, cache_labels=False, max_pixels=max_pixels)
         layout = dataset.reader.layout()
         summary = {
             "kind": "recordio",
@@ -105,10 +124,13 @@ def inspect_path(path: str | Path, check: bool = False) -> dict:
         if prop.is_file():
             summary["property"] = prop.read_text().strip()
     elif p.is_dir():
-        dataset = ImageFolderDataset(p)
+        dataset = ImageFolderDataset(p, max_pixels=max_pixels)
         summary = {"kind": "folder", "path": str(p)}
+    elif p.suffix.lower() in LIST_SUFFIXES:
+        dataset = ImageListDataset(p, max_pixels=max_pixels)
+        summary = {"kind": "list", "path": str(p)}
     else:
-        raise FormatError(p, None, "a .bin, a .rec, a folder holding train.rec, or an image folder")
+        raise FormatError(p, None, "a .bin, a .rec, a folder holding train.rec, an image folder or a .lst/.txt list")
     summary.update(_count_summary(dataset.labels))
     if check:
         bad = []
@@ -122,11 +144,18 @@ def inspect_path(path: str | Path, check: bool = False) -> dict:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    summary = inspect_path(args.path, check=args.check)
+    summary = inspect_path(args.path, check=args.check, max_pixels=args.max_image_pixels)
     if args.json:
         print(json.dumps(summary, indent=1))
         return 0
     for key, value in summary.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):  # failures: one line each
+            print(f"{key:>12}: {len(value)}")
+            for entry in value[:50]:
+                print(f"{'':>14}{entry['error']}")
+            if len(value) > 50:
+                print(f"{'':>14}... {len(value) - 50} more (--json lists all)")
+            continue
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items())
         elif isinstance(value, list) and len(value) > 10:

@@ -12,6 +12,7 @@ An item can be requested as ``dataset[i]`` (augmentation seeded by ``(seed, data
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -21,7 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from cdface.data.cache import cache_file
 from cdface.data.decode import decode_image
+from cdface.data.lists import read_image_list
 from cdface.data.recordio import RecordIOReader
 from cdface.data.transforms import EvalTransform, sample_rng
 from cdface.errors import ConfigError, FormatError
@@ -62,6 +65,7 @@ class FaceDataset(Dataset):
         transform: Transform | None = None,
         max_bad_fraction: float = 0.01,
         seed: int = 0,
+        max_pixels: int | None = None,
     ) -> None:
         self.labels = np.ascontiguousarray(labels, dtype=np.int64)
         self.num_classes = int(self.labels.max()) + 1 if self.labels.size else 0
@@ -69,6 +73,7 @@ class FaceDataset(Dataset):
         self.transform = transform if transform is not None else EvalTransform()
         self.max_bad_fraction = float(max_bad_fraction)
         self.seed = int(seed)
+        self.max_pixels = max_pixels  # decode.py's pixel cap (None: its env var / default)
         self.epoch = 0
         self.bad_indices: set[int] = set()  # per process: DataLoader workers each keep their own
         self._class_indices: list[np.ndarray] | None = None
@@ -92,7 +97,8 @@ class FaceDataset(Dataset):
         return self._class_indices
 
     def load_image(self, index: int) -> np.ndarray:
-        """Decoded (H, W, 3) uint8 RGB image; FormatError naming the file/record when it is corrupt."""
+        """Decoded (H, W, 3) uint8 RGB image; FormatError naming the file/record when it is corrupt or over
+        the pixel cap (then substituted and counted like any corrupt image)."""
         raise NotImplementedError
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int, int, int]:
@@ -160,6 +166,12 @@ class InMemoryDataset(FaceDataset):
 def resolve_recordio_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     """A directory (holding train.rec/train.idx) or a .rec file -> (rec, idx)."""
     p = Path(path)
+    if not str(path).strip():
+        raise FormatError("data.path", None, "a RecordIO .rec file or a folder holding train.rec; it is empty")
+    if not p.exists():
+        raise FormatError(
+            p, None, "no such file or folder (expected a RecordIO .rec file or a folder holding train.rec)"
+        )
     if p.is_dir():
         recs = sorted(p.glob("*.rec"))
         rec = p / "train.rec" if (p / "train.rec").is_file() else (recs[0] if len(recs) == 1 else None)
@@ -173,11 +185,13 @@ def resolve_recordio_paths(path: str | os.PathLike) -> tuple[Path, Path]:
 class RecordIODataset(FaceDataset):
     """insightface RecordIO training set (MS1MV2/MS1MV3/Glint360K/WebFace) or an im2rec file.
 
-    Labels come from the record headers alone (header bytes only, vectorised), cached next to the .idx
-    as ``<idx>.labels.npz`` keyed by the sizes and mtimes of the .idx and .rec files.
+    Which records are images is decided by ``recordio.detect_layout``. Labels come from the record
+    headers alone (header bytes only, vectorised) and are cached in the cache directory (``cache_dir``,
+    default ``cache.user_cache_dir()``), keyed by the absolute paths, sizes and mtimes of the .rec and
+    .idx: nothing is ever written beside the data, and a read-only dataset works.
     """
 
-    _CACHE_VERSION = 1
+    _CACHE_VERSION = 2
 
     def __init__(
         self,
@@ -186,40 +200,59 @@ class RecordIODataset(FaceDataset):
         max_bad_fraction: float = 0.01,
         seed: int = 0,
         cache_labels: bool = True,
+        cache_dir: str | os.PathLike | None = None,
+        max_pixels: int | None = None,
     ) -> None:
         rec, idx = resolve_recordio_paths(path)
         self.reader = RecordIOReader(rec, idx if idx.is_file() else None)
-        keys, raw = self._labels_from_cache(cache_labels)
+        keys, raw = self._labels_from_cache(cache_labels, cache_dir)
         if not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw)) or np.any(raw < 0):
             bad = int(np.flatnonzero(~np.isfinite(raw) | (raw != np.round(raw)) | (raw < 0))[0])
             raise FormatError(rec, f"record {keys[bad]}", f"a non-negative integer label, got {raw[bad]}")
         labels, self.class_ids = contiguous_labels(raw.astype(np.int64))
         self.image_keys = keys
-        super().__init__(labels, rec, transform, max_bad_fraction, seed)
+        super().__init__(labels, rec, transform, max_bad_fraction, seed, max_pixels)
 
-    def _labels_from_cache(self, use_cache: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _labels_from_cache(
+        self, use_cache: bool, cache_dir: str | os.PathLike | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         reader = self.reader
-        cache = reader.idx_path.with_name(reader.idx_path.name + ".labels.npz")
-        stamp = np.array([self._CACHE_VERSION, reader.file_size, reader.rec_path.stat().st_mtime_ns, 0, 0])
-        if reader.idx_path.is_file():
-            st = reader.idx_path.stat()
-            stamp[3:] = (st.st_size, st.st_mtime_ns)
-        if use_cache and cache.is_file():
+        sources = [reader.rec_path] + ([reader.idx_path] if reader.idx_path.is_file() else [])
+        cache = cache_file(sources, f"labels-v{self._CACHE_VERSION}", ".npz", cache_dir) if use_cache else None
+        if cache is not None and cache.is_file():
             try:
                 with np.load(cache, allow_pickle=False) as z:
-                    if np.array_equal(z["stamp"], stamp):
-                        return z["keys"], z["labels"]
+                    return z["keys"], z["labels"]
             except (OSError, ValueError, KeyError):
                 pass  # unreadable cache: rebuild it
-        keys = reader.layout().image_keys
-        _, raw = reader.read_headers(keys)
-        if use_cache and reader.idx_path.is_file():
+        keys, raw = self._labels_from_records()
+        if cache is not None:
             tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp.npz")
             try:
-                np.savez(tmp, stamp=stamp, keys=keys, labels=raw)
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(tmp, keys=keys, labels=raw)
                 os.replace(tmp, cache)
-            except OSError:
-                tmp.unlink(missing_ok=True)  # read-only data folder: no cache
+            except OSError as exc:  # unwritable cache directory: work without a cache
+                logger.info("label cache not written (%s): %s", cache, exc.strerror or exc)
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+        return keys, raw
+
+    def _labels_from_records(self) -> tuple[np.ndarray, np.ndarray]:
+        reader = self.reader
+        keys = reader.layout().image_keys
+        flags, raw, sizes = reader.read_header_table(keys)
+        # an identity/header record (labels, no image) among the images means the layout was misread:
+        # refuse rather than train on a mislabelled or partial set
+        misplaced = np.flatnonzero((flags >= 2) & (sizes == 0))
+        if misplaced.size:
+            key = int(keys[misplaced[0]])
+            raise FormatError(
+                reader.rec_path,
+                f"record {key}",
+                f"an image record, found a record without image ({flags[misplaced[0]]} labels, no payload; "
+                f"{misplaced.size} such records among the {keys.size} image keys)",
+            )
         return keys, raw
 
     def read_bytes(self, index: int) -> bytes:
@@ -230,7 +263,7 @@ class RecordIODataset(FaceDataset):
     def load_image(self, index: int) -> np.ndarray:
         key = int(self.image_keys[index])
         _, payload = self.reader.read(key)
-        return decode_image(payload, self.reader.rec_path, f"record {key}")
+        return decode_image(payload, self.reader.rec_path, f"record {key}", self.max_pixels)
 
 
 class _FileListDataset(FaceDataset):
@@ -244,7 +277,7 @@ class _FileListDataset(FaceDataset):
             data = path.read_bytes()
         except OSError as exc:
             raise FormatError(path, None, f"a readable image file ({exc.strerror})") from None
-        return decode_image(data, path)
+        return decode_image(data, path, None, self.max_pixels)
 
 
 class ImageFolderDataset(_FileListDataset):
@@ -256,6 +289,7 @@ class ImageFolderDataset(_FileListDataset):
         transform: Transform | None = None,
         max_bad_fraction: float = 0.01,
         seed: int = 0,
+        max_pixels: int | None = None,
     ) -> None:
         root_path = Path(root)
         if not root_path.is_dir():
@@ -274,11 +308,14 @@ class ImageFolderDataset(_FileListDataset):
         self.paths = paths
         mapped, self.class_ids = contiguous_labels(np.asarray(labels))
         self.class_names = [self.class_names[i] for i in self.class_ids]  # drop empty folders
-        super().__init__(mapped, root_path, transform, max_bad_fraction, seed)
+        super().__init__(mapped, root_path, transform, max_bad_fraction, seed, max_pixels)
 
 
 class ImageListDataset(_FileListDataset):
-    """A text file of ``<path> <integer label>`` lines (paths relative to ``root``, default its folder)."""
+    """An image-list file: ``<path> <label>``, mxnet's im2rec .lst or insightface's .lst (``lists.read_image_list``).
+
+    Paths are relative to ``root`` (default: the list file's folder).
+    """
 
     def __init__(
         self,
@@ -287,38 +324,28 @@ class ImageListDataset(_FileListDataset):
         transform: Transform | None = None,
         max_bad_fraction: float = 0.01,
         seed: int = 0,
+        max_pixels: int | None = None,
     ) -> None:
         list_path = Path(list_file)
-        base = Path(root) if root is not None else list_path.parent
-        paths: list[Path] = []
-        raw: list[int] = []
-        try:
-            text = list_path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise FormatError(list_path, None, f"a readable UTF-8 text file ({exc})") from None
-        for number, line in enumerate(text.splitlines(), start=1):
-            stripped = line.strip()
-            if not stripped or stripped.startswith("#"):
-                continue
-            fields = stripped.rsplit(None, 1)
-            if len(fields) != 2 or not fields[1].lstrip("-").isdigit() or fields[1].startswith("-"):
-                raise FormatError(list_path, f"line {number}", f"'<path> <label >= 0>', got {line[:100]!r}")
-            paths.append(base / fields[0])
-            raw.append(int(fields[1]))
-        if not paths:
-            raise FormatError(list_path, None, "at least one '<path> <label>' line")
-        self.paths = paths
-        mapped, self.class_ids = contiguous_labels(np.asarray(raw, dtype=np.int64))
-        super().__init__(mapped, list_path, transform, max_bad_fraction, seed)
+        self.paths, raw = read_image_list(list_path, root)
+        mapped, self.class_ids = contiguous_labels(raw)
+        super().__init__(mapped, list_path, transform, max_bad_fraction, seed, max_pixels)
 
 
 def build_train_dataset(
     kind: str,
     path: str | os.PathLike,
     transform: Transform | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    cache_labels: bool = True,
     **kwargs: object,
 ) -> FaceDataset:
-    """``kind``: "recordio" (folder or .rec), "folder" (root/<class>/<img>) or "list" ("path label")."""
+    """``kind``: "recordio" (folder or .rec), "folder" (root/<class>/<img>) or "list" (an image list).
+
+    ``cache_dir``/``cache_labels``: where a RecordIO set's label cache goes (None: the user's cache
+    directory) and whether there is one; the other keyword arguments (``max_bad_fraction``, ``seed``,
+    ``max_pixels``) go to every kind.
+    """
     builders: dict[str, Callable[..., FaceDataset]] = {
         "recordio": RecordIODataset,
         "folder": ImageFolderDataset,
@@ -326,4 +353,6 @@ def build_train_dataset(
     }
     if kind not in builders:
         raise ConfigError(f"unknown dataset kind {kind!r}; expected one of {sorted(builders)}")
+    if kind == "recordio":
+        kwargs.update(cache_dir=cache_dir, cache_labels=cache_labels)
     return builders[kind](path, transform=transform, **kwargs)

@@ -2,9 +2,9 @@
 
 A .bin is a pickle of ``(images, issame)``: ``2N`` encoded images (pairs are consecutive) and ``N``
 booleans. Python 2 wrote the field's files (protocol 2, images as BINSTRING, so they load with
-``encoding="bytes"``); some later files hold ``issame`` as a numpy bool array. Pickles can run code, so
-loading goes through an unpickler that knows no globals except numpy's bool-array reconstructors, whose
-arguments are checked.
+``encoding="bytes"``); other tools pickle ``cv2.imencode`` output (uint8 arrays of shape (nbytes, 1)) at
+the highest protocol, and numpy bool or 0/1 integer arrays as ``issame``. Pickles can run code, so loading
+goes through an unpickler whose only globals are checked stand-ins that build plain data.
 """
 
 from __future__ import annotations
@@ -50,20 +50,75 @@ class PairSet:
 
 
 # --- restricted unpickling -----------------------------------------------------------------------------
+#
+# The unpickler resolves a handful of globals, each to a checked stand-in, so only plain data can be built:
+# bytes, numpy arrays and scalars of plain dtypes (bool, int, uint, float, fixed-size bytes), and the lists,
+# tuples, bools and numbers pickle builds without any global. Nothing else is callable from the file: the
+# class ``numpy.ndarray`` resolves to an inert token that only ``_reconstruct`` accepts.
 
 _NUMPY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")
+_NUMERIC_MODULES = ("numpy.core.numeric", "numpy._core.numeric")
+_PLAIN_KINDS = "biufS"  # bool, signed, unsigned, float, fixed-size bytes
+
+
+class _NdarrayToken:
+    """What ``numpy.ndarray`` resolves to: not callable, only recognised by ``_checked_reconstruct``."""
+
+
+_NDARRAY = _NdarrayToken()
+
+
+class _Refused(Exception):
+    """A disallowed global or argument; turned into UnsafeFileError with the file's name."""
+
+
+def _plain(dtype: object) -> np.dtype:
+    if not isinstance(dtype, np.dtype) or not _plain_dtype(dtype):
+        raise _Refused(f"numpy data of dtype {dtype!r} (only bool, int, uint, float and bytes dtypes are allowed)")
+    return dtype
+
+
+def _plain_dtype(dtype: np.dtype) -> bool:
+    return dtype.kind in _PLAIN_KINDS and dtype.fields is None and dtype.subdtype is None and not dtype.hasobject
 
 
 def _checked_dtype(obj: object, align: object = False, copy: object = True) -> np.dtype:
-    if obj not in ("b1", b"b1", "?", b"?", "bool", b"bool") or not isinstance(align, bool):
-        raise _Refused(f"numpy.dtype({obj!r}) (only bool dtypes are allowed)")
-    return np.dtype(np.bool_)
+    # numpy pickles a dtype as dtype("u1", False, True) + BUILD(state) (Python 2: dtype("u1", 0, 1));
+    # copy=True keeps BUILD off the shared built-in descriptor
+    if not isinstance(obj, (str, bytes)) or align not in (0, 1) or len(obj) > 8:
+        raise _Refused(f"numpy.dtype({obj!r}) (only bool, int, uint, float and bytes dtypes are allowed)")
+    code = obj.decode("ascii", "replace") if isinstance(obj, bytes) else obj
+    try:
+        dtype = np.dtype(code, False, True)
+    except TypeError:
+        raise _Refused(f"numpy.dtype({obj!r})") from None
+    return _plain(dtype)
 
 
 def _checked_reconstruct(cls: object, shape: object, typecode: object) -> np.ndarray:
-    if cls is not np.ndarray or not isinstance(shape, tuple) or typecode not in (b"b", "b"):
+    # numpy's ndarray.__reduce__: _reconstruct(ndarray, (0,), b"b") then BUILD(version, shape, dtype, fortran, data)
+    if cls is not _NDARRAY or not isinstance(shape, tuple) or typecode not in (b"b", "b"):
         raise _Refused(f"numpy _reconstruct{(cls, shape, typecode)!r}")
-    return np.ndarray.__new__(np.ndarray, (0,), np.bool_)
+    return np.ndarray.__new__(np.ndarray, (0,), np.uint8)
+
+
+def _checked_scalar(dtype: object, data: object = None) -> np.generic:
+    # numpy scalars pickle as multiarray.scalar(dtype, raw bytes)
+    dtype = _plain(dtype)
+    if not isinstance(data, bytes) or len(data) != dtype.itemsize:
+        raise _Refused(f"numpy scalar of {dtype} from {type(data).__name__}")
+    return np.frombuffer(data, dtype=dtype)[0]
+
+
+def _checked_frombuffer(buffer: object, dtype: object, shape: object, order: object) -> np.ndarray:
+    # numpy at pickle protocol 5 (buffers in band): numeric._frombuffer(buf, dtype, shape, order)
+    dtype = _plain(dtype)
+    if not isinstance(buffer, (bytes, bytearray, pickle.PickleBuffer)):
+        raise _Refused(f"numpy _frombuffer of a {type(buffer).__name__}")
+    if not isinstance(shape, tuple) or not all(type(d) is int and d >= 0 for d in shape) or order not in ("C", "F"):
+        raise _Refused("numpy _frombuffer with a bad shape/order")
+    flat = np.frombuffer(bytes(buffer), dtype=dtype)
+    return flat.reshape(shape, order=order).copy()
 
 
 def _checked_codecs_encode(text: object, encoding: object = "utf-8") -> bytes:
@@ -73,64 +128,89 @@ def _checked_codecs_encode(text: object, encoding: object = "utf-8") -> bytes:
     return text.encode("latin1")
 
 
-def _checked_frombuffer(buffer: object, dtype: object, shape: object, order: object) -> np.ndarray:
-    # numpy >= 1.x at pickle protocol 5: numpy.core.numeric._frombuffer(buf, dtype, shape, order)
-    if not isinstance(buffer, (bytes, bytearray, pickle.PickleBuffer)) or dtype != np.dtype(np.bool_):
-        raise _Refused("numpy _frombuffer of a non-bool array")
-    if not isinstance(shape, tuple) or order not in ("C", "F"):
-        raise _Refused("numpy _frombuffer with a bad shape/order")
-    flat = np.frombuffer(bytes(buffer), dtype=np.bool_)
-    return flat.reshape(shape, order=order).copy()
-
-
-def _checked_empty_bytes(*args: object) -> bytes:
+def _checked_bytes(*args: object) -> bytes:
     # Python 3 pickles b"" at protocol <= 2 as a call to bytes() without arguments
     if args:
         raise _Refused("bytes() with arguments")
     return b""
 
 
-class _Refused(Exception):
-    """A disallowed global or argument; turned into UnsafeFileError with the file's name."""
+def _checked_bytearray(*args: object) -> bytearray:
+    # Python 3 pickles a bytearray at protocol <= 2 as bytearray(_codecs.encode(...)) or bytearray()
+    if len(args) > 1 or (args and not isinstance(args[0], bytes)):
+        raise _Refused("bytearray() of anything but bytes")
+    return bytearray(args[0]) if args else bytearray()
+
+
+_GLOBALS: dict[tuple[str, str], object] = {
+    **{(m, "_reconstruct"): _checked_reconstruct for m in _NUMPY_MODULES},
+    **{(m, "scalar"): _checked_scalar for m in _NUMPY_MODULES},
+    **{(m, "_frombuffer"): _checked_frombuffer for m in _NUMERIC_MODULES},
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _checked_dtype,
+    ("_codecs", "encode"): _checked_codecs_encode,
+    **{(m, "bytes"): _checked_bytes for m in ("__builtin__", "builtins")},
+    **{(m, "bytearray"): _checked_bytearray for m in ("__builtin__", "builtins")},
+}
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> object:
-        if module in _NUMPY_MODULES and name == "_reconstruct":
-            return _checked_reconstruct
-        if module == "numpy" and name == "ndarray":
-            return np.ndarray
-        if module == "numpy" and name == "dtype":
-            return _checked_dtype
-        if module in ("__builtin__", "builtins") and name == "bytes":
-            return _checked_empty_bytes
-        if module == "_codecs" and name == "encode":
-            return _checked_codecs_encode
-        if module in ("numpy.core.numeric", "numpy._core.numeric") and name == "_frombuffer":
-            return _checked_frombuffer
-        raise _Refused(f"global {module}.{name}")
+        try:
+            return _GLOBALS[(module, name)]
+        except KeyError:
+            raise _Refused(f"global {module}.{name}") from None
 
     def persistent_load(self, pid: object) -> object:
         raise _Refused("persistent id")
+
+
+def _image_bytes(item: object) -> bytes | None:
+    """An encoded image as bytes: bytes/bytearray, or a uint8/int8 array of any shape (``cv2.imencode``)."""
+    if isinstance(item, (bytes, bytearray)):
+        return bytes(item)
+    if isinstance(item, np.ndarray) and item.dtype in (np.uint8, np.int8):
+        return item.tobytes(order="C")
+    return None
+
+
+def _flags(issame: object) -> np.ndarray | None:
+    """issame as a bool vector: bools, numpy bools, or integers that are all 0/1 (list, tuple or 1-D array)."""
+    if isinstance(issame, np.ndarray):
+        if issame.ndim != 1 or issame.dtype.kind not in "biu":
+            return None
+        values = issame
+    elif isinstance(issame, (list, tuple)):
+        if not all(isinstance(v, (bool, int, np.bool_, np.integer)) for v in issame):
+            return None
+        values = np.asarray([int(v) for v in issame], dtype=np.int64)
+    else:
+        return None
+    if values.dtype != np.bool_ and values.size and not np.isin(values, (0, 1)).all():
+        return None
+    return values.astype(np.bool_).reshape(-1)
 
 
 def _validated(obj: object, path: str) -> PairSet:
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
         raise FormatError(path, None, "a pickled (images, issame) pair")
     images, issame = obj
-    if not isinstance(images, (list, tuple)) or not all(isinstance(b, (bytes, bytearray)) for b in images):
-        raise FormatError(path, None, "images: a list of encoded image bytes")
-    if isinstance(issame, np.ndarray):
-        if issame.dtype != np.bool_ or issame.ndim != 1:
-            raise FormatError(path, None, f"issame: a 1-D bool array, got {issame.dtype} {issame.shape}")
-        flags = issame.copy()
-    elif isinstance(issame, (list, tuple)) and all(type(v) is bool for v in issame):
-        flags = np.asarray(issame, dtype=np.bool_).reshape(-1)
-    else:
-        raise FormatError(path, None, "issame: a list of bools or a bool array")
-    if len(images) != 2 * flags.size:
-        raise FormatError(path, None, f"2 images per pair: {len(images)} images for {flags.size} pairs")
-    return PairSet([bytes(b) for b in images], flags, path)
+    if isinstance(images, np.ndarray) and images.ndim == 1 and images.dtype.kind == "S":
+        images = images.tolist()  # a numpy array of byte strings
+    if not isinstance(images, (list, tuple)):
+        raise FormatError(path, None, f"images: a list of encoded images, got {type(images).__name__}")
+    blobs = [_image_bytes(item) for item in images]
+    bad = next((i for i, b in enumerate(blobs) if b is None), None)
+    if bad is not None:
+        got = images[bad]
+        kind = f"{got.dtype} array" if isinstance(got, np.ndarray) else type(got).__name__
+        raise FormatError(path, f"image {bad}", f"encoded image bytes (bytes or a uint8 array), got {kind}")
+    flags = _flags(issame)
+    if flags is None:
+        raise FormatError(path, None, "issame: a list or 1-D array of bools (or of 0/1 integers)")
+    if len(blobs) != 2 * flags.size:
+        raise FormatError(path, None, f"2 images per pair: {len(blobs)} images for {flags.size} pairs")
+    return PairSet(blobs, flags, path)
 
 
 def loads_bin(data: bytes, path: str = "<memory>") -> PairSet:
@@ -146,7 +226,13 @@ def loads_bin(data: bytes, path: str = "<memory>") -> PairSet:
 
 
 def load_bin(path: str | os.PathLike) -> PairSet:
-    """Load an insightface .bin safely: only lists/tuples of bytes, bools and numpy bool arrays."""
+    """Load an insightface .bin safely; ``UnsafeFileError`` for a pickle that would build anything but data.
+
+    Accepted: any pickle protocol (0-5, buffers in band), written by Python 2 or 3, holding
+    ``(images, issame)`` where images are bytes or uint8 arrays (``cv2.imencode`` output, any shape) and
+    issame is a list/tuple/1-D array of bools or 0/1 integers (numpy scalars included), as insightface's
+    ``load_bin`` reads them. ``FormatError`` names the file (and image index) for any other content.
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -228,7 +314,7 @@ def make_bin_from_folder(root: str | os.PathLike, pairs_txt: str | os.PathLike, 
                 data = file.read_bytes()
             except OSError:
                 raise FormatError(pairs_txt, f"pair {number}", f"an existing image {file}") from None
-            decode_image(data, file)  # refuse undecodable files now, not at evaluation time
+            decode_image(data, file)  # refuse undecodable or oversized files now, not at evaluation time
             images.append(data)
         issame.append(n1 == n2)
     return write_bin(out, images, issame)
@@ -237,12 +323,18 @@ def make_bin_from_folder(root: str | os.PathLike, pairs_txt: str | os.PathLike, 
 # --- decoding ----
 
 
-def decode_pairs(pairset: PairSet, size: int = 112, num_threads: int | None = None) -> np.ndarray:
-    """All images as uint8 (2N, size, size, 3) RGB, decoded by a thread pool (the decoder drops the GIL)."""
+def decode_pairs(
+    pairset: PairSet, size: int = 112, num_threads: int | None = None, max_pixels: int | None = None
+) -> np.ndarray:
+    """All images as uint8 (2N, size, size, 3) RGB, decoded by a thread pool (the decoder drops the GIL).
+
+    Any undecodable image, or one over the pixel cap (``decode.resolve_max_pixels(max_pixels)``), is a
+    ``FormatError`` naming the file and the image index: a pair set is scored whole or not at all.
+    """
     out = np.empty((len(pairset.images), size, size, 3), dtype=np.uint8)
 
     def work(i: int) -> None:
-        image = decode_image(pairset.images[i], pairset.path, f"image {i}")
+        image = decode_image(pairset.images[i], pairset.path, f"image {i}", max_pixels)
         if image.shape[:2] != (size, size):
             image = resize_bilinear(image, size, size)
         out[i] = image

@@ -7,24 +7,33 @@ magic itself is dropped (the reader puts it back); a whole record has cflag 0. T
 ``key\\toffset`` lines. Image payloads start with an ``IRHeader`` (struct ``<IfQQ``: flag, label, id, id2);
 when ``flag > 0`` the header's label is 0 and ``flag`` float32 labels follow it.
 
-Two layouts exist in the field: insightface's (record 0 is a header with flag > 0 whose label[0] is the
-first key after the image records: images are keys ``1 .. label[0]-1``, identity records follow) and
-im2rec's (no header: every record is an image).
+Two layouts exist in the field: insightface's (record 0 is a header: two float labels, no image, label[0]
+is the first key after the image records: images are keys ``1 .. label[0]-1``, identity records
+``[first, end)`` of each class follow, also without image) and im2rec's (no header: every record is an
+image; with ``--pack-label`` each record carries its .lst labels as an array, flag = their number).
+``detect_layout`` tells them apart from the records themselves.
+
+Header and identity labels are float32, as mxnet reads them: above 2**24 keys they are rounded (the
+reader then finds the exact boundary from the records; see ``float32_tolerance``), and class labels of
+2**24 or more cannot be stored exactly at all (the writer refuses them).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
 from cdface.errors import FormatError
+
+logger = logging.getLogger("cdface.data")
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -39,6 +48,8 @@ __all__ = [
     "RecordIOReader",
     "RecordIOWriter",
     "RecordLayout",
+    "detect_layout",
+    "float32_tolerance",
     "pack_header",
     "unpack_header",
     "read_idx",
@@ -110,11 +121,29 @@ def _raise_idx_error(idx_path: str | os.PathLike, lines: list[bytes]) -> None:
 
 @dataclass(frozen=True)
 class RecordLayout:
-    """Which keys hold images. ``header_key`` is None for im2rec files (no header record)."""
+    """Which keys hold images.
 
-    image_keys: np.ndarray
+    insightface layout: ``header_key`` 0, images are the keys ``image_range = (1, end)``, identity records
+    the keys ``identity_range = (end, ids_end)``. im2rec layout (no header): ``header_key`` None and every
+    key is an image (``keys``, sorted). ``image_keys`` gives the image keys as an int64 array either way.
+    """
+
     header_key: int | None
     identity_range: tuple[int, int] | None
+    image_range: tuple[int, int] | None = None
+    keys: np.ndarray | None = None
+
+    @property
+    def num_images(self) -> int:
+        if self.image_range is not None:
+            return self.image_range[1] - self.image_range[0]
+        return 0 if self.keys is None else int(self.keys.size)
+
+    @property
+    def image_keys(self) -> np.ndarray:
+        if self.image_range is not None:
+            return np.arange(*self.image_range, dtype=np.int64)
+        return np.zeros(0, np.int64) if self.keys is None else self.keys
 
 
 class RecordIOReader:
@@ -128,7 +157,8 @@ class RecordIOReader:
     def __init__(self, rec_path: str | os.PathLike, idx_path: str | os.PathLike | None = None) -> None:
         self.rec_path = Path(rec_path)
         if not self.rec_path.is_file():
-            raise FormatError(self.rec_path, None, "an existing RecordIO .rec file")
+            what = "is a folder" if self.rec_path.is_dir() else "no such file"
+            raise FormatError(self.rec_path, None, f"{what}; expected a RecordIO .rec file (with its .idx beside it)")
         self.idx_path = Path(idx_path) if idx_path is not None else self.rec_path.with_suffix(".idx")
         self.file_size = self.rec_path.stat().st_size
         if self.idx_path.is_file():
@@ -258,16 +288,26 @@ class RecordIOReader:
         return unpack_header(self.read_raw(key), self.rec_path, f"record {key}")
 
     def read_headers(self, keys: Sequence[int] | np.ndarray, chunk: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
-        """``(flag, first_label)`` of many records, reading only their header bytes (vectorised, chunked).
+        """``(flag, first_label)`` of many records, reading only their header bytes (see ``read_header_table``)."""
+        flags, labels, _ = self.read_header_table(keys, chunk)
+        return flags, labels
 
-        For flag > 0 the first label is the first float after the header (insightface's image label).
-        Records the writer split into several parts, or too short to hold a header, take the exact path.
+    def read_header_table(
+        self, keys: Sequence[int] | np.ndarray, chunk: int = 1 << 18
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(flag uint32, first_label float32, payload_size int64)`` of many records, from header bytes only.
+
+        For flag > 0 the first label is the first float after the header (insightface's image label) and
+        the payload starts after the ``flag`` floats; ``payload_size`` is the size of what follows the
+        labels (0 for a header/identity record). Vectorised and chunked; records the writer split into
+        several parts, or too short to hold a header, take the exact path.
         """
         keys = np.asarray(keys, dtype=np.int64)
         flags = np.zeros(keys.size, np.uint32)
         labels = np.zeros(keys.size, np.float32)
+        sizes = np.zeros(keys.size, np.int64)
         if keys.size == 0:
-            return flags, labels
+            return flags, labels, sizes
         if self._sorted_keys.size == 0:
             raise KeyError(f"key {int(keys[0])} not in {self.idx_path}")
         pos = np.minimum(np.searchsorted(self._sorted_keys, keys), self._sorted_keys.size - 1)
@@ -279,12 +319,14 @@ class RecordIOReader:
         try:
             for start in range(0, keys.size, chunk):
                 part = slice(start, start + chunk)
-                flags[part], labels[part] = self._header_chunk(mm, keys[part], offsets[part])
+                flags[part], labels[part], sizes[part] = self._header_chunk(mm, keys[part], offsets[part])
         finally:
             del mm
-        return flags, labels
+        return flags, labels, sizes
 
-    def _header_chunk(self, mm: np.ndarray, keys: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _header_chunk(
+        self, mm: np.ndarray, keys: np.ndarray, offsets: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         width = 8 + IR_SIZE + 4
         gather = np.minimum(offsets[:, None] + np.arange(width), self.file_size - 1)
         raw = np.ascontiguousarray(mm[gather])
@@ -299,39 +341,141 @@ class RecordIOReader:
         header_label = raw[:, 12:16].copy().view("<f4")[:, 0]
         first_extra = raw[:, 32:36].copy().view("<f4")[:, 0]
         labels = np.where(flags > 0, first_extra, header_label).astype(np.float32)
+        sizes = length - IR_SIZE - 4 * flags.astype(np.int64)
         need = np.where(flags > 0, IR_SIZE + 4, IR_SIZE)
-        suspicious = (cflag != 0) | (length < need) | (offsets + 8 + length > self.file_size)
+        suspicious = (cflag != 0) | (length < need) | (sizes < 0) | (offsets + 8 + length > self.file_size)
         for i in np.flatnonzero(suspicious):  # the exact path joins parts or raises a precise error
-            header, _ = self.read(int(keys[i]))
+            header, payload = self.read(int(keys[i]))
             flags[i] = header.flag
             labels[i] = header.label[0] if header.flag > 0 else header.label
-        return flags, labels
+            sizes[i] = len(payload)
+        return flags, labels, sizes
+
+    def count_keys(self, lo: int, hi: int) -> int:
+        """How many keys ``k`` of the index have ``lo <= k < hi``."""
+        return int(np.searchsorted(self._sorted_keys, hi) - np.searchsorted(self._sorted_keys, lo))
+
+    @property
+    def max_key(self) -> int:
+        return int(self._sorted_keys[-1]) if self._sorted_keys.size else -1
+
+    def sorted_keys(self) -> np.ndarray:
+        return self._sorted_keys
 
     def layout(self) -> RecordLayout:
-        """Detect insightface's layout (header record 0 with flag > 0) or im2rec's (no header)."""
-        if len(self.keys) == 0:
-            return RecordLayout(np.zeros(0, np.int64), None, None)
-        first_key = 0 if 0 in self else int(self.keys[0])
-        header, _ = self.read(first_key)
-        if first_key == 0 and header.flag > 0:
-            labels = np.asarray(header.label, dtype=np.float64)
-            if not (np.isfinite(labels).all() and (labels >= 0).all() and (labels < 2**40).all()):
-                raise FormatError(self.rec_path, "record 0", f"header labels [images end, ids end], got {labels}")
-            end_images = int(labels[0])
-            end_ids = int(labels[1]) if labels.size > 1 else end_images
-            if end_images < 1:
-                raise FormatError(self.rec_path, "record 0", f"header label[0] >= 1, got {labels.tolist()}")
-            image_keys = self.keys[(self.keys >= 1) & (self.keys < end_images)]
-            image_keys = np.sort(image_keys)
-            expected = end_images - 1
-            if image_keys.size != expected:
-                raise FormatError(
-                    self.idx_path,
-                    None,
-                    f"image keys 1..{end_images - 1} (from header record 0), found {image_keys.size} of them",
-                )
-            return RecordLayout(image_keys, 0, (end_images, end_ids))
-        return RecordLayout(np.sort(self.keys), None, None)
+        """insightface's layout (a real header record 0) or im2rec's (every record an image); see ``detect_layout``."""
+        return detect_layout(self)
+
+
+class KeyIndex(Protocol):
+    """What ``detect_layout`` needs of a reader (``RecordIOReader``, or a stand-in over a huge key space)."""
+
+    rec_path: Path
+    idx_path: Path
+
+    def __len__(self) -> int: ...
+    def __contains__(self, key: object) -> bool: ...
+    def read(self, key: int) -> tuple[IRHeader, bytes]: ...
+    def count_keys(self, lo: int, hi: int) -> int: ...
+    def sorted_keys(self) -> np.ndarray: ...
+
+    @property
+    def max_key(self) -> int: ...
+
+
+def float32_tolerance(value: float) -> int:
+    """How far the integer behind a float32 header label can be from it: 0 below 2**24, else one spacing.
+
+    RecordIO header labels are float32 (mxnet's IRHeader ``<IfQQ``): above 2**24 consecutive integers
+    share a float (WebFace42M's 42,474,557 images give a header end of 42,474,560 for key 42,474,558).
+    """
+    value = abs(float(value))
+    if value < 2**24:
+        return 0
+    return int(np.spacing(np.float32(value)))
+
+
+def _is_identity_record(header: IRHeader, payload: bytes) -> bool:
+    """A header/identity record: float labels after the IRHeader and no image payload (insightface writes b"")."""
+    return header.flag >= 2 and len(payload) == 0
+
+
+def detect_layout(index: KeyIndex) -> RecordLayout:
+    """Which records are images, decided from the records themselves.
+
+    Record 0 is insightface's header only when it really is one: a record with at least two labels and
+    no image payload, whose labels are integers ``[images end, identities end]``. Its image end is then
+    checked against the records: key ``end - 1`` must be an image and key ``end`` an identity record (or
+    the end of the file). Where float32 cannot hold the header's value exactly (2**24 keys and more),
+    the true boundary is found by a binary search over the keys the float may stand for. Every key of the
+    index must be accounted for (header, images ``1..end-1``, identities ``end..ids_end-1``), so a misread
+    is an error, never a silent training on part of the data. Anything else is im2rec's layout: every
+    record is an image (``im2rec`` with or without ``--pack-label``, shuffled keys, any class at key 0).
+    """
+    if len(index) == 0:
+        return RecordLayout(None, None, keys=np.zeros(0, np.int64))
+    if 0 in index:
+        header, payload = index.read(0)
+        if _is_identity_record(header, payload):
+            return _insightface_layout(index, np.asarray(header.label, dtype=np.float64))
+    return RecordLayout(None, None, keys=np.asarray(index.sorted_keys(), dtype=np.int64))
+
+
+def _insightface_layout(index: KeyIndex, labels: np.ndarray) -> RecordLayout:
+    def fail(expected: str, where: str | None = "record 0") -> FormatError:
+        return FormatError(index.rec_path, where, expected)
+
+    if not (np.isfinite(labels).all() and (labels == np.round(labels)).all() and labels[0] >= 1):
+        raise fail(f"header labels [images end >= 1, identities end] (integers), got {labels.tolist()}")
+    end_hdr, ids_hdr = int(labels[0]), int(labels[1])
+    if ids_hdr < end_hdr:
+        raise fail(f"header labels with identities end >= images end, got {labels.tolist()}")
+    last = index.max_key
+
+    def is_identity(key: int) -> bool:
+        if key > last:
+            return True  # past the last record: the image range may end with the file
+        if key not in index:
+            raise fail(f"key {key} in the index (the header's image/identity range needs it)", None)
+        return _is_identity_record(*index.read(key))
+
+    tol = float32_tolerance(end_hdr)
+    lo, hi = max(1, end_hdr - tol), end_hdr + tol + 1  # the boundary is the first identity key in [lo, hi)
+    while lo < hi:  # binary search: images, then identity records
+        mid = (lo + hi) // 2
+        if is_identity(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    end = lo
+    exact = "" if tol == 0 else f" (float32 label, +-{tol})"
+    if end < 2 or end > end_hdr + tol or not is_identity(end) or is_identity(end - 1):
+        raise fail(
+            f"image records at keys 1..{end_hdr - 1}{exact} followed by identity records, as header record 0 "
+            f"says; the records disagree (first identity record found at key {end})"
+        )
+    images = index.count_keys(1, end)
+    if images != end - 1:
+        raise fail(f"every image key 1..{end - 1} in the index, found {images} of them", None)
+    ids_end = max(last + 1, end)
+    ids_tol = float32_tolerance(ids_hdr)
+    if ids_end > ids_hdr + ids_tol or len(index) != index.count_keys(0, ids_end):
+        # keys the header does not account for could be images: refuse rather than skip them
+        raise fail(
+            f"keys 0..{ids_hdr - 1} (header, images to {end - 1}, identity records to the header's identities "
+            f"end {ids_hdr}{'' if ids_tol == 0 else f' +-{ids_tol}'}), the index has {len(index)} keys "
+            f"up to {last}",
+            None,
+        )
+    identities = index.count_keys(end, ids_end)
+    if ids_end < ids_hdr - ids_tol or identities != ids_end - end:
+        # training reads only the images (all present); the identity records are not used
+        logger.warning(
+            "%s: header record 0 announces identity records %d..%d, the index has %d of them; "
+            "the %d images are complete",
+            index.rec_path, end, ids_hdr - 1, identities, end - 1,
+        )
+    return RecordLayout(0, (end, ids_end), image_range=(1, end))
 
 
 def scan_offsets(rec_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -429,10 +573,21 @@ def write_insightface_rec(
     is read one image at a time). Images are written grouped by class (stable order). Record 0: flag 2,
     label [first identity key, end]; images 1..N (flag 0, float label); identity records (flag 2,
     label [first, last + 1)).
+
+    Every label is float32, the only label type mxnet reads. Class ids must be below 2**24 (exact in
+    float32; ``ValueError`` otherwise). Key boundaries of 2**24 and more are stored rounded to the
+    nearest float32, as insightface's own files are; ``detect_layout`` recovers the exact image/identity
+    boundary from the records, while mxnet-based readers (arcface_torch's ``MXFaceDataset``) take the
+    rounded value as it is.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     labels = np.asarray(labels, dtype=np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= 2**24):
+        raise ValueError(
+            "class ids must be in 0..2**24-1 to be exact as float32 RecordIO labels, "
+            f"got {labels.min()}..{labels.max()}"
+        )
     order = np.argsort(labels, kind="stable")
     get = images if callable(images) else images.__getitem__
     classes, first_pos, counts = np.unique(labels[order], return_index=True, return_counts=True)

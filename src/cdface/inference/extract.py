@@ -23,7 +23,7 @@ from cdface.inference.embedder import FaceEmbedder
 
 __all__ = ["EncodedImages", "ImageFiles", "Features", "extract_features"]
 
-_Item = tuple[int, np.ndarray | None, str | None]
+_Item = tuple[int, np.ndarray | None, str | FormatError | None]
 
 
 class EncodedImages(Dataset):
@@ -40,7 +40,10 @@ class EncodedImages(Dataset):
     def __getitem__(self, index: int) -> _Item:
         from cdface.data.decode import decode_image
 
-        image = decode_image(self.images[index], self.source, f"image {index}")
+        try:
+            image = decode_image(self.images[index], self.source, f"image {index}")
+        except FormatError as exc:  # raised by extract_features: a worker would turn it into a traceback
+            return index, None, exc
         return index, _fit(image, self.size), None
 
 
@@ -89,7 +92,7 @@ class ImageFiles(Dataset):
                 if isinstance(exc, FormatError):
                     raise
                 raise FormatError(path, None, f"a readable image file ({exc})") from exc
-            return index, None, f"{path}: {exc}"
+            return index, None, str(exc) if isinstance(exc, FormatError) else f"{path}: {exc}"  # path named once
 
 
 def _fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -153,6 +156,9 @@ def extract_features(
     start = time.perf_counter()
     with tqdm(total=n, unit="img", desc=desc, disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
         for batch_number, (indices, images, batch_errors) in enumerate(loader):
+            for err in batch_errors:
+                if isinstance(err, FormatError):
+                    raise err
             covered = np.arange(batch_number * batch_size, min(n, (batch_number + 1) * batch_size))
             failed.extend(int(i) for i in np.setdiff1d(covered, indices))
             errors.extend(batch_errors)

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from cdface.config import TrainConfig
+from cdface.errors import ConfigError
 from cdface.threads import plan_threads
 from cdface.train.distributed import DistInfo, barrier
 from cdface.train.verification import PairImages, load_pair_images
@@ -67,6 +68,9 @@ def build_training_data(cfg: TrainConfig, info: DistInfo):
         kind, path = "recordio", str(paths["rec"])
         if not val_targets:
             val_targets = [str(paths["bin"])]
+    if not str(path).strip():
+        raise ConfigError(f"data.path is empty: set it to the training set for data.kind={kind} "
+                          "(a RecordIO .rec or its folder, an image folder, or an image list)")
     transform = TrainTransform(
         flip_p=cfg.data.flip_p,
         random_resized_crop=tuple(cfg.data.random_resized_crop) or None,
@@ -75,10 +79,17 @@ def build_training_data(cfg: TrainConfig, info: DistInfo):
         output="uint8",  # normalised by the trainer on its device: 4x fewer bytes out of the workers
     )
     dataset = build_train_dataset(
-        kind, path, transform=transform, max_bad_fraction=cfg.data.max_bad_fraction, seed=cfg.seed
+        kind,
+        path,
+        transform=transform,
+        cache_dir=cfg.data.cache_dir or None,
+        cache_labels=cfg.data.label_cache,
+        max_bad_fraction=cfg.data.max_bad_fraction,
+        seed=cfg.seed,
+        max_pixels=cfg.data.max_image_pixels or None,
     )
     val_sets: dict[str, PairImages] = {}
     if info.is_main:
         for target in val_targets:
-            val_sets[Path(target).stem] = load_pair_images(target)
+            val_sets[Path(target).stem] = load_pair_images(target, max_pixels=cfg.data.max_image_pixels or None)
     return dataset, val_sets

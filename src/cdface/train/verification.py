@@ -17,11 +17,13 @@ class PairImages:
     issame: np.ndarray  # (N,) bool
 
 
-def load_pair_images(path: str) -> PairImages:
+def load_pair_images(path: str, max_pixels: int | None = None) -> PairImages:
+    """Decode a `.bin` whole; an undecodable or over-the-cap image (`max_pixels`) is a FormatError naming it."""
     from cdface.data.pairs_bin import decode_pairs, load_bin
 
     pair_set = load_bin(path)
-    return PairImages(images=decode_pairs(pair_set), issame=np.asarray(pair_set.issame, dtype=bool))
+    images = decode_pairs(pair_set, max_pixels=max_pixels)
+    return PairImages(images=images, issame=np.asarray(pair_set.issame, dtype=bool))
 
 
 @torch.no_grad()
