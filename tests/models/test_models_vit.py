@@ -261,8 +261,8 @@ def test_cuda_half_precision_flags_stay_close_to_float32(flag: str) -> None:
     torch.testing.assert_close(out, ref, rtol=0.05, atol=0.05 * float(ref.abs().max()))
 
 
-@pytest.mark.parametrize("training", [False, True])
-def test_torch_compile_traces_without_graph_breaks(training: bool) -> None:
-    model = _tiny(drop_path_rate=0.2, mask_ratio=0.1).train(training)
+@pytest.mark.parametrize("training,checkpointing", [(False, False), (True, False), (True, True)])
+def test_torch_compile_traces_without_graph_breaks(training: bool, checkpointing: bool) -> None:
+    model = _tiny(drop_path_rate=0.2, mask_ratio=0.1, gradient_checkpointing=checkpointing).train(training)
     explanation = torch._dynamo.explain(model)(torch.randn(2, 3, 112, 112))
     assert explanation.graph_break_count == 0, explanation.break_reasons
