@@ -1,15 +1,16 @@
 """Face backbones behind one registry: `create_model(name, embedding_size=512, **kw)`.
 
 Architectures: insightface's IResNet (iresnet18..200), face.evoLVe's IR / IR-SE (ir18..152, ir_se50..152,
-the paper's backbone family), insightface's MobileFaceNet, and `iresnet_tiny` (a narrow IResNet for the
-CPU quickstart and tests). Every model takes float (N, 3, H, W) RGB
-images in [-1, 1] and returns un-normalised embeddings; `model.input_cfg` states its preprocessing.
+the paper's backbone family), insightface's MobileFaceNet, insightface's face ViTs (vit_t .. vit_h and its
+WebFace42M variants), and `iresnet_tiny` / `vit_tiny` (narrow models for the CPU quickstart and tests).
+Every model takes float (N, 3, H, W) RGB images in [-1, 1] and returns un-normalised embeddings;
+`model.input_cfg` states its preprocessing.
 """
 
 from __future__ import annotations
 
 # importing an architecture module registers its models
-from cdface.models import ir, iresnet, mobilefacenet, tiny  # noqa: F401
+from cdface.models import ir, iresnet, mobilefacenet, tiny, vit  # noqa: F401
 from cdface.models.flops import count_flops, count_parameters, model_summary
 from cdface.models.loading import (
     infer_arch_from_state_dict,

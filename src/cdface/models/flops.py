@@ -5,7 +5,9 @@ insightface's arcface_torch prints ptflops' multiply-accumulates (MACs) of one 1
 elsewhere (OpenVINO, MFR: r100 24.2 G, r50 12.6 G) count FLOPs = 2 x MACs; double ours to compare.
 
 Counting runs one forward pass with hooks that read shapes only; a model built under
-`torch.device("meta")` is counted without allocating or computing anything.
+`torch.device("meta")` is counted without allocating or computing anything. Matrix products that no
+module holds (a transformer's q k^T and attn v) are reported by the module that computes them, through an
+`extra_macs(output) -> int` method (MACs for one sample), as insightface adds its ViT's `extra_gflops`.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ def _linear_macs(module: nn.Linear, output: Tensor) -> int:
 
 
 def count_flops(model: nn.Module, input_size: tuple[int, int] = (112, 112)) -> int:
-    """Multiply-accumulates (MACs, insightface's "FLOPs") of Conv2d and Linear layers for ONE image.
+    """Multiply-accumulates (MACs, insightface's "FLOPs") of Conv2d and Linear layers for ONE image, plus
+    the `extra_macs(output)` of modules that define it (attention's functional matmuls).
 
-    Biases, BN, activations, pooling and additions are not counted (they are < 1% of the total).
+    Biases, BN, LayerNorm, softmax, activations, pooling and additions are not counted (< 1% of the total).
     The model is run once in eval mode on a batch of one, under no_grad, on its own device (a
     meta-device model costs nothing); its training flag is restored afterwards.
     """
@@ -41,10 +44,13 @@ def count_flops(model: nn.Module, input_size: tuple[int, int] = (112, 112)) -> i
     def hook(module: nn.Module, _inputs: Any, output: Tensor) -> None:
         if isinstance(module, nn.Conv2d):
             counts.append(_conv_macs(module, output))
+        elif isinstance(module, nn.Linear):
+            counts.append(_linear_macs(module, output))
         else:
-            counts.append(_linear_macs(module, output))  # type: ignore[arg-type]
+            counts.append(int(module.extra_macs(output)))  # type: ignore[operator]
 
-    counted = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    counted = [m for m in model.modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear)) or callable(getattr(m, "extra_macs", None))]
     handles = [m.register_forward_hook(hook) for m in counted]
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")

@@ -3,7 +3,8 @@
 A checkpoint of another architecture must say which keys differ (not dump a 2,000-line PyTorch error),
 and `cdface eval --model x.pth` without `--arch` needs the architecture read off the key layout: block
 counts per stage from the indices in the names, SE from `res_layer.5`, widths and embedding size
-from the shapes.
+from the shapes. A ViT's layout shows its width and depth but not its training-only settings (drop path,
+masking), so insightface's `vit_b_dp005_mask_005` weights are recognised as `vit_b`, which embeds the same.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 from cdface.errors import FormatError
 from cdface.models.ir import IR_STAGES
 from cdface.models.iresnet import IRESNET_LAYERS
+from cdface.models.vit import VIT_SETTINGS
 
 __all__ = [
     "strip_module_prefix",
@@ -31,6 +33,10 @@ _IRESNET_BY_LAYERS = {layers: name for name, layers in IRESNET_LAYERS.items()}
 _IR_BY_STAGES = {stages: depth for depth, stages in IR_STAGES.items()}
 _MBF_VARIANTS = {((1, 4, 6, 2), 2): "mobilefacenet", ((2, 8, 12, 4), 4): "mobilefacenet_large"}
 _IR_BLOCK_CONV = re.compile(r"^body\.(\d+)\.res_layer\.1\.weight$")
+# (embed_dim, depth) -> name; the first name of each shape in VIT_SETTINGS is the plain one (vit_b, not
+# vit_b_dp005_mask_005); vit_tiny is the test model's shape.
+_VIT_BY_SHAPE = {**{s[:2]: n for n, s in reversed(VIT_SETTINGS.items())}, (32, 2): "vit_tiny"}
+_VIT_BLOCK = re.compile(r"^blocks\.(\d+)\.norm1\.weight$")
 _IRESNET_BLOCK = re.compile(r"^layer([1-4])\.(\d+)\.")
 _MBF_RESIDUAL = re.compile(r"^layers\.(\d+)\.layers\.(\d+)\.layers\.0\.layers\.0\.weight$")
 
@@ -101,7 +107,7 @@ def infer_model_config(state_dict: Mapping[str, Any]) -> dict[str, Any] | None:
     its output BatchNorm1d is affine); pass it to `create_model(arch, embedding_size, **model_kwargs)`.
     """
     state = strip_module_prefix(state_dict)
-    for infer in (_infer_iresnet, _infer_ir, _infer_mobilefacenet):
+    for infer in (_infer_iresnet, _infer_ir, _infer_mobilefacenet, _infer_vit):
         config = infer(state)
         if config is not None:
             return config
@@ -166,3 +172,18 @@ def _infer_mobilefacenet(state: dict[str, Any]) -> dict[str, Any] | None:
     if name is None:
         return None
     return {"arch": name, "embedding_size": fc[0], "model_kwargs": {}}
+
+
+def _infer_vit(state: dict[str, Any]) -> dict[str, Any] | None:
+    pos = _shape(state.get("pos_embed"))
+    head = _shape(state.get("feature.2.weight"))
+    patch = _shape(state.get("patch_embed.proj.weight"))
+    if pos is None or head is None or patch is None or len(pos) != 3 or len(patch) != 4:
+        return None
+    if patch[2:] != (9, 9) or pos[1] != 144:  # insightface's 112x112 faces in 9x9 patches
+        return None
+    depth = 1 + max((int(m.group(1)) for m in map(_VIT_BLOCK.match, state) if m), default=-1)
+    name = _VIT_BY_SHAPE.get((pos[2], depth))
+    if name is None:
+        return None
+    return {"arch": name, "embedding_size": head[0], "model_kwargs": {}}
