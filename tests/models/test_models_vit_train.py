@@ -87,10 +87,6 @@ def test_a_resumed_vit_run_continues_from_its_checkpoint(straight_and_resumed: t
     assert all(torch.isfinite(v).all() for v in final["backbone"].values() if v.is_floating_point())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "trainer: the DataLoader iterator created after the resume draws its base seed from the global RNG the "
-    "checkpoint just restored, so the masks and drop-path draws of the following steps shift (the same for "
-    "dropout in any model); fix: give the DataLoader its own torch.Generator"))
 def test_a_resumed_vit_run_is_bitwise_equal_to_an_uninterrupted_one(straight_and_resumed: tuple) -> None:
     _, straight, resumed = straight_and_resumed
     a, b = straight.backbone.state_dict(), resumed.backbone.state_dict()

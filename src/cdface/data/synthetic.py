@@ -414,7 +414,6 @@ _RENDER_BATCH = 64
 
 def _render_chunk(args: tuple) -> list[bytes]:
     identities, rows, keys, seed, hard_fraction, quality = args
-    torch.set_num_threads(1)
     images = render_images(identities, rows, keys, seed, hard_fraction, batch_size=_RENDER_BATCH)
     return [encode_jpeg(im, quality) for im in images]
 
@@ -446,7 +445,7 @@ def render_jpegs(
     ]
     # fork, as DataLoader workers do on Linux: the children render with one thread each
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=torch.set_num_threads, initargs=(1,)) as pool:
         return [jpeg for chunk in pool.map(_render_chunk, chunks) for jpeg in chunk]
 
 

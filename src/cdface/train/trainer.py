@@ -125,6 +125,9 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
         num_workers=threads.workers,
         pin_memory=device.type == "cuda",
         prefetch_factor=cfg.data.prefetch_factor if threads.workers > 0 else None,
+        # its own generator: creating an iterator must not draw from the global RNG that dropout, drop-path and
+        # patch masking use, or a resumed run would not repeat an uninterrupted one
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
     steps_per_epoch = sampler.steps_per_epoch
     total_steps = int(math.ceil(cfg.epochs * steps_per_epoch))
