@@ -82,6 +82,10 @@ def evaluate_model(
 
             root = find_megaface_root(_require_root(data_root, target))
             results[target] = evaluate_megaface_target(embedder, root, sizes=megaface_sizes, **common)
+        elif key == "tinyface":
+            from cdface.inference.tinyface_target import evaluate_tinyface_target
+
+            results[target] = evaluate_tinyface_target(embedder, _require_root(data_root, target), **common)
         else:
             path = resolve_pair_target(target, data_root)
             if path is None:

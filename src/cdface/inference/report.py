@@ -57,6 +57,8 @@ def headline(result: TargetResult) -> dict[str, str]:
     if result.kind == "megaface":
         tar = {float(k): v for k, v in (m.get("tar_at_far") or {}).items()}
         return {f"{name} rank-1": _pct(m.get("rank1")), f"{name} TAR@1e-6": _pct(tar.get(1e-6))}
+    if result.kind == "identification":  # TinyFace: AdaFace's rank-1 / rank-5 / rank-20 table
+        return {f"{name} rank-{k}": _pct(v) for k, v in (m.get("cmc") or {}).items()}
     return {}
 
 
@@ -126,6 +128,9 @@ def _plots(out_dir: Path, per_model: Sequence[tuple[str, Mapping[str, TargetResu
                     logx=True,
                 )
             )
+        elif kind == "identification":
+            written.append(_plot_curve(plt, out_dir / f"cmc_{safe}.png", items, "cmc", "rank", "rate", "Rank",
+                                       "Identification rate", f"{target} CMC", logx=False))
         elif kind == "megaface":
             written.append(
                 _plot_curve(
