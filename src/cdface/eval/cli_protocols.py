@@ -50,6 +50,22 @@ def register_protocols(sub: Any, add_out: Any) -> None:
     add_out(i)
     i.set_defaults(func=_run_identification)
 
+    e = sub.add_parser("erc", help="error-versus-reject: FNMR at a fixed FMR as the lowest-quality pairs are rejected")
+    e.add_argument("--features", required=True, help=".npy (N, D) per-image features (not normalised: 'norm' "
+                   "quality reads their magnitude)")
+    e.add_argument("--pairs", help=".npy (M, 2) integer rows of --features per pair (default: rows 2i, 2i+1)")
+    e.add_argument("--issame", required=True, help=".npy (M,) bool/0-1 genuine flags")
+    e.add_argument("--quality", default="norm",
+                   help="'norm' (the feature magnitude, as MagFace) or a .npy (N,) of per-image qualities")
+    e.add_argument("--fmr", default="0.001", help="FMR level(s) of the threshold (default MagFace's 1e-3)")
+    e.add_argument("--reject", default="", help="rejection fractions (default MagFace's 0, 0.05, ..., 0.95)")
+    e.add_argument("--threshold", choices=("fixed", "per-rate"), default="fixed",
+                   help="fixed: set once on all pairs (NIST ERC); per-rate: re-set on the pairs left (MagFace's "
+                   "script)")
+    e.add_argument("--no-curves", action="store_true", help="only the AUC and FNMR without rejection")
+    add_out(e)
+    e.set_defaults(func=_run_erc)
+
 
 def _load(path: str, what: str) -> np.ndarray:
     from cdface.eval.cli import _load_array
@@ -96,3 +112,44 @@ def _run_identification(args: argparse.Namespace) -> int:
         raise ConfigError("--fpir needs probes without a mate in the gallery (open-set searches); all are mated")
     res = identification(probe, lp, gallery, lg, ranks=ranks, fpir_levels=fpir)
     return _emit(res.to_dict(), args.out)
+
+
+def _run_erc(args: argparse.Namespace) -> int:
+    from cdface.eval.erc import error_versus_reject
+
+    feats = _features(args.features, "features")
+    if args.pairs:
+        pairs = _load(args.pairs, "pairs")
+        if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.dtype.kind not in "iu":
+            raise FormatError(args.pairs, None, f"an integer (M, 2) array, got {pairs.dtype} {pairs.shape}")
+        if pairs.size and (pairs.min() < 0 or pairs.max() >= feats.shape[0]):
+            raise FormatError(args.pairs, None, f"row indices in [0, {feats.shape[0]}), got {pairs.min()}.."
+                              f"{pairs.max()}")
+    else:
+        if feats.shape[0] % 2:
+            raise FormatError(args.features, None, f"2N rows (pairs 2i, 2i+1) without --pairs, got {feats.shape[0]}")
+        pairs = np.arange(feats.shape[0]).reshape(-1, 2)
+    same = _load(args.issame, "issame").reshape(-1)
+    if same.shape[0] != pairs.shape[0]:
+        raise FormatError(args.issame, None, f"{pairs.shape[0]} genuine flags, got {same.shape[0]}")
+    if args.quality == "norm":
+        quality = np.linalg.norm(feats.astype(np.float64), axis=1)
+        source = "feature norm"
+    else:
+        quality = _load(args.quality, "quality").reshape(-1)
+        if quality.shape[0] != feats.shape[0] or quality.dtype.kind not in "iuf" or not np.isfinite(quality).all():
+            raise FormatError(args.quality, None, f"{feats.shape[0]} finite qualities (one per feature row), got "
+                              f"{quality.dtype} {quality.shape}")
+        source = str(args.quality)
+    fmr = parse_floats(args.fmr, "--fmr")
+    if not fmr or min(fmr) <= 0:
+        raise ConfigError(f"--fmr: levels in (0, 1] expected, got {args.fmr!r}")
+    reject = parse_floats(args.reject, "--reject", 0.0, 0.9999) if args.reject.strip() else None
+    try:
+        res = error_versus_reject(feats, pairs, same, quality, fmr_levels=fmr, reject_fractions=reject,
+                                  threshold=args.threshold.replace("-", "_"))
+    except ValueError as exc:
+        raise FormatError(args.issame, None, str(exc)) from exc
+    out = res.to_dict(curves=not args.no_curves)
+    out["quality"] = source
+    return _emit(out, args.out)

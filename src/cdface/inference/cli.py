@@ -85,6 +85,8 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--quality", help="error-versus-reject on pair sets and IJB 1:1 with this per-image quality: "
+                   "norm, faceness (IJB detector score) or a .npy file")
     p.set_defaults(func=_run_eval)
 
     e = subparsers.add_parser("embed", help="embed aligned face images (a folder or a list file) into .npy")
@@ -136,6 +138,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         ijb_protocols=protocols,
         megaface_sizes=sizes,
+        quality=args.quality,
         **_load_kwargs(args),
     )
     from cdface.inference.report import to_json_safe

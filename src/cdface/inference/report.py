@@ -41,6 +41,14 @@ def _far_label(far: float) -> str:
 
 def headline(result: TargetResult) -> dict[str, str]:
     """The columns one target contributes to results.md, formatted (percent, 2 decimals)."""
+    cols = _headline(result)
+    auc = (result.metrics.get("erc") or {}).get("auc") or {}
+    for far, value in auc.items():  # error-versus-reject (--quality): area under FNMR(rejected fraction)
+        cols[f"{Path(result.target).stem} ERC-AUC@{_far_label(float(far))}"] = _pct(value)
+    return cols
+
+
+def _headline(result: TargetResult) -> dict[str, str]:
     m, name = result.metrics, result.target
     if result.kind == "pairs":
         return {f"{Path(name).stem} acc": _pct(m.get("accuracy"))}
@@ -113,6 +121,10 @@ def _plots(out_dir: Path, per_model: Sequence[tuple[str, Mapping[str, TargetResu
     for target, items in by_target.items():
         kind = items[0][1].kind
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in Path(target).stem)
+        if any(r.curves.get("erc") for _, r in items):
+            written.append(_plot_curve(plt, out_dir / f"erc_{safe}.png", items, "erc", "reject", "fnmr",
+                                       "Fraction of pairs rejected (lowest quality)", "FNMR at FMR 1e-3",
+                                       f"{target} error versus reject", logx=False))
         if kind == "ijb":
             written.append(
                 _plot_curve(
