@@ -60,7 +60,7 @@ def register(subparsers: Any) -> None:
 
     from cdface.eval.cli_protocols import register_protocols
 
-    register_protocols(sub, _add_out)  # identification (TinyFace), erc
+    register_protocols(sub, _add_out)  # identification (TinyFace), erc, rfw
 
 
 def _add_out(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""`cdface score identification | erc`: generic 1:N identification (TinyFace's protocol) and error-versus-reject.
+"""`cdface score identification | erc | rfw`: 1:N identification (TinyFace), error-versus-reject, RFW.
 
 Registered by `cdface.eval.cli.register` on the `score` command's subparsers; reuses its .npy loading and
 JSON output so every `cdface score` protocol reads and prints the same way.
@@ -39,7 +39,7 @@ def parse_floats(text: str, what: str, low: float = 0.0, high: float = 1.0) -> t
 
 
 def register_protocols(sub: Any, add_out: Any) -> None:
-    """Add `identification` and `erc` to the `score` subparsers (`add_out` adds the shared --out option)."""
+    """Add `identification`, `erc` and `rfw` to the `score` subparsers (`add_out` adds the shared --out option)."""
     i = sub.add_parser("identification", help="1:N identification: CMC over mated probes, DIR at FPIR (TinyFace)")
     i.add_argument("--probe", required=True, help=".npy (P, D) probe features")
     i.add_argument("--probe-labels", required=True, help=".npy (P,) integer identities")
@@ -65,6 +65,14 @@ def register_protocols(sub: Any, add_out: Any) -> None:
     e.add_argument("--no-curves", action="store_true", help="only the AUC and FNMR without rejection")
     add_out(e)
     e.set_defaults(func=_run_erc)
+
+    r = sub.add_parser("rfw", help="RFW: per-race 10-fold pair accuracy, their mean, std and skewed error ratio")
+    r.add_argument("--race", nargs=3, action="append", required=True, metavar=("NAME", "EMBEDDINGS", "ISSAME"),
+                   help="a race's name, its .npy (2N, D) flip-fused pair embeddings (rows 2i, 2i+1 = pair i) and "
+                   ".npy (N,) genuine flags; repeat for each race")
+    r.add_argument("--nfolds", type=int, default=10)
+    add_out(r)
+    r.set_defaults(func=_run_rfw)
 
 
 def _load(path: str, what: str) -> np.ndarray:
@@ -153,3 +161,19 @@ def _run_erc(args: argparse.Namespace) -> int:
     out = res.to_dict(curves=not args.no_curves)
     out["quality"] = source
     return _emit(out, args.out)
+
+
+def _run_rfw(args: argparse.Namespace) -> int:
+    from cdface.eval.rfw import evaluate_rfw
+
+    embeddings, issame = {}, {}
+    for name, emb_path, same_path in args.race:
+        if name in embeddings:
+            raise ConfigError(f"--race {name} given twice")
+        emb = _features(emb_path, f"{name} embeddings")
+        same = _load(same_path, f"{name} genuine flags").reshape(-1)
+        if emb.shape[0] % 2 or same.shape[0] * 2 != emb.shape[0]:
+            raise FormatError(same_path, None, f"{emb.shape[0] // 2} genuine flags for the (2N, D) embeddings "
+                              f"{emb.shape}, got {same.shape[0]}")
+        embeddings[name], issame[name] = emb, same
+    return _emit(evaluate_rfw(embeddings, issame, nfolds=args.nfolds).to_dict(), args.out)

@@ -87,6 +87,10 @@ def evaluate_model(
             from cdface.inference.tinyface_target import evaluate_tinyface_target
 
             results[target] = evaluate_tinyface_target(embedder, _require_root(data_root, target), **common)
+        elif key == "rfw":
+            from cdface.inference.rfw_target import evaluate_rfw_target
+
+            results[target] = evaluate_rfw_target(embedder, _require_root(data_root, target), **common)
         else:
             path = resolve_pair_target(target, data_root)
             if path is None:
