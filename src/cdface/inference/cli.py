@@ -120,7 +120,12 @@ def register(subparsers: Any) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    from cdface.inference.distributed import eval_process_group
     from cdface.inference.evaluate import evaluate_models
+
+    rank, _, args.device = eval_process_group(args.device)  # torchrun: extract on every rank, rank 0 reports
+    if rank != 0:
+        args.out, args.json, args.no_progress = None, False, True
 
     sizes = tuple(int(v) for v in args.megaface_sizes.split(",") if v.strip())
     protocols = tuple(v.strip().lower() for v in args.ijb_protocols.split(",") if v.strip())
@@ -143,6 +148,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     )
     from cdface.inference.report import to_json_safe
 
+    if rank != 0:
+        return 0
     if args.json:
         models = document["models"]
         payload = models[0]["results"] if len(models) == 1 else {m["model"]: m["results"] for m in models}
