@@ -161,3 +161,16 @@ def test_cli_identification_bad_input(tmp_path):
                               str(tmp_path / "lp.npy")])
     with pytest.raises(FormatError, match="3 entries"):
         args.func(args)
+
+
+def test_torch_inputs_give_the_numpy_numbers():
+    rng = np.random.default_rng(9)
+    g = rng.normal(size=(120, 8)).astype(np.float32)
+    lg = np.r_[np.arange(30), np.full(90, -5)]
+    p = np.r_[g[:30] + 0.9 * rng.normal(size=(30, 8)).astype(np.float32), rng.normal(size=(6, 8)).astype(np.float32)]
+    lp = np.r_[np.arange(30), np.arange(50, 56)]
+    a = identification(p, lp, g, lg, ranks=(1, 5), fpir_levels=(0.5,), chunk=50)
+    b = identification(torch.from_numpy(p), torch.from_numpy(lp), torch.from_numpy(g), torch.from_numpy(lg),
+                       ranks=(1, 5), fpir_levels=(0.5,), chunk=50)
+    assert a.to_dict() == b.to_dict()
+    assert 0 < a.cmc[1] < 1

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cdface.eval.identification import DEFAULT_RANKS, identification
 from cdface.eval.tinyface import read_tinyface_layout
@@ -43,7 +44,11 @@ def evaluate_tinyface_target(
                              desc="tinyface")
     features = l2_normalize(feats.fused()).astype(np.float32)
     n_p = len(layout.probe_paths)
-    res = identification(features[:n_p], layout.probe_labels, features[n_p:], layout.gallery_labels, ranks=ranks)
+    device = embedder.model.device
+    probe, gallery = features[:n_p], features[n_p:]
+    if device.type == "cuda":  # score on the GPU (torch matmul); the CPU path is numpy's BLAS
+        probe, gallery = torch.from_numpy(probe).to(device), torch.from_numpy(gallery).to(device)
+    res = identification(probe, layout.probe_labels, gallery, layout.gallery_labels, ranks=ranks)
     metrics = res.to_dict()
     curves = {"cmc": {"rank": list(range(1, res.cmc_curve.size + 1)), "rate": res.cmc_curve.tolist()}}
     provenance = {
