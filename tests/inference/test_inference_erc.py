@@ -68,3 +68,24 @@ def test_eval_cli_quality_outputs_and_errors(data_root, tmp_path, capsys):
     assert main(["eval", *common, "--targets", "lfw", "--quality", str(quality)]) == 1
     err = capsys.readouterr().err
     assert "q.npy" in err and "80 finite qualities" in err
+
+
+def test_score_erc_ijb_from_saved_features(data_root, tmp_path, capsys):
+    from cdface.eval.erc import ijb_error_versus_reject
+    from cdface.eval.ijb_meta import load_ijb_meta
+
+    meta_dir = data_root / "IJBC" / "meta"
+    meta = load_ijb_meta(meta_dir, dataset="IJBC", with_pairs=True)
+    feats = np.random.default_rng(2).normal(size=(16, 8)).astype(np.float32)
+    np.save(tmp_path / "f.npy", feats)
+    rc = main(["score", "erc", "--features", str(tmp_path / "f.npy"), "--ijb-meta", str(meta_dir), "--quality",
+               "faceness", "--reject", "0,0.25,0.5"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    expected = ijb_error_versus_reject(feats, meta.faceness, meta.templates, meta.medias, meta.pairs, meta.labels,
+                                       meta.faceness, reject_fractions=(0, 0.25, 0.5))
+    assert out["fnmr"]["0.001"] == [None if np.isnan(v) else float(v) for v in expected.fnmr[1e-3]]
+    assert out["quality"] == "detector faceness" and out["num_pairs"] == 28
+    assert main(["score", "erc", "--features", str(tmp_path / "f.npy"), "--quality", "faceness",
+                 "--issame", str(tmp_path / "f.npy")]) == 1
+    assert "needs --ijb-meta" in capsys.readouterr().err

@@ -54,9 +54,13 @@ def register_protocols(sub: Any, add_out: Any) -> None:
     e.add_argument("--features", required=True, help=".npy (N, D) per-image features (not normalised: 'norm' "
                    "quality reads their magnitude)")
     e.add_argument("--pairs", help=".npy (M, 2) integer rows of --features per pair (default: rows 2i, 2i+1)")
-    e.add_argument("--issame", required=True, help=".npy (M,) bool/0-1 genuine flags")
+    e.add_argument("--issame", help=".npy (M,) bool/0-1 genuine flags (pair sets)")
+    e.add_argument("--ijb-meta", metavar="DIR", help="IJB 1:1 instead of a pair set: the IJB_release <dataset>/meta "
+                   "directory; --features then has one row per line of *_name_5pts_score.txt")
+    e.add_argument("--dataset", choices=("IJBB", "IJBC"), default="IJBC", type=str.upper, help="with --ijb-meta")
     e.add_argument("--quality", default="norm",
-                   help="'norm' (the feature magnitude, as MagFace) or a .npy (N,) of per-image qualities")
+                   help="'norm' (the feature magnitude, as MagFace), 'faceness' (IJB detector score) or a .npy (N,) "
+                   "of per-image qualities")
     e.add_argument("--fmr", default="0.001", help="FMR level(s) of the threshold (default MagFace's 1e-3)")
     e.add_argument("--reject", default="", help="rejection fractions (default MagFace's 0, 0.05, ..., 0.95)")
     e.add_argument("--threshold", choices=("fixed", "per-rate"), default="fixed",
@@ -123,9 +127,31 @@ def _run_identification(args: argparse.Namespace) -> int:
 
 
 def _run_erc(args: argparse.Namespace) -> int:
-    from cdface.eval.erc import error_versus_reject
+    from cdface.eval.erc import error_versus_reject, ijb_error_versus_reject
 
     feats = _features(args.features, "features")
+    quality, source = _quality(args, feats)
+    fmr = parse_floats(args.fmr, "--fmr")
+    if not fmr or min(fmr) <= 0:
+        raise ConfigError(f"--fmr: levels in (0, 1] expected, got {args.fmr!r}")
+    reject = parse_floats(args.reject, "--reject", 0.0, 0.9999) if args.reject.strip() else None
+    options = dict(fmr_levels=fmr, reject_fractions=reject, threshold=args.threshold.replace("-", "_"))
+    if args.ijb_meta:
+        from cdface.eval.ijb_meta import load_ijb_meta
+
+        meta = load_ijb_meta(args.ijb_meta, dataset=args.dataset, with_pairs=True)
+        if feats.shape[0] != meta.templates.shape[0]:
+            raise FormatError(args.features, None, f"one row per 5pts-file image ({meta.templates.shape[0]}), got "
+                              f"{feats.shape}")
+        if args.quality == "faceness":
+            quality = np.asarray(meta.faceness, np.float64)
+        res = ijb_error_versus_reject(feats, meta.faceness, meta.templates, meta.medias, meta.pairs, meta.labels,
+                                      quality, **options)
+        return _emit(res.to_dict(curves=not args.no_curves) | {"quality": source}, args.out)
+    if args.issame is None:
+        raise ConfigError("score erc needs --issame (pair sets) or --ijb-meta (IJB 1:1)")
+    if args.quality == "faceness":
+        raise ConfigError("--quality faceness needs --ijb-meta (pair sets have no detector score)")
     if args.pairs:
         pairs = _load(args.pairs, "pairs")
         if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.dtype.kind not in "iu":
@@ -140,22 +166,8 @@ def _run_erc(args: argparse.Namespace) -> int:
     same = _load(args.issame, "issame").reshape(-1)
     if same.shape[0] != pairs.shape[0]:
         raise FormatError(args.issame, None, f"{pairs.shape[0]} genuine flags, got {same.shape[0]}")
-    if args.quality == "norm":
-        quality = np.linalg.norm(feats.astype(np.float64), axis=1)
-        source = "feature norm"
-    else:
-        quality = _load(args.quality, "quality").reshape(-1)
-        if quality.shape[0] != feats.shape[0] or quality.dtype.kind not in "iuf" or not np.isfinite(quality).all():
-            raise FormatError(args.quality, None, f"{feats.shape[0]} finite qualities (one per feature row), got "
-                              f"{quality.dtype} {quality.shape}")
-        source = str(args.quality)
-    fmr = parse_floats(args.fmr, "--fmr")
-    if not fmr or min(fmr) <= 0:
-        raise ConfigError(f"--fmr: levels in (0, 1] expected, got {args.fmr!r}")
-    reject = parse_floats(args.reject, "--reject", 0.0, 0.9999) if args.reject.strip() else None
     try:
-        res = error_versus_reject(feats, pairs, same, quality, fmr_levels=fmr, reject_fractions=reject,
-                                  threshold=args.threshold.replace("-", "_"))
+        res = error_versus_reject(feats, pairs, same, quality, **options)
     except ValueError as exc:
         raise FormatError(args.issame, None, str(exc)) from exc
     out = res.to_dict(curves=not args.no_curves)
@@ -177,3 +189,15 @@ def _run_rfw(args: argparse.Namespace) -> int:
                               f"{emb.shape}, got {same.shape[0]}")
         embeddings[name], issame[name] = emb, same
     return _emit(evaluate_rfw(embeddings, issame, nfolds=args.nfolds).to_dict(), args.out)
+
+
+def _quality(args: argparse.Namespace, feats: np.ndarray) -> tuple[np.ndarray, str]:
+    """Per-image qualities of --quality: the feature norms, IJB's faceness (filled in by the caller), or a .npy."""
+    if args.quality in ("norm", "faceness"):
+        label = "feature norm" if args.quality == "norm" else "detector faceness"
+        return np.linalg.norm(feats.astype(np.float64), axis=1), label
+    quality = _load(args.quality, "quality").reshape(-1)
+    if quality.shape[0] != feats.shape[0] or quality.dtype.kind not in "iuf" or not np.isfinite(quality).all():
+        raise FormatError(args.quality, None, f"{feats.shape[0]} finite qualities (one per feature row), got "
+                          f"{quality.dtype} {quality.shape}")
+    return quality.astype(np.float64), str(args.quality)

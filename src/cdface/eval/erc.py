@@ -29,8 +29,8 @@ import numpy as np
 
 from cdface.eval._arrays import far_key, plain_float, to_numpy
 
-__all__ = ["ErcResult", "error_versus_reject", "pair_angular_distances", "fmr_index", "DEFAULT_REJECT",
-           "THRESHOLD_MODES"]
+__all__ = ["ErcResult", "error_versus_reject", "ijb_error_versus_reject", "pair_angular_distances", "fmr_index",
+           "DEFAULT_REJECT", "THRESHOLD_MODES"]
 
 DEFAULT_REJECT = tuple(float(r) for r in np.arange(0, 0.98, 0.05))  # MagFace's grid: 0, 0.05, ..., 0.95
 THRESHOLD_MODES = ("fixed", "per_rate")
@@ -181,6 +181,39 @@ def error_versus_reject(
     auc = {lvl: _trapezoid(reject, f) for lvl, f in fnmr.items()}
     return ErcResult(reject, fnmr, fmr_got, ths, auc, threshold, n, n_gen, n_imp,
                      (float(q_img.min()), float(q_img.max())))
+
+
+def ijb_error_versus_reject(
+    features: Any,
+    faceness: Any,
+    templates: Any,
+    medias: Any,
+    pairs: Any,
+    labels: Any,
+    quality: Any,
+    use_norm_score: bool = True,
+    use_detector_score: bool = True,
+    **kwargs: Any,
+) -> ErcResult:
+    """ERC of IJB 1:1 template pairs: the template-pair cosines of ``ijb_11.py`` (`cdface.eval.ijb`, TestMode N1 D1
+    F1 by default) as angular distances; a template's quality is the mean of its images' ``quality`` (M,)
+    (cdface's choice: MagFace defines ERC on image pairs only), a pair's the lower of its two templates'.
+    ``kwargs`` go to `error_versus_reject` (fmr_levels, reject_fractions, threshold)."""
+    from cdface.eval.ijb import image_features, pair_scores, template_features
+
+    q_img = to_numpy(quality, np.float64).reshape(-1)
+    t_ids = to_numpy(templates).astype(np.int64).reshape(-1)
+    if q_img.shape[0] != t_ids.shape[0]:
+        raise ValueError(f"{t_ids.shape[0]} images but {q_img.shape[0]} qualities")
+    img = image_features(features, faceness, use_norm_score=use_norm_score, use_detector_score=use_detector_score)
+    unique, tfeat = template_features(img, t_ids, medias)
+    scores = pair_scores(tfeat, unique, pairs)
+    distances = np.arccos(np.clip(scores, -1.0, 1.0)) / math.pi
+    rows = np.searchsorted(unique, t_ids)
+    t_quality = np.bincount(rows, weights=q_img, minlength=unique.size) / np.maximum(
+        np.bincount(rows, minlength=unique.size), 1)
+    pair_rows = np.searchsorted(unique, to_numpy(pairs).astype(np.int64).reshape(-1, 2))
+    return error_versus_reject(None, pair_rows, labels, t_quality, distances=distances, **kwargs)
 
 
 def _suffix_counts(mask: np.ndarray, cuts: np.ndarray) -> np.ndarray:

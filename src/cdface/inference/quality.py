@@ -14,14 +14,13 @@ FMR index; threshold fixed on all pairs).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cdface.errors import ConfigError, FormatError
-from cdface.eval.erc import ErcResult, error_versus_reject
+from cdface.eval.erc import ErcResult, error_versus_reject, ijb_error_versus_reject
 
 __all__ = ["image_quality", "pair_set_erc", "ijb_erc", "erc_outputs", "QUALITY_CHOICES"]
 
@@ -61,20 +60,10 @@ def pair_set_erc(fused: np.ndarray, issame: Any, spec: str, target: str) -> tupl
 def ijb_erc(features: np.ndarray, faceness: np.ndarray, templates: np.ndarray, medias: np.ndarray,
             pairs: np.ndarray, labels: np.ndarray, spec: str, target: str, use_norm_score: bool = True,
             use_detector_score: bool = True) -> tuple[ErcResult, str]:
-    """ERC of IJB 1:1: template-pair cosines as ``ijb_11.py`` computes them, turned into MagFace's angular
-    distance; template quality = the mean of its images' qualities."""
-    from cdface.eval.ijb import image_features, pair_scores, template_features
-
+    """ERC of IJB 1:1 (`cdface.eval.erc.ijb_error_versus_reject`) with the quality ``spec`` resolved."""
     quality, source = image_quality(spec, features, faceness, target)
-    img = image_features(features, faceness, use_norm_score=use_norm_score, use_detector_score=use_detector_score)
-    unique, tfeat = template_features(img, templates, medias)
-    scores = pair_scores(tfeat, unique, pairs)
-    distances = np.arccos(np.clip(scores, -1.0, 1.0)) / math.pi
-    rows = np.searchsorted(unique, np.asarray(templates, np.int64).reshape(-1))
-    t_quality = np.bincount(rows, weights=quality, minlength=unique.size) / np.maximum(
-        np.bincount(rows, minlength=unique.size), 1)
-    pair_rows = np.searchsorted(unique, np.asarray(pairs, np.int64).reshape(-1, 2))
-    return error_versus_reject(None, pair_rows, labels, t_quality, distances=distances), source
+    return ijb_error_versus_reject(features, faceness, templates, medias, pairs, labels, quality,
+                                   use_norm_score=use_norm_score, use_detector_score=use_detector_score), source
 
 
 def erc_outputs(res: ErcResult, source: str) -> tuple[dict[str, Any], dict[str, Any]]:
