@@ -2,7 +2,8 @@
 
 Each protocol runs in its own child process (so peak RSS is per protocol); only the scoring call is timed,
 not the synthetic data generation. Full size: pairs 6,000 x 512; IJB-C 469,375 images / 23,124 templates /
-15,658,489 pairs; MegaFace 3,530 probes x 1,000,000 distractors x 512. ``--scale`` shrinks the counts.
+15,658,489 pairs; MegaFace 3,530 probes x 1,000,000 distractors x 512; TinyFace 3,728 probes x 157,871 gallery;
+RFW 4 x 6,000 pairs; ERC on 15,658,489 IJB-C-sized pair distances. ``--scale`` shrinks the counts.
 
     PYTHONPATH=src python benchmarks/eval_speed.py --scale 0.1
     PYTHONPATH=src python benchmarks/eval_speed.py --protocols pairs,ijb --repeat 3   # min time, max RSS
@@ -85,7 +86,67 @@ def bench_megaface(scale: float, exact: bool = False) -> dict:
             "metric": f"rank1={ident.rank1:.4f} TAR@1e-6={verif.tar_at_far[1e-6]:.4f}"}
 
 
-BENCHES = {"pairs": bench_pairs, "ijb": bench_ijb, "megaface": bench_megaface}
+def bench_tinyface(scale: float, exact: bool = False) -> dict:
+    """TinyFace's shape: 3,728 probes, 4,443 gallery mates of 2,570 identities, 153,428 distractors."""
+    from cdface.eval.identification import identification
+
+    rng = np.random.default_rng(0)
+    n_id, n_p, n_m, n_d = max(10, int(2570 * scale)), max(20, int(3728 * scale)), max(10, int(4443 * scale)), \
+        max(100, int(153428 * scale))
+    centres = rng.standard_normal((n_id, DIM), dtype=np.float32)
+    lp, lm = rng.integers(0, n_id, n_p), np.r_[np.arange(n_id), rng.integers(0, n_id, max(0, n_m - n_id))][:n_m]
+    # low-resolution probes: noise 4x the identity signal, so that rank-1 is far from 1 (TinyFace-like)
+    probe = _unit(centres[lp] + 4.0 * rng.standard_normal((n_p, DIM), dtype=np.float32))
+    gallery = np.concatenate([_unit(centres[lm] + 0.8 * rng.standard_normal((n_m, DIM), dtype=np.float32)),
+                              _unit(rng.standard_normal((n_d, DIM), dtype=np.float32))])
+    lg = np.r_[lm, np.full(n_d, -100)]
+    t = time.perf_counter()
+    res = identification(probe, lp, gallery, lg, ranks=(1, 5, 20))
+    return {"size": f"{n_p} probes x {n_m + n_d} gallery", "seconds": time.perf_counter() - t,
+            "metric": " ".join(f"rank{k}={v:.4f}" for k, v in res.cmc.items())}
+
+
+def bench_rfw(scale: float, exact: bool = False) -> dict:
+    """RFW: 4 races x 6,000 pairs (always full size: it is cheap)."""
+    from cdface.eval.rfw import RACES, evaluate_rfw
+
+    rng = np.random.default_rng(0)
+    emb, same = {}, {}
+    for k, race in enumerate(RACES):
+        a = _unit(rng.standard_normal((6000, DIM), dtype=np.float32))
+        s = np.tile(np.r_[np.ones(300, bool), np.zeros(300, bool)], 10)
+        noise = 0.9 + 0.1 * k  # a different difficulty per race, so SER is finite and > 1
+        b = np.where(s[:, None], a + noise * rng.standard_normal((6000, DIM), dtype=np.float32) / np.sqrt(DIM) * 8,
+                     rng.standard_normal((6000, DIM), dtype=np.float32))
+        e = np.empty((12000, DIM), np.float32)
+        e[0::2], e[1::2] = a, b
+        emb[race], same[race] = e, s
+    t = time.perf_counter()
+    res = evaluate_rfw(emb, same)
+    return {"size": "4 x 6000 pairs", "seconds": time.perf_counter() - t,
+            "metric": f"mean={res.mean_accuracy:.4f} std={res.std_accuracy:.4f} SER={res.ser:.3f}"}
+
+
+def bench_erc(scale: float, exact: bool = False) -> dict:
+    """Error-versus-reject on IJB-C-sized template pairs: 15,658,489 distances, 23,124 template qualities."""
+    from cdface.eval.erc import error_versus_reject
+
+    rng = np.random.default_rng(0)
+    n_t, n_pairs = max(10, int(23124 * scale)), max(1000, int(15658489 * scale))
+    quality = rng.uniform(0, 1, n_t)
+    pairs = rng.integers(0, n_t, (n_pairs, 2))
+    same = rng.random(n_pairs) < 1 / 800
+    q = np.minimum(quality[pairs[:, 0]], quality[pairs[:, 1]])
+    # genuine distances shrink with quality, impostors ~0.5: a quality that predicts errors
+    dist = np.where(same, rng.normal(0.35 - 0.15 * q, 0.05), rng.normal(0.5, 0.03, n_pairs))
+    t = time.perf_counter()
+    res = error_versus_reject(None, pairs, same, quality, fmr_levels=(1e-3, 1e-4), distances=dist)
+    return {"size": f"{n_pairs} pairs / {n_t} qualities", "seconds": time.perf_counter() - t,
+            "metric": f"FNMR@1e-3 {res.fnmr[1e-3][0]:.4f}->{res.fnmr[1e-3][-1]:.4f} AUC={res.auc[1e-3]:.4f}"}
+
+
+BENCHES = {"pairs": bench_pairs, "ijb": bench_ijb, "megaface": bench_megaface, "tinyface": bench_tinyface,
+           "rfw": bench_rfw, "erc": bench_erc}
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
-"""cdface.eval: protocol-exact scoring from saved features (pairs, IJB-B/C 1:1 and 1:N, MegaFace).
+"""cdface.eval: protocol-exact scoring from saved features (pairs, IJB-B/C 1:1 and 1:N, MegaFace, 1:N
+identification / TinyFace, RFW, error-versus-reject).
 
 Pure functions, numpy in (torch accepted), a small result dataclass out (``to_dict()`` for JSON).
-MegaFace needs torch and is imported lazily.
+MegaFace and identification need torch and are imported lazily, like the other newer protocols.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ _LAZY = {
     "megaface_evaluate": "cdface.eval.megaface",
     "read_opencv_matrix": "cdface.eval.megaface_io",
     "write_opencv_matrix": "cdface.eval.megaface_io",
+    "identification": "cdface.eval.identification",
+    "error_versus_reject": "cdface.eval.erc",
+    "evaluate_rfw": "cdface.eval.rfw",
+    "read_tinyface_layout": "cdface.eval.tinyface",
 }
 
 

@@ -58,6 +58,10 @@ def register(subparsers: Any) -> None:
     _add_out(m)
     m.set_defaults(func=_run_megaface)
 
+    from cdface.eval.cli_protocols import register_protocols
+
+    register_protocols(sub, _add_out)  # identification (TinyFace), erc, rfw
+
 
 def _add_out(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="also write the JSON to this file")

@@ -85,6 +85,8 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--quality", help="error-versus-reject on pair sets and IJB 1:1 with this per-image quality: "
+                   "norm, faceness (IJB detector score) or a .npy file")
     p.set_defaults(func=_run_eval)
 
     e = subparsers.add_parser("embed", help="embed aligned face images (a folder or a list file) into .npy")
@@ -118,7 +120,12 @@ def register(subparsers: Any) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    from cdface.inference.distributed import eval_process_group
     from cdface.inference.evaluate import evaluate_models
+
+    rank, _, args.device = eval_process_group(args.device)  # torchrun: extract on every rank, rank 0 reports
+    if rank != 0:
+        args.out, args.json, args.no_progress = None, False, True
 
     sizes = tuple(int(v) for v in args.megaface_sizes.split(",") if v.strip())
     protocols = tuple(v.strip().lower() for v in args.ijb_protocols.split(",") if v.strip())
@@ -136,10 +143,13 @@ def _run_eval(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         ijb_protocols=protocols,
         megaface_sizes=sizes,
+        quality=args.quality,
         **_load_kwargs(args),
     )
     from cdface.inference.report import to_json_safe
 
+    if rank != 0:
+        return 0
     if args.json:
         models = document["models"]
         payload = models[0]["results"] if len(models) == 1 else {m["model"]: m["results"] for m in models}

@@ -55,6 +55,7 @@ def evaluate_model(
     progress: bool = False,
     ijb_protocols: Sequence[str] = ("11", "1n"),
     megaface_sizes: Sequence[int] = (),
+    quality: str | None = None,
     **load_kwargs: Any,
 ) -> dict[str, TargetResult]:
     """Evaluate one model on each target; returns {target: TargetResult} (`.metrics` is the metric dict).
@@ -75,13 +76,21 @@ def evaluate_model(
 
             root = _require_root(data_root, target)
             results[target] = evaluate_ijb_target(
-                embedder, root / IJB_TARGETS[key], IJB_TARGETS[key], protocols=ijb_protocols, **common
+                embedder, root / IJB_TARGETS[key], IJB_TARGETS[key], protocols=ijb_protocols, quality=quality, **common
             )
         elif key in MEGAFACE_TARGETS:
             from cdface.inference.megaface_target import evaluate_megaface_target, find_megaface_root
 
             root = find_megaface_root(_require_root(data_root, target))
             results[target] = evaluate_megaface_target(embedder, root, sizes=megaface_sizes, **common)
+        elif key == "tinyface":
+            from cdface.inference.tinyface_target import evaluate_tinyface_target
+
+            results[target] = evaluate_tinyface_target(embedder, _require_root(data_root, target), **common)
+        elif key == "rfw":
+            from cdface.inference.rfw_target import evaluate_rfw_target
+
+            results[target] = evaluate_rfw_target(embedder, _require_root(data_root, target), **common)
         else:
             path = resolve_pair_target(target, data_root)
             if path is None:
@@ -89,7 +98,7 @@ def evaluate_model(
                     f"unknown target {target!r}: use a pair-set name with --data-root (lfw, cfp_fp, "
                     "agedb_30, calfw, cplfw, or any <name>.bin there), a .bin path, ijbb, ijbc or megaface"
                 )
-            results[target] = evaluate_pair_target(embedder, target, path, **common)
+            results[target] = evaluate_pair_target(embedder, target, path, quality=quality, **common)
     return results
 
 

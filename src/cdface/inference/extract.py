@@ -136,7 +136,23 @@ def extract_features(
     progress: bool = False,
     desc: str = "embedding",
 ) -> Features:
-    """Embed every image of `dataset` (original and, with `embedder.flip`, mirrored)."""
+    """Embed every image of `dataset` (original and, with `embedder.flip`, mirrored).
+
+    Inside a multi-process group (`torchrun ... cdface eval`) each rank embeds its block of the images and the
+    features are gathered in dataset order (`cdface.inference.distributed`).
+    """
+    from cdface.parallel.comm import is_distributed
+
+    if is_distributed():
+        from cdface.inference.distributed import sharded_extract
+
+        return sharded_extract(_extract_local, embedder, dataset, batch_size, num_workers, progress, desc)
+    return _extract_local(embedder, dataset, batch_size, num_workers, progress, desc)
+
+
+def _extract_local(
+    embedder: FaceEmbedder, dataset: Dataset, batch_size: int, num_workers: int, progress: bool, desc: str
+) -> Features:
     from tqdm import tqdm
 
     loader = DataLoader(

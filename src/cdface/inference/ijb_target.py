@@ -46,6 +46,7 @@ def evaluate_ijb_target(
     use_norm_score: bool = True,
     use_detector_score: bool = True,
     identification_protocol: str = "insightface",
+    quality: str | None = None,
 ) -> TargetResult:
     """Embed every loose crop of an IJB release directory and run the 1:1 and/or 1:N protocols."""
     from cdface.eval.ijb import ijb_identification, ijb_verification
@@ -73,6 +74,12 @@ def evaluate_ijb_target(
         ver = ijb_verification(features, meta.faceness, meta.templates, meta.medias, meta.pairs, meta.labels, **common)
         metrics["verification"] = ver.to_dict()
         curves["roc"] = log_spaced_curve(ver.fpr, ver.tpr)
+        if quality is not None:  # error-versus-reject on the template pairs (cdface.inference.quality)
+            from cdface.inference.quality import erc_outputs, ijb_erc
+
+            metrics["erc"], curves["erc"] = erc_outputs(*ijb_erc(
+                features, meta.faceness, meta.templates, meta.medias, meta.pairs, meta.labels, quality,
+                dataset.lower(), **common))
     if "1n" in protocols:
         lists = load_ijb_1n_meta(meta_dir, dataset=dataset, known_templates=meta.templates)
         ident = ijb_identification(

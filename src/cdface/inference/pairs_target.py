@@ -89,8 +89,10 @@ def evaluate_pair_target(
     num_workers: int = 0,
     progress: bool = False,
     nfolds: int = 10,
+    quality: str | None = None,
 ) -> TargetResult:
-    """Run one pair set and package its metrics with provenance (file sha256, protocol, speed)."""
+    """Run one pair set and package its metrics with provenance (file sha256, protocol, speed); with
+    `quality` (norm or a .npy) also the error-versus-reject curve (`cdface.inference.quality`)."""
     if not path.is_file():
         raise FormatError(path, None, f"the pair set of target {target!r} (file not found)")
     result, feats = _run_pairs(
@@ -112,4 +114,10 @@ def evaluate_pair_target(
     metrics = result.to_dict()
     # insightface's XNorm: the mean norm of the un-fused embeddings (original and mirrored rows)
     metrics["xnorm"] = embedding_norm_stats(feats.plain, feats.flipped)
+    if quality is not None:
+        from cdface.data.pairs_bin import load_bin
+        from cdface.inference.quality import erc_outputs, pair_set_erc
+
+        erc = pair_set_erc(feats.fused(), load_bin(path).issame, quality, target)
+        metrics["erc"], curves["erc"] = erc_outputs(*erc)
     return TargetResult(target, "pairs", metrics, provenance, curves)

@@ -41,6 +41,14 @@ def _far_label(far: float) -> str:
 
 def headline(result: TargetResult) -> dict[str, str]:
     """The columns one target contributes to results.md, formatted (percent, 2 decimals)."""
+    cols = _headline(result)
+    auc = (result.metrics.get("erc") or {}).get("auc") or {}
+    for far, value in auc.items():  # error-versus-reject (--quality): area under FNMR(rejected fraction)
+        cols[f"{Path(result.target).stem} ERC-AUC@{_far_label(float(far))}"] = _pct(value)
+    return cols
+
+
+def _headline(result: TargetResult) -> dict[str, str]:
     m, name = result.metrics, result.target
     if result.kind == "pairs":
         return {f"{Path(name).stem} acc": _pct(m.get("accuracy"))}
@@ -57,6 +65,14 @@ def headline(result: TargetResult) -> dict[str, str]:
     if result.kind == "megaface":
         tar = {float(k): v for k, v in (m.get("tar_at_far") or {}).items()}
         return {f"{name} rank-1": _pct(m.get("rank1")), f"{name} TAR@1e-6": _pct(tar.get(1e-6))}
+    if result.kind == "rfw":  # the fairness papers' table: per-race accuracy, mean, std, SER
+        cols = {f"rfw {race}": _pct(v) for race, v in (m.get("accuracy") or {}).items()}
+        cols |= {"rfw mean": _pct(m.get("mean_accuracy")), "rfw std": _pct(m.get("std_accuracy"))}
+        ser = m.get("ser")
+        cols["rfw SER"] = f"{ser:.3f}" if isinstance(ser, (int, float)) and math.isfinite(ser) else "-"
+        return cols
+    if result.kind == "identification":  # TinyFace: AdaFace's rank-1 / rank-5 / rank-20 table
+        return {f"{name} rank-{k}": _pct(v) for k, v in (m.get("cmc") or {}).items()}
     return {}
 
 
@@ -111,6 +127,12 @@ def _plots(out_dir: Path, per_model: Sequence[tuple[str, Mapping[str, TargetResu
     for target, items in by_target.items():
         kind = items[0][1].kind
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in Path(target).stem)
+        if any(r.curves.get("erc") for _, r in items):
+            written.append(_plot_curve(plt, out_dir / f"erc_{safe}.png", items, "erc", "reject", "fnmr",
+                                       "Fraction of pairs rejected (lowest quality)", "FNMR at FMR 1e-3",
+                                       f"{target} error versus reject", logx=False))
+        if kind == "rfw":
+            written.append(_plot_bars(plt, out_dir / f"accuracy_{safe}.png", items))
         if kind == "ijb":
             written.append(
                 _plot_curve(
@@ -126,6 +148,9 @@ def _plots(out_dir: Path, per_model: Sequence[tuple[str, Mapping[str, TargetResu
                     logx=True,
                 )
             )
+        elif kind == "identification":
+            written.append(_plot_curve(plt, out_dir / f"cmc_{safe}.png", items, "cmc", "rank", "rate", "Rank",
+                                       "Identification rate", f"{target} CMC", logx=False))
         elif kind == "megaface":
             written.append(
                 _plot_curve(
@@ -156,6 +181,31 @@ def _plots(out_dir: Path, per_model: Sequence[tuple[str, Mapping[str, TargetResu
                 )
             )
     return [p for p in written if p is not None]
+
+
+def _plot_bars(plt: Any, path: Path, items: Sequence[tuple[str, TargetResult]]) -> Path | None:
+    """Grouped bars: accuracy per race (RFW), one group per race and one bar per model."""
+    curves = [(name, r.curves.get("accuracy")) for name, r in items if r.curves.get("accuracy")]
+    if not curves:
+        return None
+    groups = list(curves[0][1]["race"])
+    width = 0.8 / len(curves)
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
+    for k, (name, curve) in enumerate(curves):
+        acc = dict(zip(curve["race"], curve["accuracy"]))
+        ax.bar([i + k * width for i in range(len(groups))], [100.0 * acc.get(g, float("nan")) for g in groups],
+               width, label=name)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))], groups)
+    ax.set_ylabel("Accuracy (%)")
+    ax.set_title("RFW accuracy per race")
+    low = min(min(c["accuracy"]) for _, c in curves) * 100.0
+    ax.set_ylim(max(0.0, low - 5.0), 100.0)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def _plot_curve(
