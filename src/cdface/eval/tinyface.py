@@ -61,7 +61,7 @@ def _read_mat(path: Path, names_key: str, ids_key: str) -> tuple[list[str], np.n
     try:
         import scipy.io
     except ImportError as exc:
-        raise ConfigError("reading TinyFace's .mat protocol files needs scipy (a cdface dependency): pip install scipy") from exc
+        raise ConfigError("reading TinyFace's .mat files needs scipy (a cdface dependency): pip install scipy") from exc
     if not path.is_file():
         raise FormatError(path, None, f"a MATLAB file with '{names_key}' (file not found)")
     try:
