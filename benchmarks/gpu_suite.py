@@ -341,8 +341,8 @@ def part_sync(part: Part, sizes: dict, device_name: str, dry: bool, emit: Callab
             if cuda:
                 torch.cuda.set_sync_debug_mode("warn")
             try:
-                with counter:
-                    _, cd_images = stage.run(1)
+                with counter:  # the step alone: Stage.run's own torch.cuda.synchronize would be counted
+                    cd_images = stage.train_step(*stage.next_batch())
             finally:
                 if cuda:
                     torch.cuda.set_sync_debug_mode("default")

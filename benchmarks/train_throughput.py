@@ -198,26 +198,27 @@ class Stage:
                     num_workers=workers,
                     pin_memory=device.type == "cuda",
                     prefetch_factor=cfg.data.prefetch_factor if workers > 0 else None,
-                    persistent_workers=workers > 0,
                 )
             )
         else:
             self.batches = iter(self.sampler)
         self.step = 0
 
+    def next_batch(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The loader's part: (images, labels, indices, bad_index) of the next step."""
+        if self.loader is not None:
+            return next(self.loader)
+        batch = next(self.batches)
+        indices = torch.as_tensor(batch, dtype=torch.int64)
+        labels = torch.from_numpy(self.labels_np[batch])
+        return self.image_pool[: len(batch)], labels, indices, self.no_bad[: len(batch)]
+
     def run(self, steps: int) -> tuple[float, int]:
         _sync(self.device)
         start = time.perf_counter()
         cd_images = 0
         for _ in range(steps):
-            if self.loader is not None:
-                cd_images += self.train_step(*next(self.loader))
-                continue
-            batch = next(self.batches)
-            # The loader's part: indices -> (images, labels, indices, bad_index).
-            indices = torch.as_tensor(batch, dtype=torch.int64)
-            labels = torch.from_numpy(self.labels_np[batch])
-            cd_images += self.train_step(self.image_pool[: len(batch)], labels, indices, self.no_bad[: len(batch)])
+            cd_images += self.train_step(*self.next_batch())
         _sync(self.device)
         return time.perf_counter() - start, cd_images
 
