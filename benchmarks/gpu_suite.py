@@ -296,23 +296,35 @@ def part_head(part: Part, sizes: dict, device_name: str, dry: bool, emit: Callab
                   sampled_classes=model.sampled_classes))
 
 
-def _host_read_counter():
+def _host_read_counter(device_only: bool):
     """A TorchFunctionMode counting the calls that read a tensor's value into Python (on a GPU, each one
-    waits for the queue): item, tolist, numpy, bool/float/int, .cpu() and .to("cpu")."""
+    waits for the queue): item, tolist, numpy, bool/float/int, .cpu() and .to("cpu"), by call site.
+    ``device_only``: count reads of CUDA tensors only (exact on a GPU); else of any tensor except ``.to``
+    (on the CPU, an upper bound: host tensors such as the loader's indices are counted too)."""
+    import sys
+
+    import torch
     from torch.overrides import TorchFunctionMode
 
-    names = {"item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__", "cpu"}
+    names = {"item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__", "cpu", "to"}
 
     class HostReads(TorchFunctionMode):
         def __init__(self) -> None:
             super().__init__()
-            self.calls: list[str] = []
+            self.calls: dict[str, int] = {}
 
         def __torch_function__(self, func, types, args=(), kwargs=None):
             name = getattr(func, "__name__", "")
-            to_cpu = name == "to" and any(str(a) == "cpu" for a in (*args[1:], *(kwargs or {}).values()))
-            if name in names or to_cpu:
-                self.calls.append(name)
+            source = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            if name in names and source is not None:
+                on_device = source.device.type != "cpu"
+                to_host = name != "to" or (
+                    on_device and any(str(a) == "cpu" for a in (*args[1:], *(kwargs or {}).values()))
+                )
+                if to_host and (on_device or not device_only):
+                    caller = sys._getframe(1)
+                    site = f"{name} {Path(caller.f_code.co_filename).name}:{caller.f_lineno}"
+                    self.calls[site] = self.calls.get(site, 0) + 1
             return func(*args, **(kwargs or {}))
 
     return HostReads()
@@ -335,7 +347,7 @@ def part_sync(part: Part, sizes: dict, device_name: str, dry: bool, emit: Callab
     where: dict[str, int] = {}
     reads: dict[str, int] = {}
     for _ in range(max(sizes["sync_steps"], args.interval)):
-        counter = _host_read_counter()
+        counter = _host_read_counter(device_only=cuda)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if cuda:
@@ -350,9 +362,9 @@ def part_sync(part: Part, sizes: dict, device_name: str, dry: bool, emit: Callab
         for w in syncs:
             key = f"{Path(w.filename).name}:{w.lineno}"
             where[key] = where.get(key, 0) + 1
-        for name in counter.calls:
-            reads[name] = reads.get(name, 0) + 1
-        per_step.append((len(syncs), len(counter.calls), cd_images > 0))
+        for site, count in counter.calls.items():
+            reads[site] = reads.get(site, 0) + count
+        per_step.append((len(syncs), sum(counter.calls.values()), cd_images > 0))
     plain = [s for s in per_step if not s[2]] or per_step
     cd = [s for s in per_step if s[2]] or per_step
     label = f"{args.model} batch {args.batch}, {len(per_step)} steady-state stage-2 steps"
