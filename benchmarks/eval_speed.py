@@ -9,6 +9,7 @@ RFW 4 x 6,000 pairs; ERC on 15,658,489 IJB-C-sized pair distances. ``--scale`` s
     PYTHONPATH=src python benchmarks/eval_speed.py --protocols pairs,ijb --repeat 3   # min time, max RSS
 
 ``--exact`` times the bit-exact float64 IJB path instead of the default float32 block-Gram one.
+``--device cuda`` moves the features to the GPU first (not timed): the fast paths then score there.
 """
 
 from __future__ import annotations
@@ -29,7 +30,31 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def bench_pairs(scale: float, exact: bool = False) -> dict:
+def _on(x: np.ndarray, device: str):
+    """``x`` itself on the CPU, else a torch tensor on ``device`` (the scoring functions follow their input)."""
+    if device == "cpu":
+        return x
+    import torch
+
+    return torch.from_numpy(x).to(device)
+
+
+def _timed(fn, device: str):
+    """(result, seconds) of ``fn()``, the device's queue drained before and after."""
+    sync = None
+    if device != "cpu":
+        import torch
+
+        sync = torch.cuda.synchronize
+        sync()
+    t = time.perf_counter()
+    res = fn()
+    if sync is not None:
+        sync()
+    return res, time.perf_counter() - t
+
+
+def bench_pairs(scale: float, exact: bool = False, device: str = "cpu") -> dict:
     from cdface.eval.verification import evaluate_pairs
 
     rng = np.random.default_rng(0)
@@ -40,12 +65,12 @@ def bench_pairs(scale: float, exact: bool = False) -> dict:
                  rng.standard_normal((n, DIM), dtype=np.float32))
     emb = np.empty((2 * n, DIM), np.float32)
     emb[0::2], emb[1::2] = a, b
-    t = time.perf_counter()
-    res = evaluate_pairs(emb, same)
-    return {"size": f"{n} pairs", "seconds": time.perf_counter() - t, "metric": f"acc={res.accuracy:.4f}"}
+    emb = _on(emb, device)
+    res, seconds = _timed(lambda: evaluate_pairs(emb, same), device)
+    return {"size": f"{n} pairs", "seconds": seconds, "metric": f"acc={res.accuracy:.4f}"}
 
 
-def bench_ijb(scale: float, exact: bool = False) -> dict:
+def bench_ijb(scale: float, exact: bool = False, device: str = "cpu") -> dict:
     from cdface.eval.ijb import ijb_verification
 
     rng = np.random.default_rng(0)
@@ -64,13 +89,13 @@ def bench_ijb(scale: float, exact: bool = False) -> dict:
     pick = rng.integers(0, mates.size, n_gen)
     pairs[:n_gen, 0], pairs[:n_gen, 1] = np.divmod(mates[pick], min(n_tmpl, 2000))
     labels = (subj_of_tmpl[pairs[:, 0]] == subj_of_tmpl[pairs[:, 1]]).astype(np.int64)
-    t = time.perf_counter()
-    res = ijb_verification(feats, faceness, tmpl, medias, pairs, labels, exact=exact)
-    return {"size": f"{n_img} img / {n_tmpl} tmpl / {n_pairs} pairs", "seconds": time.perf_counter() - t,
+    feats = _on(feats, device)  # faceness, ids and pairs come from metadata files: they stay on the host
+    res, seconds = _timed(lambda: ijb_verification(feats, faceness, tmpl, medias, pairs, labels, exact=exact), device)
+    return {"size": f"{n_img} img / {n_tmpl} tmpl / {n_pairs} pairs", "seconds": seconds,
             "metric": "TAR@FAR " + " ".join(f"{k:g}:{v!r}" for k, v in res.tar_at_far.items())}
 
 
-def bench_megaface(scale: float, exact: bool = False) -> dict:
+def bench_megaface(scale: float, exact: bool = False, device: str = "cpu") -> dict:
     from cdface.eval.megaface import megaface_evaluate
 
     rng = np.random.default_rng(0)
@@ -80,9 +105,9 @@ def bench_megaface(scale: float, exact: bool = False) -> dict:
     probe = centres[labels] + 1.2 * rng.standard_normal((n_p, DIM), dtype=np.float32)
     dis = rng.standard_normal((n_d, DIM), dtype=np.float32)
     sizes = tuple(s for s in (10, 100, 1000, 10000, 100000) if s < n_d)
-    t = time.perf_counter()
-    ident, verif = megaface_evaluate(probe, labels, dis, distractor_sizes=sizes)
-    return {"size": f"{n_p} probes x {n_d} distractors", "seconds": time.perf_counter() - t,
+    probe, dis = _on(probe, device), _on(dis, device)
+    (ident, verif), seconds = _timed(lambda: megaface_evaluate(probe, labels, dis, distractor_sizes=sizes), device)
+    return {"size": f"{n_p} probes x {n_d} distractors", "seconds": seconds,
             "metric": f"rank1={ident.rank1:.4f} TAR@1e-6={verif.tar_at_far[1e-6]:.4f}"}
 
 
@@ -156,15 +181,16 @@ def main() -> None:
     parser.add_argument("--protocols", default=",".join(BENCHES), help="comma-separated subset to run")
     parser.add_argument("--repeat", type=int, default=1, help="runs per protocol (fresh process each)")
     parser.add_argument("--exact", action="store_true", help="IJB: the bit-exact float64 path")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: features on the GPU (fast paths)")
     args = parser.parse_args()
     if args.only:
-        print(json.dumps(BENCHES[args.only](args.scale, args.exact)))
+        print(json.dumps(BENCHES[args.only](args.scale, args.exact, args.device)))
         return
     rows = []
     for name in [p.strip() for p in args.protocols.split(",") if p.strip()]:
         times, rss, res = [], [], {}
         for _ in range(max(1, args.repeat)):
-            cmd = [sys.executable, __file__, "--only", name, "--scale", str(args.scale)]
+            cmd = [sys.executable, __file__, "--only", name, "--scale", str(args.scale), "--device", args.device]
             proc = subprocess.Popen(cmd + (["--exact"] if args.exact else []), stdout=subprocess.PIPE,
                                     env=os.environ.copy())
             out = proc.stdout.read() if proc.stdout else b""

@@ -50,6 +50,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from cdface.config import TrainConfig, config_from_dict
 from cdface.data.bad_samples import BadSampleTracker
+from cdface.data.transforms import normalize_uint8
 from cdface.heads import create_head
 from cdface.losses import ClosenessDiversityLoss
 from cdface.models import create_model
@@ -127,14 +128,23 @@ def _sync(device: torch.device) -> None:
 
 class Stage:
     """One stage's model, head, optimizer, score bank and sampler, built as `fit` builds them; `run(steps)`
-    trains `steps` more steps exactly as `fit`'s loop does and returns (seconds, CD images)."""
+    trains `steps` more steps exactly as `fit`'s loop does and returns (seconds, CD images).
 
-    def __init__(self, args: argparse.Namespace, method: str, device: torch.device) -> None:
+    Without ``dataset`` the images are random tensors already on the device; with one (a training dataset
+    as ``build_training_data`` returns it) a DataLoader built as `fit` builds it, with ``workers`` worker
+    processes, decodes the images (uint8, normalised on the device as `fit` does)."""
+
+    def __init__(
+        self, args: argparse.Namespace, method: str, device: torch.device, dataset=None, workers: int = 0
+    ) -> None:
         cfg = self.cfg = build_config(args, method)
         self.device = device
         self.info = info = DistInfo()
         torch.manual_seed(cfg.seed)
-        self.labels_np, class_to_indices = synthetic_labels(args.classes, args.images_per_class)
+        if dataset is None:
+            self.labels_np, class_to_indices = synthetic_labels(args.classes, args.images_per_class)
+        else:
+            self.labels_np, class_to_indices = dataset.labels, dataset.class_to_indices()
 
         self.scores = ScoreBank(len(self.labels_np), momentum=cfg.scores.momentum, seed=cfg.seed)
         self.bad_samples = BadSampleTracker(max_bad_fraction=cfg.data.max_bad_fraction, source="synthetic")
@@ -168,30 +178,47 @@ class Stage:
         model = backbone
         self.head_module = self.head
         self.no_sync = model.no_sync if isinstance(model, DistributedDataParallel) else contextlib.nullcontext
-        self.model = torch.compile(model) if cfg.compile else model
+        self.model = torch.compile(model, backend=args.compile_backend) if cfg.compile else model
 
         # Random images already on the device: enough rows for the batch plus the CD samples.
         per_class = cfg.cd.num_easy + cfg.cd.num_hard
         rows = cfg.batch_size + (cfg.cd.num_classes * per_class if cfg.method == "cd" else 0)
-        self.image_pool = torch.randn(rows, 3, 112, 112, device=device)
+        self.image_pool = torch.randn(rows if dataset is None else 0, 3, 112, 112, device=device)
         self.no_bad = torch.full((rows,), -1, dtype=torch.int64)
 
         self.model.train()
         self.head.train()
         self.sampler.set_epoch(0, 0)
-        self.batches = iter(self.sampler)
+        self.loader = None
+        if dataset is not None:  # as fit builds it
+            self.loader = iter(
+                torch.utils.data.DataLoader(
+                    dataset,
+                    batch_sampler=self.sampler,
+                    num_workers=workers,
+                    pin_memory=device.type == "cuda",
+                    prefetch_factor=cfg.data.prefetch_factor if workers > 0 else None,
+                )
+            )
+        else:
+            self.batches = iter(self.sampler)
         self.step = 0
+
+    def next_batch(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The loader's part: (images, labels, indices, bad_index) of the next step."""
+        if self.loader is not None:
+            return next(self.loader)
+        batch = next(self.batches)
+        indices = torch.as_tensor(batch, dtype=torch.int64)
+        labels = torch.from_numpy(self.labels_np[batch])
+        return self.image_pool[: len(batch)], labels, indices, self.no_bad[: len(batch)]
 
     def run(self, steps: int) -> tuple[float, int]:
         _sync(self.device)
         start = time.perf_counter()
         cd_images = 0
         for _ in range(steps):
-            batch = next(self.batches)
-            # The loader's part: indices -> (images, labels, indices, bad_index).
-            indices = torch.as_tensor(batch, dtype=torch.int64)
-            labels = torch.from_numpy(self.labels_np[batch])
-            cd_images += self.train_step(self.image_pool[: len(batch)], labels, indices, self.no_bad[: len(batch)])
+            cd_images += self.train_step(*self.next_batch())
         _sync(self.device)
         return time.perf_counter() - start, cd_images
 
@@ -208,6 +235,8 @@ class Stage:
 
         plan = sampler.take_plan(step)
         images = images.to(device, non_blocking=True)
+        if images.dtype == torch.uint8:
+            images = normalize_uint8(images)
         labels = labels.to(device, non_blocking=True)
         if cfg.model.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -282,6 +311,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--np", type=int, default=500, help="hard-negative centres per class (cd.num_negatives)")
     parser.add_argument("--channels-last", action="store_true", help="model.channels_last=true")
     parser.add_argument("--compile", action="store_true", help="torch.compile the backbone (compile=true)")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (fit: inductor)")
     args = parser.parse_args(argv)
     for key, value in DEFAULTS[args.device].items():
         if getattr(args, key) is None:
@@ -291,29 +321,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def setup_device(args: argparse.Namespace) -> torch.device:
     device = torch.device(args.device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda: no CUDA device available")
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True  # as fit() does when not deterministic
-    print(
-        f"K={args.k} NE={args.ne} NH={args.nh} NP={args.np} interval={args.interval} classes={args.classes} "
-        f"images/class={args.images_per_class} embedding={args.embedding} steps={args.steps}x{args.rounds} "
-        f"warmup={args.warmup} stat={args.stat} channels_last={args.channels_last} compile={args.compile} "
-        f"threads={torch.get_num_threads()}"
-    )
-    stages = {"1": Stage(args, "arcface", device), "2": Stage(args, "cd", device)}
+    return device
+
+
+def _peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def measure(args: argparse.Namespace, device: torch.device, dataset=None, workers: int = 0) -> dict:
+    """Both stages side by side in alternating rounds (see the module docstring); returns a dict:
+    ``stage1_sps``, ``stage2_sps`` (samples/s), ``ratio``, ``stage2_img_s`` (CD images included),
+    ``plain_ms``, ``cd_ms`` (per step), ``round_ms`` ({"1": [...], "2": [...]} ms/step per round) and
+    ``peak_gib`` ({"1": GiB, "2": GiB}: the peak allocated while that stage ran, both stages resident;
+    None on CPU). ``dataset``/``workers``: real data loading (see `Stage`)."""
+    stages = {
+        "1": Stage(args, "arcface", device, dataset, workers),
+        "2": Stage(args, "cd", device, dataset, workers),
+    }
     for stage in stages.values():
         stage.run(args.warmup)
     # Alternate the stages round by round so that a change of load (a shared machine, GPU clocks) hits both.
     times: dict[str, list[float]] = {"1": [], "2": []}
+    peaks: dict[str, float | None] = {"1": None, "2": None}
     cd_images: list[int] = []
     for _ in range(args.rounds):
         for key, stage in stages.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
             seconds, extra = stage.run(args.steps)
+            peak = _peak_gib(device)
+            if peak is not None:
+                peaks[key] = max(peaks[key] or 0.0, peak)
             times[key].append(seconds)
             if key == "2":
                 cd_images.append(extra)
@@ -321,8 +366,28 @@ def main(argv: list[str] | None = None) -> None:
     t1, t2 = float(reduce(times["1"])), float(reduce(times["2"]))
     samples = args.steps * args.batch
     s1, s2 = samples / t1, samples / t2
-    img2 = (samples + int(np.median(cd_images))) / t2
+    return {
+        "stage1_sps": s1,
+        "stage2_sps": s2,
+        "ratio": s2 / s1,
+        "stage2_img_s": (samples + int(np.median(cd_images))) / t2,
+        "plain_ms": 1000 * t1 / args.steps,
+        "cd_ms": 1000 * (t2 - t1 * (args.interval - 1) / args.interval) / (args.steps / args.interval),
+        "round_ms": {k: [1000 * t / args.steps for t in v] for k, v in times.items()},
+        "peak_gib": peaks,
+    }
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    device = setup_device(args)
+    print(
+        f"K={args.k} NE={args.ne} NH={args.nh} NP={args.np} interval={args.interval} classes={args.classes} "
+        f"images/class={args.images_per_class} embedding={args.embedding} steps={args.steps}x{args.rounds} "
+        f"warmup={args.warmup} stat={args.stat} channels_last={args.channels_last} compile={args.compile} "
+        f"threads={torch.get_num_threads()}"
+    )
+    r = measure(args, device)
     header = (
         f"| {'device':<6} | {'model':<14} | {'batch':>5} | {'prec':<4} | {'stage-1 samples/s':>17} "
         f"| {'stage-2 samples/s':>17} | {'ratio':>5} | {'stage-2 img/s incl. CD':>22} |"
@@ -330,18 +395,18 @@ def main(argv: list[str] | None = None) -> None:
     print(header)
     print("|" + "|".join("-" * len(cell) for cell in header.split("|")[1:-1]) + "|")
     print(
-        f"| {device.type:<6} | {args.model:<14} | {args.batch:>5} | {args.precision:<4} | {s1:>17.1f} "
-        f"| {s2:>17.1f} | {s2 / s1:>5.3f} | {img2:>22.1f} |"
+        f"| {device.type:<6} | {args.model:<14} | {args.batch:>5} | {args.precision:<4} | {r['stage1_sps']:>17.1f} "
+        f"| {r['stage2_sps']:>17.1f} | {r['ratio']:>5.3f} | {r['stage2_img_s']:>22.1f} |"
     )
-    plain_ms = 1000 * t1 / args.steps
-    cd_ms = 1000 * (t2 - t1 * (args.interval - 1) / args.interval) / (args.steps / args.interval)
-    spread = {k: " ".join(f"{t / args.steps * 1000:.0f}" for t in v) for k, v in times.items()}
+    spread = {k: " ".join(f"{t:.0f}" for t in v) for k, v in r["round_ms"].items()}
     print(
-        f"per step: plain {plain_ms:.1f} ms, CD step ~{cd_ms:.1f} ms (derived: one interval = {args.interval - 1} "
-        f"plain steps + 1 CD step); per-round ms/step: stage 1 {spread['1']}, stage 2 {spread['2']}"
+        f"per step: plain {r['plain_ms']:.1f} ms, CD step ~{r['cd_ms']:.1f} ms (derived: one interval = "
+        f"{args.interval - 1} plain steps + 1 CD step); per-round ms/step: stage 1 {spread['1']}, "
+        f"stage 2 {spread['2']}"
     )
     if device.type == "cuda":
-        print(f"peak GPU memory (both stages resident) {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
+        peak = r["peak_gib"]
+        print(f"peak GPU memory (both stages resident) stage 1 {peak['1']:.1f} GiB, stage 2 {peak['2']:.1f} GiB")
 
 
 if __name__ == "__main__":
