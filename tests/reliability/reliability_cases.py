@@ -320,13 +320,13 @@ def _h_quickstart(tmp: Path, payload: Payload) -> Call:
 
     import torch
 
-    from cdface.train.quickstart import _load_backbone
+    from cdface.train.ablation import load_backbone
 
     run = tmp / "run"
     run.mkdir()
     (run / "model.json").write_text(json.dumps({"arch": "iresnet_tiny", "embedding_size": 8}))
     _torch_file(run / "backbone.pt", payload, lambda o: {"conv1.weight": torch.zeros(1), "trap": o})
-    return lambda: _load_backbone(run)
+    return lambda: load_backbone(run, torch.device("cpu"))
 
 
 @dataclass(frozen=True)
@@ -370,7 +370,7 @@ HOSTILE_CASES: list[HostileCase] = [
                 "cdface score pairs (eval.cli._load_array)", _h_npy, "FormatError",
                 (r"evil_embeddings\.npy", r"without pickled objects")),
     HostileCase("quickstart-backbone", "run folder backbone.pt read by the quickstart report",
-                "cdface.train.quickstart._load_backbone", _h_quickstart, "UnsafeFileError",
+                "cdface.train.ablation.load_backbone", _h_quickstart, "UnsafeFileError",
                 (r"backbone\.pt", r"refused")),
 ]
 

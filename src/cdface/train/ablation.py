@@ -275,11 +275,16 @@ def hard_pair_accuracy(fused: np.ndarray, issame: np.ndarray, hard: np.ndarray, 
     return float(correct[hard].mean())
 
 
-def evaluate_run(run_dir: Path, probe: Probe, device: torch.device) -> dict[str, Any]:
-    """Pair accuracy, TAR@FAR, the cosine scores (for the ROC) and the mechanism metrics of one run."""
+def load_backbone(run_dir: Path, device: torch.device) -> torch.nn.Module:
+    """The run's exported ``backbone.pt`` + ``model.json``, through the evaluator's safe loader, in eval mode."""
     from cdface.inference.loading import load_embedding_model
 
-    backbone = load_embedding_model(run_dir, device=str(device)).module.eval()
+    return load_embedding_model(run_dir, device=str(device)).module.eval()
+
+
+def evaluate_run(run_dir: Path, probe: Probe, device: torch.device) -> dict[str, Any]:
+    """Pair accuracy, TAR@FAR, the cosine scores (for the ROC) and the mechanism metrics of one run."""
+    backbone = load_backbone(run_dir, device)
     emb, emb_flip = embed_with_flip(backbone, probe.pairs.images, device)
     fused = emb + emb_flip
     result = evaluate_pairs(fused, probe.pairs.issame)
