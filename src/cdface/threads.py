@@ -8,8 +8,10 @@ affinity and cgroup quota, divided among the processes of this node) between the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,10 +65,16 @@ def plan_threads(
     return ThreadPlan(threads, capped, share, note)
 
 
-def apply_threads(plan: ThreadPlan) -> None:
-    """Set torch's intra-op threads (inter-op threads are left alone: they idle between ops)."""
-    if torch.get_num_threads() != plan.threads:
-        torch.set_num_threads(plan.threads)
+@contextlib.contextmanager
+def threads_applied(plan: ThreadPlan) -> Iterator[ThreadPlan]:
+    """Torch's intra-op threads set to ``plan.threads`` inside the block and restored after it, so a library
+    call (``fit``, an evaluation) does not leave its choice behind in the caller's process."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(plan.threads)
+    try:
+        yield plan
+    finally:
+        torch.set_num_threads(previous)
 
 
-__all__ = ["ThreadPlan", "apply_threads", "available_cores", "plan_threads"]
+__all__ = ["ThreadPlan", "available_cores", "plan_threads", "threads_applied"]

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from cdface.config import TrainConfig, config_from_dict
 from cdface.eval.roc import roc_curve, tar_at_far
 from cdface.eval.verification import evaluate_pairs, kfold_bounds, pair_distances
-from cdface.threads import apply_threads, plan_threads
+from cdface.threads import plan_threads, threads_applied
 from cdface.train import checkpoint as ckpt
 from cdface.train.data_setup import ensure_synthetic_set
 from cdface.train.distributed import DistInfo
@@ -283,7 +283,13 @@ def load_backbone(run_dir: Path, device: torch.device) -> torch.nn.Module:
 
 
 def evaluate_run(run_dir: Path, probe: Probe, device: torch.device) -> dict[str, Any]:
-    """Pair accuracy, TAR@FAR, the cosine scores (for the ROC) and the mechanism metrics of one run."""
+    """Pair accuracy, TAR@FAR, the cosine scores (for the ROC) and the mechanism metrics of one run
+    (no loader workers here: every core of the process goes to torch)."""
+    with threads_applied(plan_threads(0)):
+        return _evaluate_run(run_dir, probe, device)
+
+
+def _evaluate_run(run_dir: Path, probe: Probe, device: torch.device) -> dict[str, Any]:
     backbone = load_backbone(run_dir, device)
     emb, emb_flip = embed_with_flip(backbone, probe.pairs.images, device)
     fused = emb + emb_flip
@@ -393,7 +399,6 @@ def run_ablation(
     stage1 = fit(stage1_cfg)
     use_cuda = stage1_cfg.device == "cuda" or (stage1_cfg.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if use_cuda else "cpu")
-    apply_threads(plan_threads(0))  # evaluation: no loader workers, every core to torch
     probe = build_probe(stage1_cfg, stage1.checkpoint)
     stage1_row = evaluate_run(stage1.run_dir, probe, device) | {"variant": "stage1", "seed": stage1_cfg.seed}
     rows = []

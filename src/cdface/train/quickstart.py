@@ -22,7 +22,6 @@ import numpy as np
 
 from cdface.config import TrainConfig
 from cdface.eval.roc import roc_curve
-from cdface.threads import apply_threads, plan_threads
 from cdface.train.ablation import (
     build_probe,
     cd_terms,
@@ -61,7 +60,6 @@ def run_quickstart(out_dir: str | Path = "runs/quickstart", scale: float = 1.0, 
     configs["cd"].init_from = configs["arcface"].init_from = str(stage1.checkpoint)
     runs = {STAGE1: stage1, CD: fit(configs["cd"]), ARCFACE: fit(configs["arcface"])}
 
-    apply_threads(plan_threads(0))  # evaluation: no loader workers, every core to torch
     probe = build_probe(configs["stage1"], stage1.checkpoint)
     rows, curves, health = [], {}, {}
     for label, run in runs.items():

@@ -32,7 +32,7 @@ from cdface.losses import ClosenessDiversityLoss
 from cdface.miners.hard_negatives import hard_negative_centres
 from cdface.models import create_model, load_state_dict_strict
 from cdface.parallel import ShardedMarginHead, gather_full_state, load_full_state
-from cdface.threads import apply_threads, plan_threads
+from cdface.threads import ThreadPlan, plan_threads, threads_applied
 from cdface.train import checkpoint as ckpt
 from cdface.train.cd_sampler import CDPlan, FaceBatchSampler
 from cdface.train.data_setup import build_training_data
@@ -81,16 +81,22 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
     """Train according to `cfg`; returns where the run lives and its last step.
 
     `fault_hook(step, loss)` (tests only) may return a replacement loss, e.g. NaN, to exercise recovery.
+    Torch threads + loader workers stay within this process's cores (oversubscribing 2 cores cost 2-8x on
+    CPU); the caller's thread count is restored on return.
     """
+    threads = plan_threads(cfg.data.num_workers, cfg.num_threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    with threads_applied(threads):
+        return _fit(cfg, threads, fault_hook)
+
+
+def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
+    """The body of `fit`, top to bottom."""
     # ---- 1. distributed, device, determinism ------------------------------------------------------
     use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     info = init_distributed("cuda" if use_cuda else "cpu", cfg.dist_timeout_s)
     device = torch.device("cuda", info.local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
-    # torch threads + loader workers <= this process's cores (oversubscribing 2 cores cost 2-8x on CPU)
-    threads = plan_threads(cfg.data.num_workers, cfg.num_threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    apply_threads(threads)
     if threads.note and info.is_main:
         log.info("%s (num_threads > 0 takes the choice back)", threads.note)
     torch.manual_seed(cfg.seed)
@@ -407,7 +413,7 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
 
 def log_start_summary(
     cfg: TrainConfig, info: DistInfo, device: torch.device, run_dir: Path, backbone: torch.nn.Module, dataset: Any,
-    steps_per_epoch: int, total_steps: int, step: int, resume_path: Path | None, threads: Any,
+    steps_per_epoch: int, total_steps: int, step: int, resume_path: Path | None, threads: ThreadPlan,
 ) -> None:
     """One block at the start: where the run lives, on what, with which model, data, head and schedule."""
     params = sum(p.numel() for p in backbone.parameters()) / 1e6
