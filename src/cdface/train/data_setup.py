@@ -52,9 +52,7 @@ def build_training_data(cfg: TrainConfig, info: DistInfo):
         low_res_prob=cfg.data.low_res_prob,
         output="uint8",  # normalised by the trainer on its device: 4x fewer bytes out of the workers
     )
-    dataset = build_train_dataset(
-        kind, path, transform=transform, max_bad_fraction=cfg.data.max_bad_fraction, seed=cfg.seed
-    )
+    dataset = build_train_dataset(kind, path, transform=transform, seed=cfg.seed)
     val_sets: dict[str, PairImages] = {}
     if info.is_main:
         for target in val_targets:
