@@ -191,3 +191,24 @@ def test_a_skipped_last_step_still_ends_with_a_checkpoint_of_that_step(tiny_face
     assert result.step == 6
     latest = ckpt.latest_valid_checkpoint(tmp_path / "runs" / "nan_last" / "checkpoints")
     assert latest.name == "ckpt_00000006.pt" and ckpt.load_checkpoint(latest)["step"] == 6
+
+
+def test_partial_fc_resume_continues_the_sampling_stream(tiny_face_set, tmp_path):
+    """head.sample_rate < 1: each step samples negative centres from the head's generator; a resumed run must
+    draw the same ones (the generator state is in the checkpoint), so it ends bitwise equal."""
+    common = {"batch_size": 4, "max_steps": 12, "epochs": 1.0,
+              "head": {"name": "cosface", "params": {"s": 64.0, "m": 0.4}, "sharded": True, "sample_rate": 0.5}}
+    straight = fit(config_from_dict(_cfg(tmp_path, tiny_face_set, "pfc_straight", **common)))
+
+    def crash(step, loss):
+        if step == 7:
+            raise KeyboardInterrupt("simulated crash")
+        return loss
+
+    cfg = _cfg(tmp_path, tiny_face_set, "pfc_interrupted", checkpoint_every=3, **common)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config_from_dict(cfg), fault_hook=crash)
+    resumed = fit(config_from_dict({**cfg, "resume": "auto"}))
+    assert resumed.step == straight.step == 12
+    _assert_bitwise_equal(_weights(straight.backbone), _weights(resumed.backbone))
+    _assert_bitwise_equal(_weights(straight.head), _weights(resumed.head))

@@ -171,6 +171,8 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
         bad_state = own_entry(state["bad_samples"], info)
         if bad_state is not None:
             bad_samples.load_state_dict(bad_state)
+        if sharded:  # Partial FC continues each rank's sampling stream (another world size samples anew)
+            head.load_sampling_state(own_entry(state.get("head_sampling", []), info))
         torch.set_rng_state(state["rng"]["torch"])
         if device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"])
@@ -207,6 +209,7 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
         head_full = gather_full_state(head_module, optimizer) if sharded else None
         sampler_states = gather_objects(sampler.state_dict(), info)  # per rank: its batches drawn ahead
         bad_states = gather_objects(bad_samples.state_dict(), info)
+        head_sampling = gather_objects(head_module.sampling_state(), info) if sharded else []
         if info.is_main:
             optimizer_state = optimizer.state_dict()
             if sharded:
@@ -221,6 +224,7 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
                 "scaler": scaler.state_dict(),
                 "sampler": sampler_states,
                 "bad_samples": bad_states,
+                "head_sampling": head_sampling,
                 "rng": {"torch": torch.get_rng_state()}
                 | ({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
                 "step": at_step,
