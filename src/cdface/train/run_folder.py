@@ -3,11 +3,14 @@
 `claim_run_folder` runs before anything is written: a run folder that already holds files is refused unless
 the config resumes it (`resume`) or replaces it (`overwrite: true`). `write_run_config` runs once the run has
 started (data, model and resume set up without error): with `overwrite` it first removes the older run's
-files, then it writes `config.yaml`, the config in force. A start that fails leaves the folder as it was.
+files; on a resume it drops the log records of steps after the resumed one (the crashed run's, which the
+resumed run logs again); then it writes `config.yaml`, the config in force. A start that fails leaves the
+folder as it was.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -46,8 +49,9 @@ def claim_run_folder(cfg: TrainConfig, run_dir: Path, info: DistInfo) -> None:
         raise ConfigError(verdict[0])
 
 
-def write_run_config(cfg: TrainConfig, run_dir: Path) -> None:
-    """Rank 0, once the run has started: clear an overwritten run's files, then write `config.yaml`."""
+def write_run_config(cfg: TrainConfig, run_dir: Path, resumed_step: int | None = None) -> None:
+    """Rank 0, once the run has started: clear an overwritten run's files, cut the log back to `resumed_step`
+    (when resuming), then write `config.yaml`."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.overwrite:
         for name in RUN_FILES:
@@ -56,4 +60,21 @@ def write_run_config(cfg: TrainConfig, run_dir: Path) -> None:
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
+    if resumed_step is not None:
+        truncate_metrics(run_dir / "metrics.jsonl", resumed_step)
     _write_atomic(run_dir / "config.yaml", dump_config(cfg).encode())
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep the JSONL records of steps <= `step` (a line that is not a record, e.g. cut by a kill, goes too)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            kept.append(line + "\n")
+    _write_atomic(path, "".join(kept).encode())

@@ -191,7 +191,8 @@ def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
             log.info("initialised backbone, head and difficulty scores from %s", cfg.init_from)
 
     if info.is_main:
-        write_run_config(cfg, run_dir)  # the config in force; an overwritten run's files go now, not before
+        # the config in force; an overwritten run's files (or a resumed one's log after `step`) go now, not before
+        write_run_config(cfg, run_dir, step if resume_path is not None else None)
     model = backbone
     if info.enabled:
         device_ids = [device.index] if device.type == "cuda" else None
