@@ -140,5 +140,5 @@ def test_an_option_the_architecture_lacks_is_a_config_error():
     cfg = load_config(None, ["model.arch=mobilefacenet"])
     assert "dropout" not in model_options(cfg)  # 0.0 is what an architecture without dropout does
     cfg = load_config(None, ["model.arch=mobilefacenet", "model.dropout=0.2"])
-    with pytest.raises(ConfigError, match="model.dropout: mobilefacenet has no dropout option .*leave model.dropout at 0.0"):
+    with pytest.raises(ConfigError, match="model.dropout: mobilefacenet has no dropout option .*leave it at 0.0"):
         model_options(cfg)

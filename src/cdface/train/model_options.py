@@ -29,6 +29,6 @@ def model_options(cfg: TrainConfig) -> dict[str, Any]:
         elif value != neutral:
             raise ConfigError(
                 f"model.{key}: {arch} has no {key} option (its options: {', '.join(accepted) or 'none'}); "
-                f"leave model.{key} at {neutral!r}"
+                f"leave it at {neutral!r}"
             )
     return options
