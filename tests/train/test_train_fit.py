@@ -176,8 +176,12 @@ def test_kill_minus_nine_then_resume(stage1, tiny_face_set, tmp_path):
         if found is not None and int(found.stem.split("_")[1]) >= 4:
             break
         time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed: no kill was tested"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL  # it died of the kill, not of its own end
+    newest = ckpt.latest_valid_checkpoint(ckpt_dir)
+    assert newest is not None and ckpt.load_checkpoint(newest)["step"] < 18  # the kill came before the end
     resumed = fit(config_from_dict({**cfg, "resume": "auto"}))
     assert resumed.step == straight.step == 18
     _assert_bitwise_equal(_weights(straight.backbone), _weights(resumed.backbone))
