@@ -186,6 +186,10 @@ _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "optim.warmup_epochs": (0.0, None, True, True),
     "optim.poly_power": (0.0, None, False, True),
     "optim.grad_clip": (0.0, None, True, True),
+    "num_threads": (0, None, True, True),
+    "health.collapse_after_epochs": (0.0, None, True, True),
+    "health.collapse_ce_fraction": (0.0, 1.0, False, True),
+    "health.collapse_max_target_cosine": (-1.0, 1.0, True, True),
 }
 
 
@@ -300,7 +304,7 @@ def _apply(obj: Any, values: dict[str, Any], prefix: str = "", sources: Sources 
         choices = _choices(full)
         if choices is not None and value not in choices:
             raise _located(sources, full, f"{full}: {value!r} is not one of {', '.join(choices)}")
-        if full in _RANGES and (problem := _range_problem(value, _RANGES[full])) is not None:
+        if value is not None and full in _RANGES and (problem := _range_problem(value, _RANGES[full])) is not None:
             raise _located(sources, full, f"{full}: must be {problem}, got {value!r}")
         setattr(obj, key, value)
 

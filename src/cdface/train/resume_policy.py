@@ -44,6 +44,8 @@ RESUME_POLICY: dict[str, tuple[str, str]] = {
     "max_bad_steps": (APPLY, "bookkeeping"),
     "dist_timeout_s": (APPLY, "bookkeeping"),
     "tensorboard": (APPLY, "bookkeeping"),
+    "num_threads": (APPLY, "how the same model is run"),
+    "health": (APPLY, "bookkeeping: when the log calls a run collapsed"),
     "data": (REFUSE, "the difficulty scores and sampler positions belong to one training set"),
     "data.num_workers": (APPLY, "loading only: the pending batches are replayed whatever the worker count"),
     "data.prefetch_factor": (APPLY, "loading only"),
