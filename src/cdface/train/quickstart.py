@@ -34,7 +34,6 @@ def quickstart_configs(out_dir: Path, scale: float = 1.0, seed: int = 0) -> dict
     identities = max(20, int(300 * scale))
     base: dict[str, Any] = {
         "output_dir": str(out_dir),
-        "overwrite": True,  # a quickstart rerun replaces its earlier runs
         "seed": seed,
         "batch_size": 64,
         "device": "cpu",
