@@ -198,6 +198,15 @@ def render() -> str:
         lines.append(f"| {name} | {n} | {_cell(doc)} |")
     lines += [
         "",
+        "Training runs never lose or mix data:",
+        "",
+        "| situation | rule | test |",
+        "|---|---|---|",
+    ]
+    for what, rule, f, fn in rc.TRAINING_GUARANTEES:
+        lines.append(f"| {_cell(what)} | {_cell(rule)} | {Path(f).name}::{fn} |")
+    lines += [
+        "",
         "## 5. Evaluation integrity",
         "",
         "`cdface score pairs` on the same features writes bit-identical JSON on repeat runs:",

@@ -50,15 +50,15 @@ class DataConfig:
 class ModelConfig:
     arch: str = "iresnet50"
     embedding_size: int = 512
-    dropout: float = 0.0
-    fp16: bool = False
+    dropout: float = 0.0  # passed to the architecture as given (0 included); see train/model_options.py
+    fp16: bool = False  # refused: use precision: fp16, which brings the gradient scaler
     gradient_checkpointing: bool = False
     channels_last: bool = False
 
 
 @dataclass
 class HeadConfig:
-    name: str = "arcface"  # arcface | cosface | combined | curricularface | adaface | magface
+    name: str = "arcface"  # a margin of cdface.heads.MARGINS: arcface | cosface | combined | curricularface | ...
     params: dict[str, float] = field(default_factory=lambda: {"s": 64.0, "m": 0.5})
     sharded: bool = False  # model-parallel head (cdface.parallel); needs torchrun
     sample_rate: float = 1.0  # Partial FC; 1.0 = every class centre each step
@@ -119,6 +119,7 @@ class TrainConfig:
     method: str = "arcface"  # arcface (stage 1 / plain margin losses) | cd (stage 2)
     init_from: str = ""  # stage-1 checkpoint whose backbone, head and scores start this run
     resume: str = ""  # "" | auto | path of a checkpoint
+    overwrite: bool = False  # start a new run in a run folder that already holds one (its files are replaced)
     seed: int = 0
     batch_size: int = 512  # global, whatever the world size
     epochs: float = 24.0
@@ -149,11 +150,81 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "precision": ("fp32", "bf16", "fp16"),
     "device": ("auto", "cpu", "cuda"),
     "data.kind": ("recordio", "folder", "list", "synthetic"),
-    "head.name": ("arcface", "cosface", "combined", "curricularface", "adaface", "magface"),
     "scores.sync": ("gather", "average"),
     "optim.optimizer": ("sgd", "adamw"),
     "optim.scheduler": ("step", "cosine", "poly", "constant"),
 }
+
+
+def _choices(key: str) -> tuple[str, ...] | None:
+    """Allowed values of a string key; margin names come from the head registry, so a new head is one edit."""
+    if key == "head.name":
+        from cdface.heads import MARGINS
+
+        return tuple(MARGINS)
+    return _CHOICES.get(key)
+
+
+# Allowed ranges of numeric keys: (low, high, low inclusive, high inclusive); None = unbounded.
+_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "epochs": (0.0, None, False, True),
+    "max_steps": (0, None, True, True),
+    "log_every": (1, None, True, True),
+    "checkpoint_every": (1, None, True, True),
+    "keep_checkpoints": (0, None, True, True),
+    "verify_every": (0, None, True, True),
+    "max_bad_steps": (1, None, True, True),
+    "dist_timeout_s": (0.0, None, False, True),
+    "data.num_workers": (0, None, True, True),
+    "data.prefetch_factor": (1, None, True, True),
+    "data.flip_p": (0.0, 1.0, True, True),
+    "data.color_jitter": (0.0, None, True, True),
+    "data.low_res_prob": (0.0, 1.0, True, True),
+    "data.max_bad_fraction": (0.0, 1.0, True, True),
+    "data.synthetic_identities": (2, None, True, True),
+    "data.synthetic_images_per_identity": (2, None, True, True),
+    "data.synthetic_eval_identities": (2, None, True, True),
+    "data.synthetic_pairs": (1, None, True, True),
+    "model.embedding_size": (1, None, True, True),
+    "model.dropout": (0.0, 1.0, True, False),
+    "scores.momentum": (0.0, 1.0, True, False),
+    "scores.average_every": (1, None, True, True),
+    "cd.num_classes": (1, None, True, True),
+    "cd.num_easy": (1, None, True, True),
+    "cd.num_hard": (1, None, True, True),
+    "cd.num_negatives": (1, None, True, True),
+    "cd.widen_step": (0.0, None, False, True),
+    "cd.threshold_samples": (1, None, True, True),
+    "cd.wc": (0.0, None, True, True),
+    "cd.wd": (0.0, None, True, True),
+    "cd.s": (0.0, None, False, True),
+    "optim.lr": (0.0, None, False, True),
+    "optim.momentum": (0.0, 1.0, True, False),
+    "optim.weight_decay": (0.0, None, True, True),
+    "optim.gamma": (0.0, None, False, True),
+    "optim.warmup_epochs": (0.0, None, True, True),
+    "optim.poly_power": (0.0, None, False, True),
+    "optim.grad_clip": (0.0, None, True, True),
+    "num_threads": (0, None, True, True),
+    "health.collapse_after_epochs": (0.0, None, True, True),
+    "health.collapse_ce_fraction": (0.0, 1.0, False, True),
+    "health.collapse_max_target_cosine": (-1.0, 1.0, True, True),
+}
+
+
+def _range_problem(value: float, bounds: tuple[float | None, float | None, bool, bool]) -> str | None:
+    low, high, low_in, high_in = bounds
+    if value != value:  # NaN
+        return "a number"
+    below = low is not None and (value < low or (value == low and not low_in))
+    above = high is not None and (value > high or (value == high and not high_in))
+    if not (below or above):
+        return None
+    lo = "" if low is None else f"{'[' if low_in else '('}{low}"
+    hi = "" if high is None else f"{high}{']' if high_in else ')'}"
+    if low is not None and high is not None:
+        return f"in {lo}, {hi}"
+    return f"{'>=' if low_in else '>'} {low}" if low is not None else f"{'<=' if high_in else '<'} {high}"
 
 
 def _type_name(tp: Any) -> str:
@@ -249,8 +320,11 @@ def _apply(obj: Any, values: dict[str, Any], prefix: str = "", sources: Sources 
             value = _coerce(value, tp, full)
         except ConfigError as exc:
             raise _located(sources, full, str(exc)) from None
-        if full in _CHOICES and value not in _CHOICES[full]:
-            raise _located(sources, full, f"{full}: {value!r} is not one of {', '.join(_CHOICES[full])}")
+        choices = _choices(full)
+        if choices is not None and value not in choices:
+            raise _located(sources, full, f"{full}: {value!r} is not one of {', '.join(choices)}")
+        if value is not None and full in _RANGES and (problem := _range_problem(value, _RANGES[full])) is not None:
+            raise _located(sources, full, f"{full}: must be {problem}, got {value!r}")
         setattr(obj, key, value)
 
 
@@ -376,6 +450,23 @@ def validate(cfg: TrainConfig, sources: Sources | None = None) -> None:
     if len(cfg.data.random_resized_crop) not in (0, 2):
         raise _located(sources, "data.random_resized_crop",
                        "data.random_resized_crop: expected [] or [min_scale, max_scale]")
+    if cfg.model.fp16:
+        raise _located(sources, "model.fp16",
+                       "model.fp16: true would run the backbone in float16 without a gradient scaler (small "
+                       "gradients underflow); use precision: fp16, which autocasts the backbone and scales the loss")
+    if cfg.resume and cfg.overwrite:
+        raise _located(sources, "overwrite",
+                       f"overwrite: true starts the run afresh, resume: {cfg.resume} continues it; set one of them")
+
+
+def check_world_size(batch_size: int, world_size: int) -> None:
+    """The global batch is split evenly over the processes; ConfigError (the same on every rank) when it cannot."""
+    if batch_size % world_size:
+        lower = batch_size - batch_size % world_size
+        raise ConfigError(
+            f"batch_size: the global batch of {batch_size} cannot be split over {world_size} processes; "
+            f"use a multiple of {world_size} (e.g. {lower or world_size} or {lower + world_size})"
+        )
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:

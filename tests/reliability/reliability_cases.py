@@ -68,7 +68,43 @@ KILL_TESTS_FILES = (
     "tests/train/test_train_fit.py",  # in-process crash, SIGKILL, bitwise resume
     "tests/train/test_train_ddp.py",  # a whole DDP job crashes and resumes with prefetching workers
     "tests/train/test_train_rank_death.py",  # one rank is SIGKILLed; the survivor fails clearly; resume=auto
+    "tests/train/test_train_run_safety.py",  # a crash, then a resume with a changed config
+    "tests/train/test_train_data_faults.py",  # a crash, then a resume that reports corrupt images as before
 )
+
+# Training runs never lose or mix data: (situation, rule, test file, test function).
+TRAINING_GUARANTEES: list[tuple[str, str, str, str]] = [
+    ("global batch not divisible by the process count (3 ranks, batch_size 8)",
+     "one config error, printed by rank 0 only; nothing written",
+     "tests/train/test_train_cli.py",
+     "test_a_batch_that_does_not_split_over_three_processes_is_one_error_printed_once"),
+    ("a diverging run (lr 1e6, a checkpoint every step)",
+     "no checkpoint with a non-finite weight, moment or score is written; the one named on stop is finite",
+     "tests/train/test_train_fit.py", "test_a_diverging_run_never_keeps_non_finite_checkpoints"),
+    ("a finite loss whose update makes the weights NaN",
+     "a bad step: counted toward max_bad_steps, never checkpointed; resume=auto continues from the finite one",
+     "tests/train/test_train_fit.py", "test_nan_losses_and_nan_weights_stop_the_run_naming_a_finite_checkpoint"),
+    ("a config value changed between a crash and the resume",
+     "applied and logged, or refused naming the key (a table per key); config.yaml holds what is in force",
+     "tests/train/test_train_run_safety.py",
+     "test_a_config_changed_between_a_crash_and_the_resume_is_applied_or_refused"),
+    ("a new run into a run folder that holds another run",
+     "refused unless resume or overwrite=true; a failed start changes nothing in the folder",
+     "tests/train/test_train_run_safety.py",
+     "test_a_new_run_into_a_used_run_folder_is_refused_unless_resumed_or_overwritten"),
+    ("Ctrl-C", "one line naming the newest checkpoint and the resume command; exit 130",
+     "tests/train/test_train_cli.py", "test_ctrl_c_prints_one_line_naming_the_checkpoint_and_the_resume_command"),
+    ("a RuntimeError under DDP", "a dead rank is named only when the collective says so; others as themselves",
+     "tests/train/test_train_cli.py", "test_only_a_collectives_own_peer_failure_is_reported_as_a_dead_rank"),
+    ("corrupt images, then a resume from the epoch-end checkpoint",
+     "one limit over the epoch's loaded samples; the resumed run reports what an uninterrupted one reports",
+     "tests/train/test_train_data_faults.py", "test_a_resumed_run_reports_corrupt_images_as_an_uninterrupted_one"),
+    ("Partial FC (head.sample_rate < 1), crash and resume",
+     "the sampling generator is checkpointed: the resumed run is bitwise equal",
+     "tests/train/test_train_fit.py", "test_partial_fc_resume_continues_the_sampling_stream"),
+    ("log_every=0, checkpoint_every=0, epochs=-1, ...", "refused at load time naming the key and the range",
+     "tests/train/test_train_config.py", "test_out_of_range_values_are_refused_at_load_time_naming_the_key"),
+]
 
 
 # ------------------------------------------------------------------------------------------- field layouts

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from cdface.config import CDConfig
+from cdface.errors import ConfigError
 from cdface.train.cd_sampler import FaceBatchSampler
 
 
@@ -83,8 +84,14 @@ def test_resume_replays_batches_drawn_ahead():
 
 def test_batch_size_must_split_over_ranks():
     labels, cti, scores = _setup()
-    with pytest.raises(ValueError, match="divisible"):
+    with pytest.raises(ConfigError, match="batch_size: the global batch of 40 cannot be split over 3 processes"):
         _sampler(labels, cti, scores, world=3)
+
+
+def test_a_batch_larger_than_the_set_is_a_config_error_naming_the_key():
+    labels, cti, scores = _setup(num_classes=2, per_class=10)
+    with pytest.raises(ConfigError, match=r"batch_size: 40 is larger than the training set \(20 samples\)"):
+        _sampler(labels, cti, scores)
 
 
 def test_a_batch_with_fewer_classes_than_ranks_skips_the_cd_draw():

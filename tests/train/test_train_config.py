@@ -1,8 +1,10 @@
+import re
 from pathlib import Path
 
 import pytest
+import torch
 
-from cdface.config import TrainConfig, load_config, parse_overrides
+from cdface.config import TrainConfig, check_world_size, load_config, parse_overrides
 from cdface.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,3 +70,75 @@ def test_every_shipped_config_loads():
     assert configs, "configs/ ships the paper's and the baselines' configs"
     for path in configs:
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("log_every=0", "log_every: must be >= 1, got 0"),
+        ("checkpoint_every=0", "checkpoint_every: must be >= 1, got 0"),
+        ("epochs=-1", "epochs: must be > 0.0, got -1.0"),
+        ("max_steps=-5", "max_steps: must be >= 0, got -5"),
+        ("max_bad_steps=0", "max_bad_steps: must be >= 1, got 0"),
+        ("optim.lr=0", "optim.lr: must be > 0.0, got 0.0"),
+        ("optim.momentum=1.0", "optim.momentum: must be in [0.0, 1.0), got 1.0"),
+        ("data.flip_p=1.5", "data.flip_p: must be in [0.0, 1.0], got 1.5"),
+        ("data.num_workers=-1", "data.num_workers: must be >= 0, got -1"),
+        ("model.dropout=1.0", "model.dropout: must be in [0.0, 1.0), got 1.0"),
+        ("cd.num_easy=0", "cd.num_easy: must be >= 1, got 0"),
+        ("dist_timeout_s=.nan", "dist_timeout_s: must be a number, got nan"),
+    ],
+)
+def test_out_of_range_values_are_refused_at_load_time_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=re.escape(f"override {override!r}: {message}")):
+        load_config(None, [override])
+
+
+def test_margin_names_are_the_head_registrys():
+    from cdface.heads import MARGINS
+
+    for name in MARGINS:
+        assert load_config(None, [f"head.name={name}"]).head.name == name
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["head.name=sphereface"])
+    assert str(info.value).endswith(f"is not one of {', '.join(MARGINS)}")
+
+
+def test_model_fp16_is_refused_in_favour_of_precision_fp16():
+    with pytest.raises(ConfigError, match="model.fp16: true .* without a gradient scaler.*use precision: fp16"):
+        load_config(None, ["model.fp16=true"])
+    assert load_config(None, ["precision=fp16"]).precision == "fp16"
+
+
+def test_overwrite_and_resume_together_are_refused():
+    with pytest.raises(ConfigError, match="overwrite: true starts the run afresh, resume: auto continues it"):
+        load_config(None, ["overwrite=true", "resume=auto"])
+
+
+def test_a_batch_that_does_not_split_over_the_processes_is_a_config_error():
+    check_world_size(9, 3)
+    with pytest.raises(ConfigError, match=r"batch_size: the global batch of 8 cannot be split over 3 processes; "
+                                          r"use a multiple of 3 \(e.g. 6 or 9\)"):
+        check_world_size(8, 3)
+
+
+@pytest.mark.parametrize("arch, value", [("ir18", 0.0), ("iresnet_tiny", 0.0), ("iresnet_tiny", 0.25)])
+def test_an_explicit_dropout_reaches_the_model_zero_included(arch, value):
+    """ir18's own default is 0.4: the config's 0.0 must still be what the model gets (and what it records)."""
+    from cdface.models import create_model
+    from cdface.train.model_options import model_options
+
+    cfg = load_config(None, [f"model.arch={arch}", "model.embedding_size=8", f"model.dropout={value}"])
+    model = create_model(arch, embedding_size=8, **model_options(cfg))
+    assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [value]
+    assert model.model_kwargs["dropout"] == value
+
+
+def test_an_option_the_architecture_lacks_is_a_config_error():
+    from cdface.train.model_options import model_options
+
+    cfg = load_config(None, ["model.arch=mobilefacenet"])
+    assert "dropout" not in model_options(cfg)  # 0.0 is what an architecture without dropout does
+    cfg = load_config(None, ["model.arch=mobilefacenet", "model.dropout=0.2"])
+    with pytest.raises(ConfigError, match="model.dropout: mobilefacenet has no dropout option .*leave it at 0.0"):
+        model_options(cfg)

@@ -141,3 +141,60 @@ def test_ddp_resume_with_workers_replays_each_ranks_own_batches(tiny_face_set, t
         assert resumed["step"] == straight["step"] == 6
         for key, value in resumed["params"].items():
             assert torch.equal(value, straight["params"][f"backbone.{key}"]), f"rank {rank}: {key}"
+
+
+def _register_groupnorm_net() -> None:
+    """A backbone without batch statistics (GroupNorm), registered in the worker process only: with BatchNorm,
+    2 ranks normalise with 8-sample statistics where one process uses 16, and no equality is promised."""
+    from torch import nn
+
+    from cdface.models.registry import register_model
+
+    @register_model(name="test_groupnorm_net")
+    def test_groupnorm_net(embedding_size: int = 32) -> nn.Module:
+        return nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.GroupNorm(2, 8), nn.PReLU(8),
+            nn.Conv2d(8, 16, 3, stride=4, padding=1), nn.GroupNorm(4, 16), nn.PReLU(16),
+            nn.Flatten(), nn.Linear(16 * 7 * 7, embedding_size),
+        )
+
+
+def _equivalence_worker(rank: int, world: int, port: int, values: dict, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    _register_groupnorm_net()
+    from cdface.train import checkpoint as ckpt
+    from cdface.train.trainer import fit
+
+    try:
+        result = fit(config_from_dict(values))
+        if rank == 0:
+            params = {f"backbone.{k}": v.detach() for k, v in result.backbone.named_parameters()}
+            params |= {f"head.{k}": v.detach() for k, v in result.head.named_parameters()}
+            scores = ckpt.load_checkpoint(result.checkpoint)["scores"]["scores"]
+            torch.save({"params": params, "scores": scores, "step": result.step},
+                       Path(out_dir) / f"world{world}.pt")
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def test_two_ranks_match_one_process_on_the_same_global_batch(tiny_face_set, tmp_path):
+    """The global batch is split over the ranks and DDP averages the gradients: with a backbone without batch
+    statistics, 2 ranks train what 1 process trains on the same global batch (up to the order of float sums).
+    (Stage 1 only: a CD step's easy/hard samples are drawn per rank from one RNG stream, so which samples a
+    class gets depends on the world size.)"""
+    method = "arcface"
+    base = _base_config(tmp_path, tiny_face_set, method=method, model={"arch": "test_groupnorm_net",
+                                                                        "embedding_size": 32})
+    for world in (1, 2):
+        values = {**base, "name": f"{method}_world{world}"}
+        mp.spawn(_equivalence_worker, args=(world, _free_port(), values, str(tmp_path)), nprocs=world, join=True)
+    one = torch.load(tmp_path / "world1.pt", weights_only=True)
+    two = torch.load(tmp_path / "world2.pt", weights_only=True)
+    assert one["step"] == two["step"] == 6
+    assert one["params"].keys() == two["params"].keys()
+    for key in one["params"]:
+        torch.testing.assert_close(two["params"][key], one["params"][key], rtol=1e-4, atol=1e-5, msg=key)
+    torch.testing.assert_close(two["scores"], one["scores"], rtol=1e-4, atol=1e-5)

@@ -109,19 +109,53 @@ def test_resume_is_bitwise_equal_to_uninterrupted(stage1, tiny_face_set, tmp_pat
     assert torch.equal(a, b)
 
 
-def test_nan_losses_are_skipped_then_stop_the_run(tiny_face_set, tmp_path):
+def _all_checkpoints_finite(ckpt_dir: Path) -> list[str]:
+    names = []
+    for path in ckpt.list_checkpoints(ckpt_dir):
+        assert ckpt.is_valid(path)
+        assert ckpt.nonfinite_entries(ckpt.load_checkpoint(path)) == [], path.name
+        names.append(path.name)
+    return names
+
+
+def test_nan_losses_and_nan_weights_stop_the_run_naming_a_finite_checkpoint(tiny_face_set, tmp_path):
     def poison(step, loss):
-        return loss * float("nan") if step in (1, 4, 5, 6) else loss
+        if step == 1:
+            return loss * float("nan")  # a non-finite loss: the step is skipped, the weights stay finite
+        if step == 4:
+            # a finite loss whose gradient is NaN (d sqrt(u)/du = inf at u = 0, times du = 0): the update
+            # makes every weight NaN, and from then on the losses are NaN by themselves
+            return loss + torch.sqrt(loss - loss)
+        return loss
 
     cfg = _cfg(tmp_path, tiny_face_set, "nan", checkpoint_every=3, max_bad_steps=3, epochs=2.0)
-    with pytest.raises(TrainingStopped, match="stopped at step 6: 3 non-finite losses in a row") as info:
+    with pytest.raises(TrainingStopped, match="stopped at step 6: 3 bad steps in a row") as info:
         fit(config_from_dict(cfg), fault_hook=poison)
-    last_good = ckpt.latest_valid_checkpoint(tmp_path / "runs" / "nan" / "checkpoints")
-    # the epoch-end checkpoint after the skipped steps 4 and 5 holds the unchanged, finite weights of step 4
-    assert last_good is not None and last_good.name == "ckpt_00000006.pt"
-    assert str(last_good) in str(info.value)
-    state = ckpt.load_checkpoint(last_good)
-    assert all(torch.isfinite(v).all() for v in state["backbone"].values() if v.is_floating_point())
+    ckpt_dir = tmp_path / "runs" / "nan" / "checkpoints"
+    # the epoch-end save at step 6 would have held the NaN weights of step 4's update: it is not written
+    assert _all_checkpoints_finite(ckpt_dir) == ["ckpt_00000003.pt"]
+    last_good = ckpt.latest_valid_checkpoint(ckpt_dir)
+    assert f"last good checkpoint: {last_good}" in str(info.value)
+    # ... and resume=auto continues from it to the end
+    resumed = fit(config_from_dict({**cfg, "resume": "auto"}))
+    assert resumed.step == 12
+    assert all(torch.isfinite(v).all() for v in resumed.backbone.state_dict().values() if v.is_floating_point())
+
+
+def test_a_diverging_run_never_keeps_non_finite_checkpoints(tiny_face_set, tmp_path):
+    """lr 1e6 with a checkpoint every step (the reported case): the weights blow up with a finite loss."""
+    cfg = _cfg(tmp_path, tiny_face_set, "diverge", checkpoint_every=1, max_bad_steps=3, keep_checkpoints=3,
+               optim={"lr": 1e6, "milestones": []})
+    with pytest.raises(TrainingStopped) as info:
+        fit(config_from_dict(cfg))
+    ckpt_dir = tmp_path / "runs" / "diverge" / "checkpoints"
+    kept = _all_checkpoints_finite(ckpt_dir)
+    assert kept, "the finite checkpoints before the divergence are kept"
+    assert str(ckpt_dir / kept[-1]) in str(info.value)
+    # rotation kept the newest finite checkpoint, and resume=auto takes it (a non-finite one would be refused)
+    step = int(kept[-1][5:13])
+    resumed = fit(config_from_dict({**cfg, "resume": "auto", "max_steps": step}))
+    assert resumed.step == step and resumed.checkpoint == ckpt_dir / kept[-1]
 
 
 def test_kill_minus_nine_then_resume(stage1, tiny_face_set, tmp_path):
@@ -142,8 +176,12 @@ def test_kill_minus_nine_then_resume(stage1, tiny_face_set, tmp_path):
         if found is not None and int(found.stem.split("_")[1]) >= 4:
             break
         time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed: no kill was tested"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL  # it died of the kill, not of its own end
+    newest = ckpt.latest_valid_checkpoint(ckpt_dir)
+    assert newest is not None and ckpt.load_checkpoint(newest)["step"] < 18  # the kill came before the end
     resumed = fit(config_from_dict({**cfg, "resume": "auto"}))
     assert resumed.step == straight.step == 18
     _assert_bitwise_equal(_weights(straight.backbone), _weights(resumed.backbone))
@@ -157,3 +195,24 @@ def test_a_skipped_last_step_still_ends_with_a_checkpoint_of_that_step(tiny_face
     assert result.step == 6
     latest = ckpt.latest_valid_checkpoint(tmp_path / "runs" / "nan_last" / "checkpoints")
     assert latest.name == "ckpt_00000006.pt" and ckpt.load_checkpoint(latest)["step"] == 6
+
+
+def test_partial_fc_resume_continues_the_sampling_stream(tiny_face_set, tmp_path):
+    """head.sample_rate < 1: each step samples negative centres from the head's generator; a resumed run must
+    draw the same ones (the generator state is in the checkpoint), so it ends bitwise equal."""
+    common = {"batch_size": 4, "max_steps": 12, "epochs": 1.0,
+              "head": {"name": "cosface", "params": {"s": 64.0, "m": 0.4}, "sharded": True, "sample_rate": 0.5}}
+    straight = fit(config_from_dict(_cfg(tmp_path, tiny_face_set, "pfc_straight", **common)))
+
+    def crash(step, loss):
+        if step == 7:
+            raise KeyboardInterrupt("simulated crash")
+        return loss
+
+    cfg = _cfg(tmp_path, tiny_face_set, "pfc_interrupted", checkpoint_every=3, **common)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config_from_dict(cfg), fault_hook=crash)
+    resumed = fit(config_from_dict({**cfg, "resume": "auto"}))
+    assert resumed.step == straight.step == 12
+    _assert_bitwise_equal(_weights(straight.backbone), _weights(resumed.backbone))
+    _assert_bitwise_equal(_weights(straight.head), _weights(resumed.head))

@@ -78,7 +78,7 @@ def test_survivor_fails_clearly_then_resume_auto_finishes(tiny_face_set, tmp_pat
     waited = time.time() - killed_at
     log = (tmp_path / "rank0.log").read_text()
     assert code != 0 and waited < cfg["dist_timeout_s"] + 40
-    assert "another rank probably died" in log and "resume=auto" in log, log[-2000:]
+    assert "another rank died or stopped responding" in log and "resume=auto" in log, log[-2000:]
 
     procs = _launch(config, 2, _free_port(), ["resume=auto"], tmp_path)
     codes = [p.wait(timeout=300) for p in procs]

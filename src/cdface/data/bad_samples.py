@@ -2,7 +2,10 @@
 
 Each worker holds its own dataset copy, so the main process learns about corrupt images only through
 the ``bad_index`` column of each batch. The trainer feeds that column to a ``BadSampleTracker``, which
-reports per epoch and stops training with a clear error once too large a fraction is corrupt.
+reports per epoch and stops training with a clear error once too large a fraction is corrupt. This is the
+one limit (``data.max_bad_fraction``), with one denominator: the samples loaded in the epoch so far. Its
+state, the bad indices included, goes into checkpoints, so a resumed run reports what an uninterrupted
+one reports.
 """
 
 from __future__ import annotations
@@ -85,15 +88,18 @@ class BadSampleTracker:
                 "repair the data or raise max_bad_fraction",
             )
 
-    def state_dict(self) -> dict[str, int]:
+    def state_dict(self) -> dict[str, int | torch.Tensor]:
         return {
             "epoch": self.epoch,
             "seen": self.seen,
             "bad": self.bad,
             "total_seen": self.total_seen,
             "total_bad": self.total_bad,
+            "indices": torch.tensor(sorted(self._indices), dtype=torch.int64),
         }
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, int | torch.Tensor]) -> None:
         for key in ("epoch", "seen", "bad", "total_seen", "total_bad"):
             setattr(self, key, int(state[key]))
+        indices = state.get("indices")  # absent in checkpoints written before it was saved
+        self._indices = set() if indices is None else {int(i) for i in indices.tolist()}

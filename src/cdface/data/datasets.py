@@ -134,14 +134,8 @@ class FaceDataset(Dataset):
         if index in self.bad_indices:
             return
         self.bad_indices.add(index)
+        # no limit here: each DataLoader worker sees only its share; the trainer's BadSampleTracker holds the one
         logger.warning("corrupt sample %d replaced by another of its class: %s", index, exc)
-        if len(self.bad_indices) > self.max_bad_fraction * len(self):
-            raise FormatError(
-                self.source,
-                None,
-                f"at most {self.max_bad_fraction:.2%} corrupt samples; this process alone found "
-                f"{len(self.bad_indices)} of {len(self)} (first: {sorted(self.bad_indices)[:10]})",
-            ) from exc
 
 
 class InMemoryDataset(FaceDataset):

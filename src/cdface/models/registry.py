@@ -16,7 +16,9 @@ from torch import nn
 
 from cdface.errors import ConfigError
 
-__all__ = ["create_model", "list_models", "register_model", "resolve_model_name", "default_input_cfg"]
+__all__ = [
+    "accepted_options", "create_model", "list_models", "register_model", "resolve_model_name", "default_input_cfg",
+]
 
 ModelFn = TypeVar("ModelFn", bound=Callable[..., nn.Module])
 
@@ -72,11 +74,16 @@ def resolve_model_name(name: str) -> str:
     return key
 
 
+def accepted_options(name: str) -> list[str]:
+    """The keyword options (besides embedding_size) that the constructor of model `name` accepts."""
+    return [p for p in inspect.signature(_MODELS[resolve_model_name(name)]).parameters if p != "embedding_size"]
+
+
 def create_model(name: str, embedding_size: int = 512, **kwargs: Any) -> nn.Module:
     """Build a registered backbone; an unknown name or option raises ConfigError listing the allowed ones."""
     key = resolve_model_name(name)
     builder = _MODELS[key]
-    allowed = [p for p in inspect.signature(builder).parameters if p != "embedding_size"]
+    allowed = accepted_options(key)
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         raise ConfigError(f"model {key!r} got unknown option(s) {unknown}; allowed: {allowed}")

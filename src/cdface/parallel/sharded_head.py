@@ -106,6 +106,15 @@ class ShardedMarginHead(nn.Module):
         with torch.no_grad():
             self.weight.copy_(full_weight[self.class_start : self.class_end])
 
+    def sampling_state(self) -> Tensor | None:
+        """This rank's Partial FC generator state (a uint8 tensor), for checkpoints; None without a generator."""
+        return self.generator.get_state() if self.generator is not None else None
+
+    def load_sampling_state(self, state: Tensor | None) -> None:
+        """Continue the sampling stream saved by ``sampling_state`` (same rank, same world size)."""
+        if state is not None and self.generator is not None:
+            self.generator.set_state(state)
+
     def forward(self, embeddings: Tensor, labels: Tensor) -> ShardedHeadOutput:
         """One step on this rank's ``embeddings`` (B_local, D) and global class ids ``labels`` (B_local,)."""
         labels = labels.to(embeddings.device).long()

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cdface.config import CDConfig
+from cdface.config import CDConfig, check_world_size
+from cdface.errors import ConfigError
 from cdface.miners.easy_hard import EasyHardMiner, score_threshold
 
 
@@ -48,10 +49,13 @@ class FaceBatchSampler(torch.utils.data.Sampler[list[int]]):
         cd: CDConfig | None = None,
         scores: Callable[[], np.ndarray] | None = None,
     ) -> None:
-        if batch_size % world_size:
-            raise ValueError(f"batch_size {batch_size} is not divisible by the world size {world_size}")
+        # Config problems are ConfigErrors naming the key (the CLI prints them as one line).
+        check_world_size(batch_size, world_size)
         if len(labels) < batch_size:
-            raise ValueError(f"the dataset has {len(labels)} samples, fewer than one batch of {batch_size}")
+            raise ConfigError(
+                f"batch_size: {batch_size} is larger than the training set ({len(labels)} samples); "
+                "lower batch_size or check data.path"
+            )
         self.labels = np.asarray(labels, dtype=np.int64)
         self.class_to_indices = class_to_indices
         self.batch_size = batch_size
@@ -63,7 +67,7 @@ class FaceBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.scores = scores
         if cd is not None:
             if scores is None:
-                raise ValueError("CD sampling needs the difficulty scores")
+                raise ValueError("CD sampling needs the difficulty scores")  # a caller's bug, not a config value
             self.miner = EasyHardMiner(num_easy=cd.num_easy, num_hard=cd.num_hard, widen_step=cd.widen_step)
         self.steps_per_epoch = len(self.labels) // batch_size
         self.epoch = 0

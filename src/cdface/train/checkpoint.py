@@ -2,7 +2,8 @@
 
 Write order: `<name>.pt.tmp` -> fsync -> rename to `<name>.pt`; then the sha256 sidecar `<name>.pt.sha256`
 the same way. A checkpoint counts only when its sidecar exists and matches, so a kill between the two
-renames, or a truncated file, is skipped by `resume: auto`.
+renames, or a truncated file, is skipped by `resume: auto`. A state holding a NaN or an infinity (weights,
+optimizer moments, scores) is never written: every checkpoint on disk is one a run can continue from.
 """
 
 from __future__ import annotations
@@ -52,15 +53,46 @@ def _write_atomic(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def nonfinite_entries(state: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of the floating-point tensors in `state` (nested dicts, lists, tuples) holding NaN or inf."""
+    if isinstance(state, torch.Tensor):
+        return [prefix or "<tensor>"] if state.is_floating_point() and not bool(torch.isfinite(state).all()) else []
+    if isinstance(state, float):
+        return [] if state == state and abs(state) != float("inf") else [prefix or "<value>"]
+    if isinstance(state, dict):
+        items = state.items()
+    elif isinstance(state, (list, tuple)):
+        items = enumerate(state)
+    else:
+        return []
+    found: list[str] = []
+    for key, value in items:
+        found += nonfinite_entries(value, f"{prefix}.{key}" if prefix else str(key))
+    return found
+
+
+def tensors_finite(tensors: Any) -> bool:
+    """True when every floating-point tensor of the iterable is finite (one host sync, not one per tensor)."""
+    flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
 def checkpoint_path(directory: str | Path, step: int) -> Path:
     return Path(directory) / f"ckpt_{step:08d}.pt"
 
 
 def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int, keep: int = 3) -> Path:
-    """Write `state` atomically; on failure the previous checkpoints are untouched and the error says so."""
+    """Write `state` atomically; on failure the previous checkpoints are untouched and the error says so.
+
+    A state with a non-finite floating-point value raises CheckpointError and writes nothing.
+    """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(directory, step)
+    bad = nonfinite_entries(state)
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise CheckpointError(f"refusing to write checkpoint {path}: non-finite values in {shown}")
+    directory.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()

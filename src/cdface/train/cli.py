@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
+import sys
+from pathlib import Path
 
-from cdface.errors import CdfaceError
+from cdface.config import TrainConfig
+from cdface.errors import CdfaceError, ConfigError
 
 
 class DistributedRunError(CdfaceError):
@@ -67,26 +71,77 @@ def _setup_logging() -> None:
     )
 
 
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
 def _train(args: argparse.Namespace) -> int:
     from cdface.config import load_config
     from cdface.train.trainer import fit
 
     _setup_logging()
-    cfg = load_config(args.config, args.overrides)
+    cfg = None
     try:
+        cfg = load_config(args.config, args.overrides)
         result = fit(cfg)
+    except ConfigError:
+        if _rank() != 0:  # every rank finds the same config error: rank 0 alone prints it
+            return 1
+        raise
+    except KeyboardInterrupt:
+        if _rank() == 0:
+            print(interrupted_message(args, cfg), file=sys.stderr)
+        return 130
     except RuntimeError as exc:
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()):
+        explained = explain_runtime_error(exc, cfg)
+        if explained is exc:
             raise
-        raise DistributedRunError(
-            f"rank {dist.get_rank()}: a collective with the other ranks failed or timed out "
-            f"(dist_timeout_s={cfg.dist_timeout_s}); another rank probably died. Restart the whole job with "
-            f"resume=auto to continue from the newest checkpoint. Cause: {exc}"
-        ) from exc
+        raise explained from exc
     print(f"finished at step {result.step}; checkpoint {result.checkpoint}; backbone {result.run_dir / 'backbone.pt'}")
     return 0
+
+
+def interrupted_message(args: argparse.Namespace, cfg: TrainConfig | None) -> str:
+    """One line for Ctrl-C: the newest valid checkpoint and the command that continues from it."""
+    if cfg is None:
+        return "interrupted before the run started"
+    from cdface.train import checkpoint as ckpt
+
+    newest = ckpt.latest_valid_checkpoint(Path(cfg.output_dir) / cfg.name / "checkpoints")
+    kept = [o for o in args.overrides if o.split("=", 1)[0].strip() not in ("resume", "overwrite")]
+    command = shlex.join(["cdface", "train", args.config, *kept, "resume=auto"])
+    where = f"newest checkpoint {newest}" if newest else "no checkpoint written yet"
+    return f"interrupted; {where}; continue with: {command}"
+
+
+# What a collective's own error says when its peer is gone (gloo, NCCL, the TCP store).
+_PEER_GONE = ("connection closed by peer", "connection reset by peer", "broken pipe", "timed out", "timeout",
+              "communicator was aborted", "remote process exited", "socket")
+
+
+def explain_runtime_error(exc: RuntimeError, cfg: TrainConfig | None) -> BaseException:
+    """The error to report for a RuntimeError out of `fit`: a peer failure under DDP says so and how to resume;
+    out-of-memory says what to lower; anything else is the exception itself, named as it is."""
+    import torch
+    import torch.distributed as dist
+
+    rank = f"rank {_rank()}: "
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return CdfaceError(
+            f"{rank}out of memory ({first}); lower batch_size, or use precision: bf16 or "
+            "model.gradient_checkpointing: true"
+        )
+    distributed = dist.is_available() and dist.is_initialized()
+    peer_gone = isinstance(exc, dist.DistError) or any(m in str(exc).lower() for m in _PEER_GONE)
+    if distributed and peer_gone:
+        timeout = f" (dist_timeout_s={cfg.dist_timeout_s})" if cfg is not None else ""
+        return DistributedRunError(
+            f"{rank}a collective with the other ranks failed{timeout}: another rank died or stopped responding "
+            f"({type(exc).__name__}: {first}). Restart the whole job with resume=auto to continue from the "
+            "newest checkpoint"
+        )
+    return exc
 
 
 def _quickstart(args: argparse.Namespace) -> int:

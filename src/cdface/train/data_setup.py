@@ -84,7 +84,6 @@ def build_training_data(cfg: TrainConfig, info: DistInfo):
         transform=transform,
         cache_dir=cfg.data.cache_dir or None,
         cache_labels=cfg.data.label_cache,
-        max_bad_fraction=cfg.data.max_bad_fraction,
         seed=cfg.seed,
         max_pixels=cfg.data.max_image_pixels or None,
     )

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from cdface import __version__
-from cdface.config import TrainConfig, config_to_dict, dump_config
+from cdface.config import TrainConfig, check_world_size, config_to_dict
 from cdface.data.bad_samples import BadSampleTracker
 from cdface.data.transforms import normalize_uint8
 from cdface.errors import CdfaceError
@@ -47,8 +47,16 @@ from cdface.train.distributed import (
 )
 from cdface.train.health import TrainingHealth, collapse_plateau, health_line
 from cdface.train.metrics_log import MetricsLog
+from cdface.train.model_options import model_options
 from cdface.train.optim import build_optimizer
 from cdface.train.plots import plot_training
+from cdface.train.resume_policy import (
+    apply_optimizer_config,
+    check_resume_config,
+    load_scaler_state,
+    optimizer_hyperparameters,
+)
+from cdface.train.run_folder import claim_run_folder, write_run_config
 from cdface.train.schedule import lr_multiplier
 from cdface.train.score_bank import ScoreBank
 
@@ -105,11 +113,10 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    check_world_size(cfg.batch_size, info.world_size)
     run_dir = Path(cfg.output_dir) / cfg.name
     ckpt_dir = run_dir / "checkpoints"
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_config(cfg))
+    claim_run_folder(cfg, run_dir, info)  # nothing is written into the run folder before the run has started
 
     # ---- 2. data: dataset, score bank, batch sampler (CD samples appended), loader -----------------
     dataset, val_sets = build_training_data(cfg, info)
@@ -180,12 +187,15 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
     resume_path = _resolve_resume(cfg, ckpt_dir, info)
     if resume_path is not None:
         state = _require(ckpt.load_checkpoint(resume_path), resume_path, RESUME_KEYS)
+        check_resume_config(state.get("config"), cfg, resume_path, int(state["step"]))  # refuse or apply, logged
         load_state_dict_strict(backbone, state["backbone"], resume_path)
         _load_scores(scores, state, resume_path)
+        configured = optimizer_hyperparameters(optimizer)
         optimizer.load_state_dict(state["optimizer"])
         _load_head(head, state, resume_path, optimizer)
         scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        apply_optimizer_config(optimizer, scheduler, configured)
+        load_scaler_state(scaler, state["scaler"])
         # Each rank's drawn-ahead batches are its own; with another world size the sampler draws anew.
         sampler_state = own_entry(state["sampler"], info)
         if sampler_state is not None:
@@ -193,6 +203,8 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
         bad_state = own_entry(state["bad_samples"], info)
         if bad_state is not None:
             bad_samples.load_state_dict(bad_state)
+        if sharded:  # Partial FC continues each rank's sampling stream (another world size samples anew)
+            head.load_sampling_state(own_entry(state.get("head_sampling", []), info))
         torch.set_rng_state(state["rng"]["torch"])
         if device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"])
@@ -210,6 +222,9 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
         if info.is_main:
             log.info("initialised backbone, head and difficulty scores from %s", cfg.init_from)
 
+    if info.is_main:
+        # the config in force; an overwritten run's files (or a resumed one's log after `step`) go now, not before
+        write_run_config(cfg, run_dir, step if resume_path is not None else None)
     model = backbone
     if info.enabled:
         device_ids = [device.index] if device.type == "cuda" else None
@@ -227,6 +242,7 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
         head_full = gather_full_state(head_module, optimizer) if sharded else None
         sampler_states = gather_objects(sampler.state_dict(), info)  # per rank: its batches drawn ahead
         bad_states = gather_objects(bad_samples.state_dict(), info)
+        head_sampling = gather_objects(head_module.sampling_state(), info) if sharded else []
         if info.is_main:
             optimizer_state = optimizer.state_dict()
             if sharded:
@@ -241,6 +257,7 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
                 "scaler": scaler.state_dict(),
                 "sampler": sampler_states,
                 "bad_samples": bad_states,
+                "head_sampling": head_sampling,
                 "rng": {"torch": torch.get_rng_state()}
                 | ({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
                 "step": at_step,
@@ -249,8 +266,11 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
                 "config": config_to_dict(cfg),
                 "cdface_version": __version__,
             }
-            path = ckpt.save_checkpoint(state, ckpt_dir, at_step, keep=cfg.keep_checkpoints)
-            export_backbone(backbone, cfg, run_dir, dataset.num_classes, at_step)
+            if bad := ckpt.nonfinite_entries(state):  # never written: the last finite checkpoint stays the one named
+                log.warning("step %d: no checkpoint written, non-finite values in %s", at_step, ", ".join(bad[:3]))
+            else:
+                path = ckpt.save_checkpoint(state, ckpt_dir, at_step, keep=cfg.keep_checkpoints)
+                export_backbone(backbone, cfg, run_dir, dataset.num_classes, at_step)
         if info.enabled:
             torch.distributed.barrier()
         return path
@@ -326,24 +346,29 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
                     last_threshold = plan.threshold
 
             if not finite:  # skip the update, count it, stop after too many in a row
-                bad_streak, skipped = bad_streak + 1, skipped + 1
+                skipped += 1
                 optimizer.zero_grad(set_to_none=True)
-                log.warning("step %d: non-finite loss, step skipped (%d in a row)", step, bad_streak)
-                if bad_streak >= cfg.max_bad_steps:
-                    raise TrainingStopped(
-                        f"stopped at step {step}: {bad_streak} non-finite losses in a row; "
-                        f"last good checkpoint: {last_ckpt or 'none'}"
-                    )
+                log.warning("step %d: non-finite loss, step skipped", step)
             else:
-                bad_streak = 0
-                health.update(ce, out.correct, out.target_cosine)
                 if cfg.optim.grad_clip > 0:
                     scaler.unscale_(optimizer)
                     _clip_gradients(optimizer, cfg.optim.grad_clip, head_module if sharded else None, info)
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
-
+                # a finite loss can still overflow the weights: a bad step too, never checkpointed (see save)
+                weights = [*backbone.state_dict().values(), *head_module.state_dict().values()]
+                finite = not any_rank(not ckpt.tensors_finite(weights), info, device)
+                if not finite:
+                    log.warning("step %d: the update made the weights non-finite", step)
+            bad_streak = 0 if finite else bad_streak + 1
+            if bad_streak >= cfg.max_bad_steps:
+                raise TrainingStopped(
+                    f"stopped at step {step}: {bad_streak} bad steps in a row (non-finite loss or weights); "
+                    f"last good checkpoint: {last_ckpt or 'none'}"
+                )
+            if finite:
+                health.update(ce, out.correct, out.target_cosine)
                 # Difficulty scores: every rank applies every rank's updates, so all ranks hold one view.
                 idx_local = indices[:n].to(device)
                 if cfg.scores.sync == "gather":
@@ -394,14 +419,14 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
                 with open(run_dir / "health.txt", "a") as health_file:  # the report's copy, kept across resumes
                     health_file.write(line + "\n")
                 plot_training(run_dir / "training.png", [run_dir])
-            if step % cfg.checkpoint_every == 0 or end_of_epoch or step == total_steps:
-                last_ckpt = save(step) or last_ckpt
-                last_saved_step = step
-            if end_of_epoch:
+            if end_of_epoch:  # before the epoch-end checkpoint, which then holds the next epoch's empty counts
                 metrics.histogram("difficulty_scores", scores.scores, step)
                 report = bad_samples.end_epoch()
                 if report.bad and info.is_main:
                     log.warning("corrupt images substituted: %s", report)
+            if step % cfg.checkpoint_every == 0 or end_of_epoch or step == total_steps:
+                last_ckpt = save(step) or last_ckpt
+                last_saved_step = step
             window_paused += time.perf_counter() - pause_start
             if step >= total_steps:
                 break
@@ -440,18 +465,6 @@ def resolve_cd_scale(cfg: TrainConfig, margin: torch.nn.Module) -> float:
     return float(cfg.cd.s if cfg.cd.s is not None else getattr(margin, "s", 64.0))
 
 
-def model_options(cfg: TrainConfig) -> dict[str, Any]:
-    """Only the options a user changed, so architectures without them (mobilefacenet) still build."""
-    options: dict[str, Any] = {}
-    if cfg.model.dropout:
-        options["dropout"] = cfg.model.dropout
-    if cfg.model.fp16:
-        options["fp16"] = True
-    if cfg.model.gradient_checkpointing:
-        options["gradient_checkpointing"] = True
-    return options
-
-
 def _clip_gradients(
     optimizer: torch.optim.Optimizer, max_norm: float, sharded_head: ShardedMarginHead | None, info: DistInfo
 ) -> None:
@@ -488,6 +501,8 @@ def _require(state: dict[str, Any], path: Path, keys: tuple[str, ...]) -> dict[s
     missing = [k for k in keys if k not in state]
     if missing:
         raise ckpt.CheckpointError(f"{path}: not a cdface training checkpoint: missing {', '.join(missing)}")
+    if bad := ckpt.nonfinite_entries({k: state[k] for k in keys}):
+        raise ckpt.CheckpointError(f"{path}: holds non-finite values ({', '.join(bad[:3])}); use an earlier checkpoint")
     return state
 
 

@@ -1,0 +1,80 @@
+"""One run per run folder: a new run never mixes its files with an older run's.
+
+`claim_run_folder` runs before anything is written: a run folder that already holds files is refused unless
+the config resumes it (`resume`) or replaces it (`overwrite: true`). `write_run_config` runs once the run has
+started (data, model and resume set up without error): with `overwrite` it first removes the older run's
+files; on a resume it drops the log records of steps after the resumed one (the crashed run's, which the
+resumed run logs again); then it writes `config.yaml`, the config in force. A start that fails leaves the
+folder as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from cdface.config import TrainConfig, dump_config
+from cdface.errors import ConfigError
+from cdface.train.checkpoint import _write_atomic
+from cdface.train.distributed import DistInfo
+
+# What a run writes into its folder (and what `overwrite: true` removes); anything else is left alone.
+RUN_FILES = ("config.yaml", "checkpoints", "metrics.jsonl", "backbone.pt", "model.json", "tensorboard")
+
+
+def run_folder_problem(cfg: TrainConfig, run_dir: Path) -> str | None:
+    """Why a run with `cfg` may not start in `run_dir` (None when it may)."""
+    if cfg.resume or cfg.overwrite or not run_dir.is_dir():
+        return None
+    held = sorted(p.name for p in run_dir.iterdir())
+    if not held:
+        return None
+    shown = ", ".join(held[:5]) + (" ..." if len(held) > 5 else "")
+    return (
+        f"name: the run folder {run_dir} already holds a run ({shown}); continue it with resume=auto, "
+        f"replace it with overwrite=true, or choose another name"
+    )
+
+
+def claim_run_folder(cfg: TrainConfig, run_dir: Path, info: DistInfo) -> None:
+    """ConfigError on every rank when the run may not start in `run_dir`; rank 0 decides (a shared filesystem
+    seen at slightly different moments must not split the ranks)."""
+    verdict = [run_folder_problem(cfg, run_dir) if info.is_main else None]
+    if info.enabled:
+        torch.distributed.broadcast_object_list(verdict, src=0)
+    if verdict[0]:
+        raise ConfigError(verdict[0])
+
+
+def write_run_config(cfg: TrainConfig, run_dir: Path, resumed_step: int | None = None) -> None:
+    """Rank 0, once the run has started: clear an overwritten run's files, cut the log back to `resumed_step`
+    (when resuming), then write `config.yaml`."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.overwrite:
+        for name in RUN_FILES:
+            path = run_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+    if resumed_step is not None:
+        truncate_metrics(run_dir / "metrics.jsonl", resumed_step)
+    _write_atomic(run_dir / "config.yaml", dump_config(cfg).encode())
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep the JSONL records of steps <= `step` (a line that is not a record, e.g. cut by a kill, goes too)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            kept.append(line + "\n")
+    _write_atomic(path, "".join(kept).encode())
