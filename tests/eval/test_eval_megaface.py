@@ -210,7 +210,7 @@ def test_cli_megaface(tmp_path, capsys):
     first = capsys.readouterr().out
     out = json.loads(first)
     assert set(out["cmc"]) == {str(k) for k in range(1, 11)}
-    assert set(out["tar_at_far"]) == {"1e-06", "1e-07", "1e-08", "1e-09"}
+    assert set(out["tar_at_far"]) == {"0.0001", "1e-05", "1e-06", "1e-07", "1e-08", "1e-09"}
     assert set(out["size_curve"]) == {"10", "100", "200"}
     args = parser.parse_args(argv)
     assert args.func(args) == 0

@@ -46,6 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_synthetic)
 
+    from cdface.data.extract_cli import register_extract  # `data extract` lives in its own file
+
+    register_extract(sub)
+
 
 # ---- handlers ----
 
