@@ -23,10 +23,11 @@ _COMMAND_MODULES = (
     "cdface.parallel.cli",
 )
 
-_DESCRIPTION = """\
-Train and evaluate face recognition models: ArcFace-family margin losses and the closeness & diversity
-method (ACCV 2022), evaluation that reproduces insightface's numbers (LFW-family .bin, IJB-B/C, MegaFace),
-feature extraction, 1:1 comparison, search and ONNX export."""
+_DESCRIPTION = (
+    "Train and evaluate face recognition models: ArcFace-family margin losses and the closeness & diversity "
+    "method (ACCV 2022), evaluation that reproduces insightface's numbers (LFW-family .bin, IJB-B/C, MegaFace), "
+    "feature extraction, 1:1 comparison, search and ONNX export."
+)
 
 _EPILOG = """\
 examples:

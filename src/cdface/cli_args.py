@@ -22,8 +22,20 @@ INVALID_RESULT_EXIT = 3
 
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows each option's default (when it has one) and keeps descriptions' line breaks."""
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default (when it has one); descriptions wrap per line, and lines that start with
+    a space (examples) are kept as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        out = []
+        for line in text.splitlines():
+            if line.startswith(" ") or not line.strip():
+                out.append(indent + line)
+            else:
+                out.append(textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent))
+        return "\n".join(out)
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         # argparse would print "(default: None)" / "(default: False)" for flags and unset options: noise

@@ -75,6 +75,8 @@ def extract_recordio(
     from cdface.data.datasets import resolve_recordio_paths
     from cdface.data.recordio import RecordIOReader
 
+    if not Path(rec).is_dir() and Path(rec).suffix.lower() != ".rec":
+        raise FormatError(rec, None, "a RecordIO .rec file (with its .idx) or a folder holding train.rec")
     rec_path, idx_path = resolve_recordio_paths(rec)
     if not rec_path.is_file():
         raise FormatError(rec_path, None, "a RecordIO .rec file (not found)")

@@ -24,7 +24,7 @@ from cdface.data.align import fit_to_size
 from cdface.errors import FormatError
 from cdface.inference.embedder import FaceEmbedder
 
-__all__ = ["EncodedImages", "ImageFiles", "Features", "extract_features"]
+__all__ = ["EncodedImages", "ImageFiles", "RecordImages", "Features", "extract_features"]
 
 _Item = tuple[int, np.ndarray | None, str | None, tuple[int, int] | None]
 
@@ -90,6 +90,38 @@ class ImageFiles(Dataset):
                     raise
                 raise FormatError(path, None, f"a readable image file ({exc})") from exc
             return index, None, f"{path}: {exc}", None
+
+
+class RecordImages(Dataset):
+    """The image records `keys` of a RecordIO file (the reader reopens its file in each worker process).
+
+    `skip_errors` turns undecodable records into None (with the record named), as `ImageFiles` does."""
+
+    def __init__(self, rec: str | Path, keys: np.ndarray, size: tuple[int, int] = (112, 112),
+                 skip_errors: bool = False) -> None:
+        from cdface.data.recordio import RecordIOReader
+
+        idx = Path(rec).with_suffix(".idx")
+        self.reader = RecordIOReader(rec, idx if idx.is_file() else None)
+        self.keys = np.asarray(keys, dtype=np.int64)
+        self.size = size
+        self.skip_errors = skip_errors
+
+    def __len__(self) -> int:
+        return int(self.keys.size)
+
+    def __getitem__(self, index: int) -> _Item:
+        from cdface.data.decode import decode_image
+
+        key = int(self.keys[index])
+        try:
+            _, payload = self.reader.read(key)
+            image = decode_image(payload, self.reader.rec_path, f"record {key}")
+        except FormatError as exc:
+            if not self.skip_errors:
+                raise
+            return index, None, str(exc), None
+        return index, _fit(image, self.size), None, (int(image.shape[0]), int(image.shape[1]))
 
 
 def _fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -52,9 +52,9 @@ def evaluate_ijb_target(
     `far_levels`: the 1:1 TAR table's FARs (default insightface's 1e-6 ... 1e-1). The metrics carry
     `valid` and `nonfinite_embeddings` (images whose fused feature has NaN/inf).
     """
-    from cdface.eval.verification import count_nonfinite_rows
     from cdface.eval.ijb import ijb_identification, ijb_verification
     from cdface.eval.ijb_meta import ijb_file_names, load_ijb_1n_meta, load_ijb_meta
+    from cdface.eval.verification import count_nonfinite_rows
 
     protocols = tuple(p.lower() for p in protocols)
     unknown = set(protocols) - {"11", "1n"}

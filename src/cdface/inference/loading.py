@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from cdface.errors import FormatError, UnsafeFileError
+from cdface.errors import ConfigError, FormatError, UnsafeFileError
 from cdface.inference.input_config import read_model_json, resolve_input_cfg
 
 __all__ = [
@@ -44,10 +44,19 @@ _PREFIXES = ("module.", "_orig_mod.", "backbone.")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """None -> the GPU when present, else the CPU."""
+    """None -> the GPU when present, else the CPU. ConfigError for a name torch does not know or a CUDA
+    device on a machine without one."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"unknown device {device!r}: use cpu, cuda or cuda:N ({exc})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but no CUDA GPU is available here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return dev
 
 
 class EmbeddingModel:
@@ -251,7 +260,7 @@ def load_embedding_model(
         return path_or_module
     if isinstance(path_or_module, nn.Module):
         cfg = resolve_input_cfg(getattr(path_or_module, "input_cfg", None), **overrides)
-        dev = None if device is None else torch.device(device)
+        dev = None if device is None else resolve_device(device)
         return TorchEmbeddingModel(path_or_module, cfg, dev, precision)
     path = Path(path_or_module)
     dev = resolve_device(device)

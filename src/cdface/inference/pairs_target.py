@@ -96,15 +96,24 @@ def _run_pairs(
     num_workers: int,
     progress: bool,
     desc: str = "pairs",
-) -> tuple[Any, Any]:
+    far_levels: Any = (),
+    strict: bool = False,
+) -> tuple[Any, Any, dict[str, Any], Any]:
     from cdface.data.pairs_bin import load_bin
 
     embedder = _as_embedder(model, batch_size, flip, device)
     pair_set = load_bin(pairs) if isinstance(pairs, (str, Path)) else pairs
+    source = str(getattr(pair_set, "path", "<memory>"))
+    n_pairs = len(pair_set.issame)
+    if nfolds > 1 and n_pairs < nfolds:
+        raise FormatError(source, None, f"at least {nfolds} pairs for {nfolds}-fold verification, got {n_pairs} pairs")
     size = tuple(embedder.input_cfg["input_size"])
-    dataset = EncodedImages(pair_set.images, str(getattr(pair_set, "path", "<memory>")), size)
+    dataset = EncodedImages(pair_set.images, source, size)
     feats = extract_features(embedder, dataset, batch_size, num_workers, progress, desc=desc)
-    return evaluate_pairs(feats.fused(), pair_set.issame, nfolds=nfolds), feats
+    sizes = check_input_sizes(feats.size_counts, size, source, strict=strict,
+                              hint="the pair set's images are used as they are (a .bin holds aligned crops)")
+    result = evaluate_pairs(feats.fused(), pair_set.issame, nfolds=nfolds, far_targets=far_levels)
+    return result, feats, sizes, pair_set.issame
 
 
 def evaluate_pair_target(
