@@ -122,10 +122,10 @@ def test_python_api_on_a_live_module(data_root):
 
 
 def test_unknown_target_and_missing_data(colour_onnx, tmp_path, capsys):
-    assert main(["eval", "--model", colour_onnx, "--targets", "nonsense", "--no-progress"]) == 1
+    assert main(["eval", "--model", colour_onnx, "--targets", "nonsense", "--no-progress"]) == 2
     assert "unknown target" in capsys.readouterr().err
     rc = main(["eval", "--model", colour_onnx, "--targets", "lfw", "--data-root", str(tmp_path), "--no-progress"])
-    assert rc == 1
+    assert rc == 2
     assert "lfw.bin" in capsys.readouterr().err
 
 
