@@ -26,13 +26,14 @@ def load_npy(path: str | Path, what: str, mmap: bool = False) -> np.ndarray:
         head = handle.read(len(_NPY_MAGIC))
     if head != _NPY_MAGIC:
         hint = " (it looks like text)" if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head) else ""
-        raise FormatError(path, None, f"{what}: a NumPy .npy file as np.save writes it; this is not one{hint}")
+        raise FormatError(path, None, f"{what}: a NumPy .npy array without pickled objects (as np.save writes "
+                          f"it); this file is not a .npy at all{hint}")
     try:
         return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as exc:
         if "pickle" in str(exc).lower() or "object" in str(exc).lower():
-            raise FormatError(path, None, f"{what}: a numeric array; this .npy holds Python objects, which are "
-                              "never unpickled") from exc
+            raise FormatError(path, None, f"{what}: a .npy array without pickled objects; this one holds Python "
+                              "objects, which are never unpickled") from exc
         raise FormatError(path, None, f"{what}: a readable .npy array ({exc})") from exc
     except (OSError, EOFError) as exc:
         raise FormatError(path, None, f"{what}: a readable .npy array ({exc})") from exc

@@ -158,7 +158,8 @@ def pair_distances(embeddings: Any, backend: str = "auto") -> np.ndarray:
         x = np.array(emb[2 * s:2 * (s + _DIST_CHUNK)], dtype=np.float64, copy=True)
         norms = np.sqrt(np.einsum("ij,ij->i", x, x))
         norms[norms < eps10] = 1.0
-        x /= norms[:, None]
+        with np.errstate(invalid="ignore"):  # NaN/inf rows stay NaN; they are counted and reported
+            x /= norms[:, None]
         diff = np.subtract(x[0::2], x[1::2])
         np.square(diff, out=diff)
         np.sum(diff, 1, out=out[s:s + _DIST_CHUNK])
