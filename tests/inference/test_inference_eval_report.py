@@ -50,6 +50,7 @@ def test_pair_set_plots_std_and_far_list_as_a_user(models, lfw, tmp_path):
         row = next(line for line in table.splitlines() if line.startswith(f"| {entry['model'].split('/')[-1]} |"))
         # results.md keeps results.json's std, in percent
         assert f"{100 * metrics['accuracy']:.2f} ± {100 * metrics['accuracy_std']:.2f}" in row
+    assert "lfw TAR@1e-1" in table and "lfw TAR@0.05" in table
     assert (out / "roc_lfw.png").stat().st_size > 1000
     for name in ("colour", "tiny"):  # one histogram per model when several are compared
         assert (out / f"scores_lfw_{name}.png").stat().st_size > 1000
@@ -178,3 +179,16 @@ def test_pair_distances_cosine_identity():
     cos = np.sum(unit[0::2] * unit[1::2], axis=1)
     np.testing.assert_allclose(1.0 - pair_distances(emb) / 2.0, cos, atol=1e-12)
     assert evaluate_pairs(emb, np.ones(5, bool), nfolds=5).valid
+
+
+def test_card_input_size_disagreeing_with_the_graph_is_warned(models, tmp_path, caplog):
+    from cdface.inference import load_embedding_model
+
+    shutil.copy(models["tiny"], tmp_path / "m.onnx")
+    card = json.loads((models["root"] / "tiny.json").read_text())
+    (tmp_path / "m.json").write_text(json.dumps({**card, "input_size": [128, 128]}))
+    with caplog.at_level("WARNING", logger="cdface.inference"):
+        model = load_embedding_model(tmp_path / "m.onnx", device="cpu")
+    assert model.input_cfg["input_size"] == (112, 112)
+    assert "declares input size 128x128 but the graph takes 112x112" in caplog.text
+    assert model.describe()["preprocessing"]["assumed"] == []

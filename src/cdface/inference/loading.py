@@ -190,12 +190,6 @@ class OnnxEmbeddingModel(EmbeddingModel):
         graph_size = tuple(hw) if all(isinstance(v, int) and v > 0 for v in hw) else None
         cfg = dict(input_cfg)
         if graph_size is not None:
-            declared = tuple(int(v) for v in cfg.get("input_size") or graph_size)
-            if declared != graph_size:
-                logger.warning(
-                    "%s: its model card declares input size %s but the graph takes %s; using the graph's",
-                    path, "x".join(map(str, declared)), "x".join(map(str, graph_size)),
-                )
             cfg["input_size"] = graph_size
         super().__init__(cfg, torch.device("cpu"), path)
         out_shape = self.session.get_outputs()[0].shape
@@ -273,6 +267,12 @@ def load_embedding_model(
         model = OnnxEmbeddingModel(path, resolve_input_cfg(meta, **overrides), dev)
         model.arch = meta.get("arch") if meta else None
         model.preprocessing = _onnx_preprocessing(path, meta, overrides, model.input_cfg)
+        declared = meta.get("input_size") if meta else None
+        if declared and tuple(int(v) for v in declared) != tuple(model.input_cfg["input_size"]):
+            logger.warning(
+                "%s: its model card declares input size %s but the graph takes %s; using the graph's",
+                path, "x".join(map(str, declared)), "x".join(map(str, model.input_cfg["input_size"])),
+            )
         return model
     module = build_backbone(load_torch_file(path), path, arch, embedding_size, meta, model_kwargs)
     cfg = resolve_input_cfg(getattr(module, "input_cfg", None), meta, **overrides)

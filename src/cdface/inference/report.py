@@ -39,7 +39,11 @@ def _pct(value: Any) -> str:
 
 
 def _far_label(far: float) -> str:
-    return f"1e{int(round(math.log10(far)))}" if far > 0 else str(far)
+    """1e-4 for powers of ten, else the shortest form (0.05 stays 0.05, not a rounded power)."""
+    if far <= 0:
+        return str(far)
+    exponent = int(round(math.log10(far)))
+    return f"1e{exponent}" if math.isclose(far, 10.0**exponent, rel_tol=1e-9) else f"{far:g}"
 
 
 def headline(result: TargetResult) -> dict[str, str]:
