@@ -143,6 +143,9 @@ def _run_ijb(args: argparse.Namespace) -> int:
     faceness = meta.faceness if args.faceness is None else _load_array(args.faceness, "faceness").reshape(-1)
     if faceness.shape[0] != feats.shape[0]:
         raise FormatError(args.faceness, None, f"{feats.shape[0]} faceness scores, got {faceness.shape[0]}")
+    nonfinite = _nonfinite(features=feats)
+    if nonfinite["features"][0]:  # the ROC is undefined for NaN scores: report the invalid input only
+        return _emit({}, args.out, nonfinite, args.allow_nonfinite)
     common: dict[str, Any] = {"use_norm_score": not args.no_norm, "use_detector_score": not args.no_detector_score}
     if args.protocol == "11":
         if args.far is not None:
@@ -153,7 +156,7 @@ def _run_ijb(args: argparse.Namespace) -> int:
         lists = load_ijb_1n_meta(args.meta_dir, dataset=args.dataset, known_templates=meta.templates)
         res = ijb_identification(feats, faceness, meta.templates, meta.medias, lists.galleries, lists.probes,
                                  protocol=args.identification_protocol, **common)
-    return _emit(res.to_dict(), args.out, _nonfinite(features=feats), args.allow_nonfinite)
+    return _emit(res.to_dict(), args.out, nonfinite, args.allow_nonfinite)
 
 
 def _run_megaface(args: argparse.Namespace) -> int:

@@ -75,14 +75,16 @@ def evaluate_ijb_target(
     nonfinite = count_nonfinite_rows(features)
     metrics: dict[str, Any] = {"valid": nonfinite == 0, "nonfinite_embeddings": nonfinite}
     curves: dict[str, Any] = {}
-    if "11" in protocols:
+    # with non-finite features template scores are NaN and the ROC undefined: the result is only "invalid"
+    scored = () if nonfinite else protocols
+    if "11" in scored:
         levels = {} if far_levels is None else {"far_levels": tuple(far_levels)}
         ver = ijb_verification(
             features, meta.faceness, meta.templates, meta.medias, meta.pairs, meta.labels, **common, **levels
         )
         metrics["verification"] = ver.to_dict()
         curves["roc"] = log_spaced_curve(ver.fpr, ver.tpr)
-    if "1n" in protocols:
+    if "1n" in scored:
         lists = load_ijb_1n_meta(meta_dir, dataset=dataset, known_templates=meta.templates)
         ident = ijb_identification(
             features,
