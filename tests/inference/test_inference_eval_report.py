@@ -157,14 +157,19 @@ def test_onnx_without_card_says_what_it_assumed(models, lfw, tmp_path):
                                                                     device="cpu")[str(lfw)].metrics["accuracy"]
 
 
-def test_far_list_reaches_every_pair_result(models, lfw):
-    from cdface.data.pairs_bin import load_bin
+def test_far_list_reaches_every_pair_result(models, lfw, tmp_path):
+    from cdface.data.pairs_bin import load_bin, write_bin
     from cdface.inference import FaceEmbedder
     from cdface.inference.extract import EncodedImages, extract_features
 
-    metrics = evaluate_model(str(models["tiny"]), [str(lfw)], device="cpu", far_levels=(0.1, 0.2))[str(lfw)].metrics
+    sorted_set = load_bin(lfw)  # genuine pairs first: interleave them so every fold has both kinds
+    order = np.ravel(np.column_stack([np.arange(20), np.arange(20, 40)]))
+    images = [sorted_set.images[2 * i + j] for i in order for j in (0, 1)]
+    mixed = write_bin(tmp_path / "mixed.bin", images, sorted_set.issame[order].tolist())
+    metrics = evaluate_model(str(models["tiny"]), [str(mixed)], device="cpu", far_levels=(0.1, 0.2))[str(mixed)]
+    metrics = metrics.metrics
     assert set(metrics["tar_at_far"]) == {"0.1", "0.2"}
-    pair_set = load_bin(lfw)
+    pair_set = load_bin(mixed)
     feats = extract_features(FaceEmbedder(str(models["tiny"]), device="cpu"), EncodedImages(pair_set.images, "x"))
     for far in (0.1, 0.2):  # each level is insightface's `val` rule at that FAR
         ref = evaluate_pairs(feats.fused(), pair_set.issame, far_target=far)
