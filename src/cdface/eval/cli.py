@@ -41,8 +41,10 @@ def register(subparsers: Any) -> None:
     j.add_argument("--features", required=True, help=".npy (M, D): one row per line of *_name_5pts_score.txt")
     j.add_argument("--faceness", help=".npy (M,) detector scores (default: last column of the 5pts file)")
     j.add_argument("--meta-dir", required=True, help="the IJB_release <dataset>/meta directory")
-    j.add_argument("--dataset", choices=("IJBB", "IJBC"), default="IJBC", type=str.upper)
-    j.add_argument("--protocol", choices=("11", "1n"), default="11", type=str.lower)
+    j.add_argument("--dataset", choices=("IJBB", "IJBC"), default="IJBC", type=str.upper,
+                   help="which release the meta files belong to (their file names)")
+    j.add_argument("--protocol", choices=("11", "1n"), default="11", type=str.lower,
+                   help="11: template verification (TAR@FAR); 1n: identification (CMC, TPIR@FPIR)")
     j.add_argument("--identification-protocol", choices=("insightface", "nist"), default="insightface",
                    help="1:N only: insightface's ijb_1n.py numbers, or open-set NIST per gallery")
     j.add_argument("--no-norm", action="store_true", help="L2-normalise image features first (TestMode N0)")
@@ -60,7 +62,8 @@ def register(subparsers: Any) -> None:
     m.add_argument("--probe", required=True, help=".npy (Np, D) or a devkit OpenCV matrix file")
     m.add_argument("--probe-labels", required=True, help=".npy (Np,) identity labels")
     m.add_argument("--distractors", required=True, help=".npy (Nd, D) or a devkit OpenCV matrix file")
-    m.add_argument("--protocol", choices=("devkit", "seed"), default="devkit")
+    m.add_argument("--protocol", choices=("devkit", "seed"), default="devkit",
+                   help="devkit: the MegaFace devkit's definitions; seed: the paper repository's eval_megaface.py")
     m.add_argument("--sizes", type=int_list, default=(),
                    help="comma-separated distractor subset sizes for the size curve (default: none)")
     m.add_argument("--seed", type=int, default=0, help="subset sampling seed (size curve)")
