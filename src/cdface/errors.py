@@ -17,6 +17,10 @@ class FormatError(CdfaceError, ValueError):
         location = f"{self.path}" + (f", {where}" if where else "")
         super().__init__(f"{location}: {expected}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, str | None, str]]:
+        # rebuilt from its fields, so the error survives a DataLoader worker -> main process trip
+        return (type(self), (self.path, self.where, self.expected))
+
 
 class UnsafeFileError(CdfaceError, ValueError):
     """A file tried to make us run code (a pickle with a global, a non-weights checkpoint)."""

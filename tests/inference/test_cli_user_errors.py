@@ -22,8 +22,11 @@ from cdface.inference.export import export_onnx
 def d(tmp_path_factory):
     """A folder of typical wrong inputs: a 7-pair .bin, a text file, images, feature arrays, a tiny ONNX."""
     root = tmp_path_factory.mktemp("mistakes")
-    faces = random_faces(14, seed=4)
-    write_bin(root / "seven.bin", [encode_jpeg(f) for f in faces], [True, False] * 3 + [True])
+    faces = random_faces(20, seed=4)
+    write_bin(root / "seven.bin", [encode_jpeg(f) for f in faces[:14]], [True, False] * 3 + [True])
+    broken = [encode_jpeg(f) for f in faces]
+    broken[12] = b"\xff\xd8\xff not a jpeg"
+    write_bin(root / "corrupt.bin", broken, [True, False] * 5)
     (root / "text.txt").write_text("hello\n")
     (root / "empty.txt").write_text("# nothing here\n")
     Image.fromarray(faces[0]).save(root / "a.jpg")
@@ -66,6 +69,9 @@ MISTAKES = [
     ("eval --model {d}/tiny.onnx --targets {d}/seven.bin --device nonsense", "nonsense"),
     ("eval --model {d}/tiny.onnx --targets {d}/seven.bin --device cuda:7", "cuda:7"),
     ("eval --model {d}/nowhere --targets {d}/seven.bin", "nowhere"),
+    # a corrupt image found in a DataLoader worker process: still the image's one line, not torch's wrapper
+    ("eval --model {d}/tiny.onnx --targets {d}/corrupt.bin --workers 2 --batch-size 4 --no-progress",
+     "corrupt.bin, image 12"),
     ("embed {d}/text.txt --model {d}/tiny.onnx --out {d}/o.npy --workers 0", "text.txt"),
     ("embed {d}/empty.txt --model {d}/tiny.onnx --out {d}/o.npy --workers 0", "empty.txt"),
     ("embed {d}/emptydir --model {d}/tiny.onnx --out {d}/o.npy --workers 0", "emptydir"),
@@ -123,7 +129,7 @@ def test_mistake_is_one_line_and_exit_2(d, argv, fragment, capsys):
 
 
 # One or more per command, through a fresh interpreter: what the user sees, byte for byte.
-SUBPROCESS = [0, 9, 15, 25, 31, 35, 40, 43, 47, 49, 53, 55, 57]
+SUBPROCESS = [0, 9, 15, 25, 26, 32, 36, 41, 44, 48, 50, 54, 56, 58]
 
 
 @pytest.mark.parametrize("index", SUBPROCESS, ids=[MISTAKES[i][0].split(" {")[0] for i in SUBPROCESS])

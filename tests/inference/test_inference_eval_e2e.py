@@ -159,3 +159,22 @@ def test_real_model_reproduces_insightface_reference(capsys):
     assert metrics["num_pairs"] == reference["pairs"]
     assert metrics["accuracy"] == pytest.approx(reference["accuracy"], abs=5e-6)
     assert metrics["accuracy_std"] == pytest.approx(reference["accuracy_std"], abs=5e-6)
+
+
+@pytest.mark.slow
+def test_real_model_without_card_says_which_preprocessing_it_assumed(tmp_path, capsys):
+    """The same model with no card and no flags: scored with the assumed [-1, 1] RGB input, and said so."""
+    model = SHARED / "models" / "mobilefacenet-foamliu.onnx"
+    pairs = SHARED / "data" / "realfaces" / "pairs.bin"
+    if not (model.is_file() and pairs.is_file()):
+        pytest.skip("../shared (real model and pairs.bin) is not available")
+    out = tmp_path / "out"
+    rc = main(["eval", "--model", str(model), "--targets", str(pairs), "--out", str(out), "--no-plots",
+               "--no-progress", "--workers", "1"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "assumed mean 0.5,0.5,0.5, std 0.5,0.5,0.5, colour RGB" in err and "--input-mean" in err
+    entry = json.loads((out / "results.json").read_text())["models"][0]
+    assert entry["model_info"]["preprocessing"]["assumed"] == ["mean", "std", "color"]
+    # the wrong normalisation costs accuracy: 0.96333 here against the model's 0.96667 with its real statistics
+    assert entry["results"][str(pairs)]["accuracy"] == pytest.approx(0.96333, abs=5e-6)

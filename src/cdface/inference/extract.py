@@ -26,7 +26,8 @@ from cdface.inference.embedder import FaceEmbedder
 
 __all__ = ["EncodedImages", "ImageFiles", "RecordImages", "Features", "extract_features"]
 
-_Item = tuple[int, np.ndarray | None, str | None, tuple[int, int] | None]
+# (index, image or None, None | a skipped file's message | the FormatError to raise, size before fitting)
+_Item = tuple[int, np.ndarray | None, str | FormatError | None, tuple[int, int] | None]
 
 
 class EncodedImages(Dataset):
@@ -43,7 +44,10 @@ class EncodedImages(Dataset):
     def __getitem__(self, index: int) -> _Item:
         from cdface.data.decode import decode_image
 
-        image = decode_image(self.images[index], self.source, f"image {index}")
+        try:
+            image = decode_image(self.images[index], self.source, f"image {index}")
+        except FormatError as exc:
+            return index, None, exc, None  # raised again in the main process (see extract_features)
         return index, _fit(image, self.size), None, (int(image.shape[0]), int(image.shape[1]))
 
 
@@ -86,9 +90,9 @@ class ImageFiles(Dataset):
             return index, _fit(image, self.size), None, source_size
         except (OSError, FormatError) as exc:
             if not self.skip_errors:
-                if isinstance(exc, FormatError):
-                    raise
-                raise FormatError(path, None, f"a readable image file ({exc})") from exc
+                if not isinstance(exc, FormatError):
+                    exc = FormatError(path, None, f"a readable image file ({exc})")
+                return index, None, exc, None  # raised again in the main process (see extract_features)
             return index, None, f"{path}: {exc}", None
 
 
@@ -118,9 +122,7 @@ class RecordImages(Dataset):
             _, payload = self.reader.read(key)
             image = decode_image(payload, self.reader.rec_path, f"record {key}")
         except FormatError as exc:
-            if not self.skip_errors:
-                raise
-            return index, None, str(exc), None
+            return index, None, (str(exc) if self.skip_errors else exc), None
         return index, _fit(image, self.size), None, (int(image.shape[0]), int(image.shape[1]))
 
 
@@ -128,9 +130,9 @@ def _fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(fit_to_size(image, tuple(size)), dtype=np.uint8)
 
 
-def _collate(items: list[_Item]) -> tuple[np.ndarray, np.ndarray, list[str], list[tuple[int, int]]]:
+def _collate(items: list[_Item]) -> tuple[np.ndarray, np.ndarray, list[str | FormatError], list[tuple[int, int]]]:
     good = [(i, img) for i, img, _, _ in items if img is not None]
-    errors = [err for _, img, err, _ in items if img is None and err]
+    errors = [err for _, img, err, _ in items if img is None and err is not None]
     sizes = [size for _, img, _, size in items if img is not None and size is not None]
     indices = np.array([i for i, _ in good], dtype=np.int64)
     images = np.stack([img for _, img in good]) if good else np.zeros((0, 1, 1, 3), np.uint8)
@@ -183,15 +185,18 @@ def extract_features(
     plain: np.ndarray | None = None
     flipped: np.ndarray | None = None
     failed: list[int] = []
-    errors: list[str] = []
+    errors: list[str] = []  # messages of skipped files
     size_counts: Counter[tuple[int, int]] = Counter()
     start = time.perf_counter()
     with tqdm(total=n, unit="img", desc=desc, disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
         for batch_number, (indices, images, batch_errors, sizes) in enumerate(loader):
+            fatal = next((e for e in batch_errors if isinstance(e, FormatError)), None)
+            if fatal is not None:  # raised here, not in the worker: torch would turn it into a RuntimeError
+                raise fatal
             size_counts.update(sizes)
             covered = np.arange(batch_number * batch_size, min(n, (batch_number + 1) * batch_size))
             failed.extend(int(i) for i in np.setdiff1d(covered, indices))
-            errors.extend(batch_errors)
+            errors.extend(str(e) for e in batch_errors)
             if len(indices):
                 a, b = embedder.embed_pair(torch.from_numpy(images))
                 if plain is None:
