@@ -197,3 +197,16 @@ def test_card_input_size_disagreeing_with_the_graph_is_warned(models, tmp_path, 
     assert model.input_cfg["input_size"] == (112, 112)
     assert "declares input size 128x128 but the graph takes 112x112" in caplog.text
     assert model.describe()["preprocessing"]["assumed"] == []
+
+
+def test_python_embedder_warns_on_wrong_size_too(caplog):
+    from cdface.inference import FaceEmbedder
+
+    embedder = FaceEmbedder(tiny_net(), device="cpu")
+    images = np.random.default_rng(0).integers(0, 256, size=(3, 150, 150, 3), dtype=np.uint8)
+    with caplog.at_level("WARNING", logger="cdface.inference"):
+        embedder.embed(images)
+        embedder.embed(images[:, :112, :112])
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and "3 of 3 images" in messages[0] and "3 at 150x150" in messages[0]
+    assert "FaceEmbedder.align" in messages[0]
