@@ -1,14 +1,15 @@
-"""cdface: train and evaluate deep face representations (closeness & diversity, margin heads, protocol-exact
-evaluation). Each area registers its own subcommands; this file only wires them."""
+"""The `cdface` command. Each area registers its own subcommands (`<area>/cli.py: register`); this file wires
+them, gives every parser the same help format, and turns user mistakes into one-line errors."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from cdface import __version__
+from cdface.cli_args import HelpFormatter
 from cdface.errors import CdfaceError
 
 # Each module defines `register(subparsers)`, adding subcommands with `set_defaults(func=handler)`,
@@ -22,14 +23,44 @@ _COMMAND_MODULES = (
     "cdface.parallel.cli",
 )
 
+_DESCRIPTION = (
+    "Train and evaluate face recognition models: ArcFace-family margin losses and the closeness & diversity "
+    "method (ACCV 2022), evaluation that reproduces insightface's numbers (LFW-family .bin, IJB-B/C, MegaFace), "
+    "feature extraction, 1:1 comparison, search and ONNX export."
+)
+
+_EPILOG = """\
+examples:
+  cdface quickstart --scale 0.2                        the whole pipeline on synthetic faces (CPU)
+  cdface train configs/ms1mv2_r100_arcface.yaml data.path=/data/faces_emore
+  cdface eval --model runs/x --targets lfw,cfp_fp --data-root /data/val --out results/
+  cdface embed photos/ --model runs/x --out feats.npy
+  cdface compare a.jpg b.jpg --model runs/x --threshold-from results/results.json
+Run 'cdface COMMAND --help' for a command's options."""
+
+# Exit status of a user mistake (bad file, bad value), as argparse uses for a bad command line.
+USER_ERROR_EXIT = 2
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cdface", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="cdface", description=_DESCRIPTION, epilog=_EPILOG, formatter_class=HelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"cdface {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in _COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
+    for sub in _all_parsers(parser):
+        sub.formatter_class = HelpFormatter  # every option shows its default
     return parser
+
+
+def _all_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                yield from _all_parsers(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,12 +68,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return USER_ERROR_EXIT
     try:
         return int(args.func(args) or 0)
     except CdfaceError as exc:
         print(f"cdface {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return USER_ERROR_EXIT
+    except OSError as exc:  # a path that cannot be read or written: the user's to fix, not a bug
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"cdface {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return USER_ERROR_EXIT
 
 
 if __name__ == "__main__":

@@ -111,3 +111,24 @@ def test_cli_ijb_json(tmp_path, capsys):
                  "--protocol", "1n"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["rank1"] == 1.0 and set(out["tpir_at_fpir"]) == {"0.01", "0.1"}
+
+
+def test_cli_ijb_far_list_and_nonfinite_features(tmp_path, capsys):
+    from cdface.eval.ijb import ijb_verification
+    from cdface.eval.ijb_meta import load_ijb_meta
+
+    d = _write_meta(tmp_path / "meta")
+    feats = np.array([[1, 0], [1, 0.2], [0.9, 0.1], [0, 1]], dtype=np.float32)
+    np.save(tmp_path / "f.npy", feats)
+    argv = ["score", "ijb", "--features", str(tmp_path / "f.npy"), "--meta-dir", str(d), "--far", "0.5,0.25"]
+    assert _cli(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    meta = load_ijb_meta(d, dataset="IJBC")
+    ref = ijb_verification(feats, meta.faceness, meta.templates, meta.medias, meta.pairs, meta.labels,
+                           far_levels=(0.5, 0.25))
+    assert out["tar_at_far"] == {"0.5": ref.tar_at_far[0.5], "0.25": ref.tar_at_far[0.25]}
+    feats[1] = np.nan
+    np.save(tmp_path / "f.npy", feats)
+    assert _cli(argv) == 3
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["nonfinite_embeddings"] == 1 and "1 of 4 embeddings" in captured.err

@@ -210,7 +210,7 @@ def test_cli_megaface(tmp_path, capsys):
     first = capsys.readouterr().out
     out = json.loads(first)
     assert set(out["cmc"]) == {str(k) for k in range(1, 11)}
-    assert set(out["tar_at_far"]) == {"1e-06", "1e-07", "1e-08", "1e-09"}
+    assert set(out["tar_at_far"]) == {"0.0001", "1e-05", "1e-06", "1e-07", "1e-08", "1e-09"}
     assert set(out["size_curve"]) == {"10", "100", "200"}
     args = parser.parse_args(argv)
     assert args.func(args) == 0
@@ -233,3 +233,23 @@ def test_merge_top_row_shortcut_same_values():
         fast = _merge_top(fast, s, 250, row_top)
         expect = torch.sort(torch.cat(seen), descending=True).values[:250]
         assert torch.equal(full, expect) and torch.equal(fast, expect)
+
+
+def test_default_far_levels_are_1e4_to_1e9_and_cli_takes_a_list(tmp_path, capsys):
+    from cdface.cli import main
+    from cdface.eval.megaface import DEFAULT_MEGAFACE_FARS
+
+    rng = np.random.default_rng(5)
+    probe, labels, dis = _data(rng, n_id=4, per=3, n_d=3000)
+    _, verif = megaface_evaluate(probe, labels, dis, chunk=1000)
+    assert tuple(verif.tar_at_far) == DEFAULT_MEGAFACE_FARS == (1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9)
+    assert verif.tar_at_far == pytest.approx(_brute_force(probe, labels, dis, DEFAULT_MEGAFACE_FARS)[1], abs=0)
+    for name, array in (("p", probe), ("l", labels), ("d", dis)):
+        np.save(tmp_path / f"{name}.npy", array)
+    argv = ["score", "megaface", "--probe", str(tmp_path / "p.npy"), "--probe-labels", str(tmp_path / "l.npy"),
+            "--distractors", str(tmp_path / "d.npy"), "--far", "1e-2,1e-3"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tar_at_far"] == pytest.approx(
+        {repr(k): v for k, v in _brute_force(probe, labels, dis, (1e-2, 1e-3))[1].items()}, abs=0)
+    assert out["valid"] is True and out["nonfinite_embeddings"] == 0

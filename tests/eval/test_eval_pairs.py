@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -275,3 +277,41 @@ def test_cli_pairs_with_flipped_embeddings_adds_xnorm(tmp_path, capsys):
     assert out["accuracy"] == ref.accuracy and out["val"] == ref.val
     norms = [np.linalg.norm(row) for row in np.concatenate([emb, flip]).astype(np.float64)]
     assert out["xnorm"] == pytest.approx(sum(norms) / len(norms), rel=1e-12)
+
+
+def test_tar_at_far_levels_follow_insightface_val_rule():
+    """Every requested FAR is scored exactly as insightface's `val` is at its far_target."""
+    rng = np.random.default_rng(21)
+    emb, same = _planted_pairs(rng, 600, 8, 1.2)
+    got = evaluate_pairs(emb, same, far_targets=(1e-1, 1e-2, 1e-3))
+    for far in (1e-1, 1e-2, 1e-3):
+        ref = _reference_evaluate(emb, same, far_target=far)
+        assert got.tar_at_far[far] == ref["val"] and got.tar_at_far_std[far] == ref["val_std"]
+    assert got.val == got.tar_at_far[1e-3]
+    assert set(got.to_dict()["tar_at_far"]) == {"0.1", "0.01", "0.001"}
+
+
+def test_nonfinite_embeddings_counted_and_marked_invalid():
+    rng = np.random.default_rng(8)
+    emb, same = _planted_pairs(rng, 60, 4, 1.0)
+    emb[[0, 7]] = np.nan
+    emb[9, 2] = np.inf
+    got = evaluate_pairs(emb, same)
+    ref = _reference_evaluate(emb, same)
+    assert got.nonfinite_embeddings == 3 and not got.valid
+    assert got.to_dict()["valid"] is False and got.to_dict()["nonfinite_embeddings"] == 3
+    assert got.accuracy == ref["acc"]  # still the reference's numbers, only flagged
+
+
+def test_cli_pairs_fewer_pairs_than_folds_is_one_line(tmp_path, capsys):
+    from cdface.cli import main
+
+    np.save(tmp_path / "e.npy", np.ones((14, 4), np.float32))
+    np.save(tmp_path / "s.npy", np.ones(7, bool))
+    argv = ["score", "pairs", "--embeddings", str(tmp_path / "e.npy"), "--issame", str(tmp_path / "s.npy")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "s.npy" in err and "10 pairs" in err and "got 7 pairs" in err
+    assert main([*argv, "--nfolds", "7", "--far", "0.5"]) == 0
+    # no impostor pair: the training FAR never reaches 0.5, so insightface's rule takes threshold 0 -> TAR 0
+    assert json.loads(capsys.readouterr().out)["tar_at_far"] == {"0.5": 0.0}

@@ -73,3 +73,22 @@ def normalise(images: np.ndarray, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)) -> 
     """The reference preprocessing written out: RGB uint8 NHWC -> (x/255 - mean)/std NCHW."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
     return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def run_cdface(*args: str, cwd: Path | None = None, timeout: float = 900):
+    """Run `python -m cdface ARGS` in a fresh interpreter, as a user's shell would; returns CompletedProcess."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(SRC) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return subprocess.run(
+        [sys.executable, "-m", "cdface", *map(str, args)],
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout,
+    )
+

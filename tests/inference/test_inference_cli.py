@@ -81,14 +81,15 @@ def test_search_cli(tmp_path, capsys):
     gallery, query = rng.normal(size=(50, 8)), rng.normal(size=(3, 8))
     np.save(tmp_path / "g.npy", gallery.astype(np.float32))
     np.save(tmp_path / "q.npy", query.astype(np.float32))
-    assert main(["search", "--gallery", str(tmp_path / "g.npy"), "--query", str(tmp_path / "q.npy"), "--k", "4"]) == 0
+    argv = ["search", "--gallery", str(tmp_path / "g.npy"), "--query", str(tmp_path / "q.npy"), "--k", "4"]
+    assert main([*argv, "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     _, indices = topk_search(query.astype(np.float32), gallery.astype(np.float32), k=4)
-    assert [r["indices"] for r in rows] == indices.tolist()
+    assert [[hit["index"] for hit in r["results"]] for r in rows] == indices.tolist()
     np.save(tmp_path / "bad.npy", np.zeros((3, 5), np.float32))
-    assert main(["search", "--gallery", str(tmp_path / "g.npy"), "--query", str(tmp_path / "bad.npy")]) == 1
+    assert main(["search", "--gallery", str(tmp_path / "g.npy"), "--query", str(tmp_path / "bad.npy")]) == 2
 
 
 def test_export_cli_refuses_onnx_input(tiny_onnx, tmp_path, capsys):
-    assert main(["export", "--model", tiny_onnx, "--out", str(tmp_path / "again.onnx")]) == 1
+    assert main(["export", "--model", tiny_onnx, "--out", str(tmp_path / "again.onnx")]) == 2
     assert "only PyTorch models" in capsys.readouterr().err

@@ -280,7 +280,7 @@ def test_cli_bench_memory(capsys: pytest.CaptureFixture[str]) -> None:
     m = head_memory(1000, 4, 0.2, 32, embedding_size=64)
     assert f"{m.weight:,}" in text and f"{m.logits:,}" in text and f"{m.total:,}" in text
     assert "250 per GPU" in text and "50 centres per step" in text
-    assert cdface_main(["bench", "memory", "--classes", "10", "--sample-rate", "2"]) == 1
+    assert cdface_main(["bench", "memory", "--classes", "10", "--sample-rate", "2"]) == 2
 
 
 # ---------------------------------------------------------------- checkpoints and insightface import

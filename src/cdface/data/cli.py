@@ -56,6 +56,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_synthetic)
 
+    from cdface.data.extract_cli import register_extract  # `data extract` lives in its own file
+
+    register_extract(sub)
+
 
 # ---- handlers ----
 
@@ -197,16 +201,20 @@ def _make_bin(args: argparse.Namespace) -> int:
 
 def _synthetic(args: argparse.Namespace) -> int:
     from cdface.data.synthetic import build_synthetic_benchmark
+    from cdface.errors import ConfigError
 
-    paths = build_synthetic_benchmark(
-        args.out_dir,
-        num_train_ids=args.identities,
-        images_per_id=args.images_per_id,
-        num_eval_ids=args.eval_identities,
-        num_pairs=args.pairs,
-        seed=args.seed,
-        hard_fraction=args.hard_fraction,
-    )
+    try:
+        paths = build_synthetic_benchmark(
+            args.out_dir,
+            num_train_ids=args.identities,
+            images_per_id=args.images_per_id,
+            num_eval_ids=args.eval_identities,
+            num_pairs=args.pairs,
+            seed=args.seed,
+            hard_fraction=args.hard_fraction,
+        )
+    except ValueError as exc:  # the builder validates its sizes: a bad option, not a bug
+        raise ConfigError(str(exc)) from None
     for name, path in paths.items():
         print(f"{name:>9}: {path}")
     return 0

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from cdface.cli_args import add_allow_nonfinite, far_list, int_list, nonfinite_exit, positive_int
 from cdface.errors import FormatError
 
 
@@ -26,9 +27,13 @@ def register(subparsers: Any) -> None:
         help=".npy (2N, D) embeddings of the mirrored images: then --embeddings are the un-fused ones, the two "
         "are summed (insightface's flip test) and the output adds insightface's XNorm",
     )
-    p.add_argument("--nfolds", type=int, default=10)
-    p.add_argument("--far-target", type=float, default=1e-3)
+    p.add_argument("--nfolds", type=positive_int, default=10, help="cross-validation folds (insightface: 10)")
+    p.add_argument("--far-target", type=float, default=1e-3,
+                   help="the FAR of insightface's 'val' (TAR@FAR) output")
+    p.add_argument("--far", type=far_list, default=(), metavar="F1,F2,...",
+                   help="also report TAR at these FARs (tar_at_far), each by the 'val' rule; default: none")
     p.add_argument("--curves", action="store_true", help="include the ROC (tpr/fpr per threshold)")
+    add_allow_nonfinite(p)
     _add_out(p)
     p.set_defaults(func=_run_pairs)
 
@@ -36,8 +41,10 @@ def register(subparsers: Any) -> None:
     j.add_argument("--features", required=True, help=".npy (M, D): one row per line of *_name_5pts_score.txt")
     j.add_argument("--faceness", help=".npy (M,) detector scores (default: last column of the 5pts file)")
     j.add_argument("--meta-dir", required=True, help="the IJB_release <dataset>/meta directory")
-    j.add_argument("--dataset", choices=("IJBB", "IJBC"), default="IJBC", type=str.upper)
-    j.add_argument("--protocol", choices=("11", "1n"), default="11", type=str.lower)
+    j.add_argument("--dataset", choices=("IJBB", "IJBC"), default="IJBC", type=str.upper,
+                   help="which release the meta files belong to (their file names)")
+    j.add_argument("--protocol", choices=("11", "1n"), default="11", type=str.lower,
+                   help="11: template verification (TAR@FAR); 1n: identification (CMC, TPIR@FPIR)")
     j.add_argument("--identification-protocol", choices=("insightface", "nist"), default="insightface",
                    help="1:N only: insightface's ijb_1n.py numbers, or open-set NIST per gallery")
     j.add_argument("--no-norm", action="store_true", help="L2-normalise image features first (TestMode N0)")
@@ -45,6 +52,9 @@ def register(subparsers: Any) -> None:
     j.add_argument("--exact", action="store_true",
                    help="1:1 only: every pair score in float64 (slow). The default scores in float32 blocks and "
                    "rescores in float64 near each FAR threshold: the same TAR table, ~6x faster")
+    j.add_argument("--far", type=far_list, default=None, metavar="F1,F2,...",
+                   help="1:1 only: FAR levels of the TAR table (default: 1e-6,...,1e-1 as insightface)")
+    add_allow_nonfinite(j)
     _add_out(j)
     j.set_defaults(func=_run_ijb)
 
@@ -52,9 +62,14 @@ def register(subparsers: Any) -> None:
     m.add_argument("--probe", required=True, help=".npy (Np, D) or a devkit OpenCV matrix file")
     m.add_argument("--probe-labels", required=True, help=".npy (Np,) identity labels")
     m.add_argument("--distractors", required=True, help=".npy (Nd, D) or a devkit OpenCV matrix file")
-    m.add_argument("--protocol", choices=("devkit", "seed"), default="devkit")
-    m.add_argument("--sizes", default="", help="comma-separated distractor subset sizes for the size curve")
+    m.add_argument("--protocol", choices=("devkit", "seed"), default="devkit",
+                   help="devkit: the MegaFace devkit's definitions; seed: the paper repository's eval_megaface.py")
+    m.add_argument("--sizes", type=int_list, default=(),
+                   help="comma-separated distractor subset sizes for the size curve (default: none)")
     m.add_argument("--seed", type=int, default=0, help="subset sampling seed (size curve)")
+    m.add_argument("--far", type=far_list, default=None, metavar="F1,F2,...",
+                   help="FAR levels of the verification TAR table (default: 1e-4,...,1e-9)")
+    add_allow_nonfinite(m)
     _add_out(m)
     m.set_defaults(func=_run_megaface)
 
@@ -67,27 +82,36 @@ def _add_out(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="also write the JSON to this file")
 
 
-def _load_array(path: str | Path, what: str) -> np.ndarray:
-    """A .npy array (no pickles), or a devkit OpenCV matrix file for anything else."""
+def _load_array(path: str | Path, what: str, devkit: bool = False) -> np.ndarray:
+    """A .npy array (no pickles); with `devkit`, a MegaFace devkit OpenCV matrix file for any other suffix."""
+    from cdface.eval.feature_files import load_npy
+
     path = Path(path)
     if not path.is_file():
         raise FormatError(path, None, f"{what}: file not found")
-    if path.suffix == ".npy":
-        try:
-            return np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise FormatError(path, None, f"{what}: a .npy array without pickled objects ({exc})") from exc
+    if path.suffix == ".npy" or not devkit:
+        return load_npy(path, what)
     from cdface.eval.megaface_io import read_opencv_matrix
 
     return read_opencv_matrix(path)
 
 
-def _emit(result: dict[str, Any], out: str | None) -> int:
+def _emit(result: dict[str, Any], out: str | None, nonfinite: dict[str, tuple[int, int]], allow: bool) -> int:
+    """Print (and write) the result, marked invalid when features were non-finite; the exit status."""
+    if nonfinite:
+        bad = sum(c[0] for c in nonfinite.values())
+        result = {**result, "valid": bad == 0, "nonfinite_embeddings": bad}
     text = json.dumps(result, sort_keys=True, indent=2, allow_nan=False)
     print(text)
     if out:
         Path(out).write_text(text + "\n", encoding="utf-8")
-    return 0
+    return nonfinite_exit("score", nonfinite, allow)
+
+
+def _nonfinite(**arrays: np.ndarray | None) -> dict[str, tuple[int, int]]:
+    from cdface.eval.verification import count_nonfinite_rows
+
+    return {name: (count_nonfinite_rows(a), len(a)) for name, a in arrays.items() if a is not None}
 
 
 def _run_pairs(args: argparse.Namespace) -> int:
@@ -102,12 +126,16 @@ def _run_pairs(args: argparse.Namespace) -> int:
     flip = None if args.embeddings_flip is None else _load_array(args.embeddings_flip, "embeddings")
     if flip is not None and flip.shape != emb.shape:
         raise FormatError(args.embeddings_flip, None, f"the embeddings' shape {emb.shape}, got {flip.shape}")
+    n_pairs = same.shape[0]
+    if args.nfolds > 1 and n_pairs < args.nfolds:
+        raise FormatError(args.issame, None, f"at least {args.nfolds} pairs for {args.nfolds}-fold verification, "
+                          f"got {n_pairs} pairs (use --nfolds {n_pairs} or fewer, or more pairs)")
     fused = emb if flip is None else flip_fuse(emb, flip)
-    res = evaluate_pairs(fused, same, nfolds=args.nfolds, far_target=args.far_target)
+    res = evaluate_pairs(fused, same, nfolds=args.nfolds, far_target=args.far_target, far_targets=args.far)
     out = res.to_dict(curves=args.curves)
     if flip is not None:
         out["xnorm"] = embedding_norm_stats(emb, flip)
-    return _emit(out, args.out)
+    return _emit(out, args.out, _nonfinite(embeddings=emb, embeddings_flip=flip), args.allow_nonfinite)
 
 
 def _run_ijb(args: argparse.Namespace) -> int:
@@ -122,32 +150,40 @@ def _run_ijb(args: argparse.Namespace) -> int:
     faceness = meta.faceness if args.faceness is None else _load_array(args.faceness, "faceness").reshape(-1)
     if faceness.shape[0] != feats.shape[0]:
         raise FormatError(args.faceness, None, f"{feats.shape[0]} faceness scores, got {faceness.shape[0]}")
-    common = dict(use_norm_score=not args.no_norm, use_detector_score=not args.no_detector_score)
+    nonfinite = _nonfinite(features=feats)
+    if nonfinite["features"][0]:  # the ROC is undefined for NaN scores: report the invalid input only
+        return _emit({}, args.out, nonfinite, args.allow_nonfinite)
+    common: dict[str, Any] = {"use_norm_score": not args.no_norm, "use_detector_score": not args.no_detector_score}
     if args.protocol == "11":
+        if args.far is not None:
+            common["far_levels"] = args.far
         res = ijb_verification(feats, faceness, meta.templates, meta.medias, meta.pairs, meta.labels,
                                exact=args.exact, **common)
     else:
         lists = load_ijb_1n_meta(args.meta_dir, dataset=args.dataset, known_templates=meta.templates)
         res = ijb_identification(feats, faceness, meta.templates, meta.medias, lists.galleries, lists.probes,
                                  protocol=args.identification_protocol, **common)
-    return _emit(res.to_dict(), args.out)
+    return _emit(res.to_dict(), args.out, nonfinite, args.allow_nonfinite)
 
 
 def _run_megaface(args: argparse.Namespace) -> int:
     from cdface.eval.megaface import megaface_evaluate
 
-    probe = _load_array(args.probe, "probe features")
+    probe = _load_array(args.probe, "probe features", devkit=True)
     labels = _load_array(args.probe_labels, "probe labels").reshape(-1)
-    distractors = _load_array(args.distractors, "distractor features")
+    distractors = _load_array(args.distractors, "distractor features", devkit=True)
     if probe.ndim != 2 or labels.shape[0] != probe.shape[0]:
         expected = f"{probe.shape[0]} labels for the probe rows, got {labels.shape}"
         raise FormatError(args.probe_labels, None, expected)
     if distractors.ndim != 2 or distractors.shape[1] != probe.shape[1]:
         raise FormatError(args.distractors, None, f"an (Nd, {probe.shape[1]}) array, got {distractors.shape}")
-    sizes = tuple(int(s) for s in args.sizes.split(",") if s.strip())
-    ident, verif = megaface_evaluate(probe, labels, distractors, distractor_sizes=sizes, seed=args.seed,
-                                     protocol=args.protocol)
+    if distractors.shape[0] == 0:
+        raise FormatError(args.distractors, None, "at least one distractor row, got 0")
+    fars = {} if args.far is None else {"far_levels": args.far}
+    ident, verif = megaface_evaluate(probe, labels, distractors, distractor_sizes=args.sizes, seed=args.seed,
+                                     protocol=args.protocol, **fars)
     assert ident is not None and verif is not None
     out = ident.to_dict()
     out.update(verif.to_dict())
-    return _emit(out, args.out)
+    nonfinite = _nonfinite(probe=probe, distractors=distractors)
+    return _emit(out, args.out, nonfinite, args.allow_nonfinite)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cdface.eval._arrays import is_cuda_tensor, plain_float, to_numpy
+from cdface.eval._arrays import far_key, is_cuda_tensor, plain_float, to_numpy
 
 __all__ = [
     "PairResult",
@@ -30,6 +30,7 @@ __all__ = [
     "flip_fuse",
     "embedding_norm_stats",
     "slinear_interp",
+    "count_nonfinite_rows",
 ]
 
 
@@ -49,6 +50,15 @@ class PairResult:
     fold_accuracies: np.ndarray = field(repr=False)
     fold_thresholds: np.ndarray = field(repr=False)
     num_pairs: int = 0
+    # TAR at each requested FAR (mean and std over folds), the `val` rule applied per level
+    tar_at_far: dict[float, float] = field(default_factory=dict)
+    tar_at_far_std: dict[float, float] = field(default_factory=dict)
+    nonfinite_embeddings: int = 0  # rows with NaN/inf: the numbers are then those of broken features
+
+    @property
+    def valid(self) -> bool:
+        """False when any embedding was non-finite (the reference would still print 0.5-ish accuracies)."""
+        return self.nonfinite_embeddings == 0
 
     def to_dict(self, curves: bool = False) -> dict[str, Any]:
         """Plain-Python summary for JSON (curves only on request: they are 400 numbers each)."""
@@ -62,11 +72,32 @@ class PairResult:
             "far_target": plain_float(self.far_target),
             "num_pairs": int(self.num_pairs),
             "fold_accuracies": [plain_float(v) for v in self.fold_accuracies],
+            "valid": self.valid,
+            "nonfinite_embeddings": int(self.nonfinite_embeddings),
         }
+        if self.tar_at_far:
+            out["tar_at_far"] = {far_key(k): plain_float(v) for k, v in self.tar_at_far.items()}
+            out["tar_at_far_std"] = {far_key(k): plain_float(v) for k, v in self.tar_at_far_std.items()}
         if curves:
             out["tpr"] = [plain_float(v) for v in self.tpr]
             out["fpr"] = [plain_float(v) for v in self.fpr]
         return out
+
+
+def count_nonfinite_rows(*arrays: Any) -> int:
+    """Rows (embeddings) holding any NaN or inf, summed over the arrays given (None entries are skipped)."""
+    total = 0
+    for array in arrays:
+        if array is None:
+            continue
+        if type(array).__module__.startswith("torch"):
+            import torch
+
+            total += int((~torch.isfinite(array)).reshape(array.shape[0], -1).any(dim=1).sum())
+        else:
+            x = np.asarray(array)
+            total += int((~np.isfinite(x)).reshape(x.shape[0], -1).any(axis=1).sum()) if x.size else 0
+    return total
 
 
 def flip_fuse(embeddings: Any, embeddings_flip: Any) -> Any:
@@ -127,7 +158,8 @@ def pair_distances(embeddings: Any, backend: str = "auto") -> np.ndarray:
         x = np.array(emb[2 * s:2 * (s + _DIST_CHUNK)], dtype=np.float64, copy=True)
         norms = np.sqrt(np.einsum("ij,ij->i", x, x))
         norms[norms < eps10] = 1.0
-        x /= norms[:, None]
+        with np.errstate(invalid="ignore"):  # NaN/inf rows stay NaN; they are counted and reported
+            x /= norms[:, None]
         diff = np.subtract(x[0::2], x[1::2])
         np.square(diff, out=diff)
         np.sum(diff, 1, out=out[s:s + _DIST_CHUNK])
@@ -207,6 +239,7 @@ def evaluate_pairs(
     far_target: float = 1e-3,
     val_thresholds: Any = None,
     backend: str = "auto",
+    far_targets: Any = (),
 ) -> PairResult:
     """Accuracy (10-fold), ROC and TAR@FAR of a pair set, bit-identical to insightface's ``evaluate``.
 
@@ -214,6 +247,10 @@ def evaluate_pairs(
     ``issame`` (N,) is truthy for genuine pairs. Where the reference would divide by zero in TAR@FAR (a fold
     with no genuine or no impostor pair) the value is NaN. ``backend``: ``"numpy"`` (bit-identical),
     ``"torch"`` (distances with torch ops on the embeddings' device), ``"auto"``: torch for CUDA tensors.
+    ``far_targets``: more FAR levels, each scored by the same rule as ``val`` into ``tar_at_far`` (mean over
+    folds). Non-finite embeddings are scored as the reference scores them (their distance is NaN, never
+    "same") and counted in ``nonfinite_embeddings``; callers report such a result as invalid.
+    Raises ValueError when there are fewer pairs than folds.
     """
     thresholds = np.arange(0, 4, 0.01) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
     val_thresholds = (
@@ -239,6 +276,8 @@ def evaluate_pairs(
     best_thresholds = np.zeros(n_folds)
     val = np.zeros(n_folds)
     far = np.zeros(n_folds)
+    levels = [float(f) for f in far_targets]
+    tar_levels = np.zeros((n_folds, len(levels)))
     for k, (start, stop) in enumerate(folds):
         d_test, s_test = dist[start:stop], same[start:stop]
         whole = n_folds == 1
@@ -263,14 +302,9 @@ def evaluate_pairs(
 
         # TAR @ FAR: interpolate the training FAR curve to the threshold giving far_target
         far_train = _ratio(fpv_r, nneg_r, np.nan)
-        if far_train.size and np.max(far_train) >= far_target:
-            threshold = slinear_interp(far_train, val_thresholds, far_target)
-        else:
-            threshold = 0.0
-        ta = int(np.count_nonzero(pos_t < threshold))
-        fa = int(np.count_nonzero(neg_t < threshold))
-        val[k] = ta / pos_t.size if pos_t.size else np.nan
-        far[k] = fa / neg_t.size if neg_t.size else np.nan
+        val[k], far[k] = _val_far(far_train, val_thresholds, far_target, pos_t, neg_t)
+        for j, level in enumerate(levels):
+            tar_levels[k, j] = _val_far(far_train, val_thresholds, level, pos_t, neg_t)[0]
 
     return PairResult(
         accuracy=float(np.mean(accuracy)),
@@ -285,4 +319,21 @@ def evaluate_pairs(
         fold_accuracies=accuracy,
         fold_thresholds=best_thresholds,
         num_pairs=int(dist.shape[0]),
+        tar_at_far={f: float(np.mean(tar_levels[:, j])) for j, f in enumerate(levels)},
+        tar_at_far_std={f: float(np.std(tar_levels[:, j])) for j, f in enumerate(levels)},
+        nonfinite_embeddings=count_nonfinite_rows(embeddings),
     )
+
+
+def _val_far(
+    far_train: np.ndarray, val_thresholds: np.ndarray, far_target: float, pos_t: np.ndarray, neg_t: np.ndarray
+) -> tuple[float, float]:
+    """insightface's ``calculate_val_far`` on one test fold: the training-fold threshold reaching
+    ``far_target`` (slinear interpolation; 0 when the training FAR never reaches it), then TAR and FAR."""
+    if far_train.size and np.max(far_train) >= far_target:
+        threshold = slinear_interp(far_train, val_thresholds, far_target)
+    else:
+        threshold = 0.0
+    ta = int(np.count_nonzero(pos_t < threshold))
+    fa = int(np.count_nonzero(neg_t < threshold))
+    return (ta / pos_t.size if pos_t.size else np.nan), (fa / neg_t.size if neg_t.size else np.nan)

@@ -1,4 +1,5 @@
-"""`cdface eval | embed | search | export`: evaluation, feature extraction, search and ONNX export."""
+"""`cdface eval | embed | compare | search | export`: evaluation, feature extraction, 1:1 comparison, search
+and ONNX export."""
 
 from __future__ import annotations
 
@@ -11,47 +12,48 @@ from typing import Any
 
 import numpy as np
 
-from cdface.data.landmarks import read_landmark_file
-from cdface.errors import FormatError
+from cdface.cli_args import (
+    INVALID_RESULT_EXIT,
+    add_allow_nonfinite,
+    far_list,
+    int_list,
+    nonfinite_exit,
+    nonnegative_int,
+    positive_int,
+)
+from cdface.errors import ConfigError, FormatError
 
 __all__ = ["register"]
 
-_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+_MODEL_HELP = "a run directory, checkpoint, backbone state_dict (.pt/.pth) or .onnx"
 
 
-def _add_model_options(parser: argparse.ArgumentParser, multiple: bool = False) -> None:
+def _add_model_options(parser: argparse.ArgumentParser, multiple: bool = False, workers: bool = True) -> None:
     if multiple:
-        parser.add_argument(
-            "--model",
-            action="append",
-            required=True,
-            metavar="PATH",
-            help="checkpoint, backbone state_dict, run directory or .onnx (repeatable)",
-        )
+        parser.add_argument("--model", action="append", required=True, metavar="PATH",
+                            help=_MODEL_HELP + " (repeat --model to compare several models)")
     else:
-        parser.add_argument(
-            "--model",
-            required=True,
-            metavar="PATH",
-            help="checkpoint, backbone state_dict, run directory or .onnx",
-        )
-    parser.add_argument("--arch", help="architecture of a plain state_dict (default: model.json or inferred)")
+        parser.add_argument("--model", required=True, metavar="PATH", help=_MODEL_HELP)
+    parser.add_argument("--arch", help="architecture of a plain state_dict (default: from model.json or the keys)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: the GPU when present)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="inference precision (autocast)")
     parser.add_argument("--input-mean", metavar="C1,C2,C3",
                         help="normalisation mean in 0..1 units, in the model's input channel order (R,G,B; "
-                        "B,G,R with --bgr); default 0.5")
+                        "B,G,R with --bgr) (default: the model card's, else 0.5)")
     parser.add_argument("--input-std", metavar="C1,C2,C3",
-                        help="normalisation std in 0..1 units, in the model's input channel order; default 0.5")
-    parser.add_argument("--bgr", action="store_true", default=None, help="the model expects BGR channel order")
-    parser.add_argument("--no-flip", action="store_true", help="no flip fusion (image + mirrored image)")
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=min(4, os.cpu_count() or 1),
-        help="DataLoader workers decoding/aligning images",
-    )
+                        help="normalisation std in 0..1 units, in the model's input channel order (default: the "
+                        "model card's, else 0.5)")
+    parser.add_argument("--bgr", action="store_true", default=None,
+                        help="the model expects BGR channel order (default: the model card's, else RGB)")
+    parser.add_argument("--no-flip", action="store_true",
+                        help="no flip fusion (by default each image's and its mirror's embeddings are summed)")
+    parser.add_argument("--strict", action="store_true",
+                        help="images that are not at the model's input size are an error instead of a warning")
+    if workers:
+        parser.add_argument("--workers", type=nonnegative_int, default=min(4, os.cpu_count() or 1),
+                            help="DataLoader workers decoding/aligning images")
 
 
 def _load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -65,70 +67,137 @@ def _load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _embedder(args: argparse.Namespace) -> Any:
+    from cdface.inference.embedder import FaceEmbedder
+
+    return FaceEmbedder(args.model, device=args.device, precision=args.precision, batch_size=args.batch_size,
+                        flip=not args.no_flip, **_load_kwargs(args))
+
+
 def register(subparsers: Any) -> None:
-    """Add `eval`, `embed`, `search` and `export`."""
-    p = subparsers.add_parser("eval", help="evaluate model(s) on LFW-family .bin, IJB-B/C and MegaFace")
+    """Add `eval`, `embed`, `compare`, `search` and `export`."""
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate model(s) on LFW-family .bin, IJB-B/C and MegaFace",
+        description="Evaluate one or more models with the field's protocols (insightface's numbers). Writes "
+        "results.json (all metrics, provenance, the preprocessing used), results.md (a paper-style table) "
+        f"and plots with --out. Exit status: 0, 2 for a user mistake, {INVALID_RESULT_EXIT} when embeddings "
+        "were non-finite (see --allow-nonfinite).",
+    )
     _add_model_options(p, multiple=True)
-    p.add_argument(
-        "--targets",
-        required=True,
-        help="comma list: lfw,cfp_fp,agedb_30,calfw,cplfw,ijbb,ijbc,megaface or .bin paths",
-    )
+    p.add_argument("--targets", required=True,
+                   help="comma list: lfw,cfp_fp,agedb_30,calfw,cplfw (with --data-root), ijbb, ijbc, megaface, "
+                   "or .bin paths")
     p.add_argument("--data-root", help="directory holding <name>.bin, IJBB/, IJBC/, megaface/")
-    p.add_argument("--out", help="write results.json, results.md and plots here")
+    p.add_argument("--out", help="write results.json, results.md and plots (ROC, score histograms) here")
     p.add_argument("--json", action="store_true", help="print {target: metrics} as JSON on stdout")
-    p.add_argument("--ijb-protocols", default="11,1n", help="IJB protocols to run: 11, 1n or 11,1n")
-    p.add_argument(
-        "--megaface-sizes",
-        default="",
-        help="distractor subset sizes for the size curve (default: 10,100,...,all)",
-    )
-    p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--ijb-protocols", type=_ijb_protocols, default=("11", "1n"), metavar="11,1n",
+                   help="IJB protocols to run: 11, 1n or 11,1n (default: both)")
+    p.add_argument("--megaface-sizes", type=int_list, default=(), metavar="N1,N2,...",
+                   help="distractor subset sizes for the size curve (default: 10,100,...,all)")
+    p.add_argument("--far", type=far_list, default=None, metavar="F1,F2,...",
+                   help="TAR at these FARs for every protocol (pair sets: besides insightface's val at 1e-3) "
+                   "(default: pair sets none, IJB 1e-6,...,1e-1, MegaFace 1e-4,...,1e-9)")
+    add_allow_nonfinite(p)
     p.add_argument("--quality", help="error-versus-reject on pair sets and IJB 1:1 with this per-image quality: "
                    "norm, faceness (IJB detector score) or a .npy file")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_eval)
 
-    e = subparsers.add_parser("embed", help="embed aligned face images (a folder or a list file) into .npy")
-    e.add_argument("source", help="a folder (searched recursively) or a text file with one image path per line")
+    e = subparsers.add_parser(
+        "embed",
+        help="embed face images (one image, a folder, a list file or a .rec) into .npy",
+        description="Embed aligned face crops into L2-normalised features (N, D) float32. SOURCE is one image, "
+        "a folder (searched recursively), a text file with one image path per line, or a RecordIO .rec. "
+        "Unaligned photos: give 5-point landmarks with --landmarks to align them to the ArcFace template.",
+    )
+    e.add_argument("source", help="an image, a folder, a list file (one path per line) or a .rec")
     _add_model_options(e)
-    e.add_argument("--out", required=True, help="features .npy (N, D), L2-normalised; paths in <out>.paths.txt")
+    e.add_argument("--out", required=True, help="features .npy (N, D); names in <out>.paths.txt, one per row")
     e.add_argument("--landmarks", help="'<path> x1 y1 ... x5 y5' per line: align the images first")
-    e.add_argument("--no-progress", action="store_true")
+    add_allow_nonfinite(e)
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.set_defaults(func=_run_embed)
 
-    s = subparsers.add_parser("search", help="exact top-k cosine search of query features in a gallery")
-    s.add_argument("--gallery", required=True, help="gallery features .npy (G, D)")
+    c = subparsers.add_parser(
+        "compare",
+        help="cosine similarity of two face images and the same/different decision",
+        description="Embed two aligned face images and print their cosine similarity and, with a threshold, "
+        "whether they are the same person. --threshold-from takes the threshold an evaluation found "
+        "(insightface's best squared-distance threshold t on L2-normalised embeddings becomes the cosine "
+        "cut-off 1 - t/2).",
+    )
+    c.add_argument("image_a", help="first image (an aligned face crop, or any photo with --landmarks)")
+    c.add_argument("image_b", help="second image")
+    _add_model_options(c, workers=False)
+    group = c.add_mutually_exclusive_group()
+    group.add_argument("--threshold", type=float, help="cosine cut-off: same when cosine > threshold")
+    group.add_argument("--threshold-from", metavar="RESULTS_JSON",
+                       help="results.json of `cdface eval --out`: use its pair-set threshold")
+    c.add_argument("--target", help="with --threshold-from: which pair set's threshold (if it holds several)")
+    c.add_argument("--landmarks", help="'<path> x1 y1 ... x5 y5' per line for the two images: align first")
+    c.add_argument("--json", action="store_true", help="print the result as JSON")
+    c.set_defaults(func=_run_compare)
+
+    s = subparsers.add_parser(
+        "search",
+        help="exact top-k cosine search of query features in a gallery",
+        description="For each query row, the k gallery rows of highest cosine similarity (exact). Names come "
+        "from the <features>.paths.txt files `cdface embed` writes beside its .npy.",
+    )
+    s.add_argument("--gallery", required=True, help="gallery features .npy (G, D), e.g. from cdface embed")
     s.add_argument("--query", required=True, help="query features .npy (Q, D)")
-    s.add_argument("--k", type=int, default=5)
-    s.add_argument("--backend", choices=("torch", "faiss", "auto"), default="torch")
-    s.add_argument("--device")
-    s.add_argument("--out", help="write {'scores','indices'} to this .npz instead of printing JSON")
+    s.add_argument("--k", type=positive_int, default=5, help="results per query")
+    s.add_argument("--backend", choices=("torch", "faiss", "auto"), default="torch",
+                   help="torch (exact, chunked), faiss (IndexFlatIP, exact; needs faiss) or auto")
+    s.add_argument("--device", help="cpu, cuda, ... (default: the GPU when present)")
+    s.add_argument("--gallery-paths", help="names of the gallery rows (default: <gallery>.paths.txt if present)")
+    s.add_argument("--query-paths", help="names of the query rows (default: <query>.paths.txt if present)")
+    s.add_argument("--json", action="store_true", help="print JSON (one object per query) instead of a table")
+    s.add_argument("--out", help="also write {'scores','indices'} to this .npz")
     s.set_defaults(func=_run_search)
 
-    x = subparsers.add_parser("export", help="export a model to ONNX and check it against PyTorch")
-    x.add_argument("--model", required=True, metavar="PATH")
-    x.add_argument("--arch")
+    x = subparsers.add_parser(
+        "export",
+        help="export a model to ONNX and check it against PyTorch",
+        description="Export a PyTorch model to ONNX, run both on the same images and compare (the check's "
+        "numbers are printed as JSON); the preprocessing card goes to <stem>.json beside the .onnx.",
+    )
+    x.add_argument("--model", required=True, metavar="PATH", help="a run directory, checkpoint or state_dict")
+    x.add_argument("--arch", help="architecture of a plain state_dict (default: from model.json or the keys)")
     x.add_argument("--out", required=True, help="the .onnx to write (its preprocessing goes to <stem>.json)")
-    x.add_argument("--opset", type=int, default=17)
-    x.add_argument("--dynamic-batch", action="store_true")
-    x.add_argument("--fp16", action="store_true")
-    x.add_argument("--input-mean", metavar="C1,C2,C3", help="in the model's input channel order")
-    x.add_argument("--input-std", metavar="C1,C2,C3", help="in the model's input channel order")
-    x.add_argument("--bgr", action="store_true", default=None)
+    x.add_argument("--opset", type=positive_int, default=17, help="ONNX opset version")
+    x.add_argument("--dynamic-batch", action="store_true", help="a dynamic batch axis (default: batch 1)")
+    x.add_argument("--fp16", action="store_true", help="export in float16")
+    x.add_argument("--input-mean", metavar="C1,C2,C3",
+                   help="normalisation mean for the card, in the model's input channel order (default: the model's)")
+    x.add_argument("--input-std", metavar="C1,C2,C3",
+                   help="normalisation std for the card, in the model's input channel order (default: the model's)")
+    x.add_argument("--bgr", action="store_true", default=None,
+                   help="the model expects BGR channel order (default: the model's)")
     x.set_defaults(func=_run_export)
+
+
+def _ijb_protocols(text: str) -> tuple[str, ...]:
+    items = tuple(dict.fromkeys(v.strip().lower() for v in text.split(",") if v.strip()))
+    if not items or set(items) - {"11", "1n"}:
+        raise argparse.ArgumentTypeError(f"IJB protocols are 11 and/or 1n, e.g. 11,1n; got {text!r}")
+    return items
+
+
+# ---------------------------------------------------------------------------------------------------- eval
 
 
 def _run_eval(args: argparse.Namespace) -> int:
     from cdface.inference.distributed import eval_process_group
     from cdface.inference.evaluate import evaluate_models
+    from cdface.inference.report import to_json_safe
 
     rank, _, args.device = eval_process_group(args.device)  # torchrun: extract on every rank, rank 0 reports
     if rank != 0:
         args.out, args.json, args.no_progress = None, False, True
 
-    sizes = tuple(int(v) for v in args.megaface_sizes.split(",") if v.strip())
-    protocols = tuple(v.strip().lower() for v in args.ijb_protocols.split(",") if v.strip())
     document = evaluate_models(
         args.model,
         args.targets,
@@ -141,13 +210,13 @@ def _run_eval(args: argparse.Namespace) -> int:
         flip=not args.no_flip,
         num_workers=args.workers,
         progress=not args.no_progress,
-        ijb_protocols=protocols,
-        megaface_sizes=sizes,
+        ijb_protocols=args.ijb_protocols,
+        megaface_sizes=args.megaface_sizes,
+        far_levels=args.far,
+        strict=args.strict,
         quality=args.quality,
         **_load_kwargs(args),
     )
-    from cdface.inference.report import to_json_safe
-
     if rank != 0:
         return 0
     if args.json:
@@ -159,75 +228,97 @@ def _run_eval(args: argparse.Namespace) -> int:
             for target, metrics in entry["results"].items():
                 print(f"{entry['model']}  {target}: {_one_line(metrics)}")
         if args.out:
-            print(f"wrote {Path(args.out) / 'results.json'} and results.md", file=sys.stderr)
-    return 0
+            print(f"wrote {Path(args.out) / 'results.json'}, results.md and plots", file=sys.stderr)
+    counts = {}
+    for entry in document["models"]:
+        for target, metrics in entry["results"].items():
+            n_images = (entry["provenance"].get(target) or {}).get("num_images", 0)
+            counts[f"{entry['model']} {target}"] = (int(metrics.get("nonfinite_embeddings") or 0), int(n_images))
+    return nonfinite_exit("eval", counts, args.allow_nonfinite)
 
 
 def _one_line(metrics: dict[str, Any]) -> str:
+    invalid = " (INVALID: non-finite embeddings)" if metrics.get("valid") is False else ""
     if "accuracy" in metrics:
-        return f"accuracy {metrics['accuracy']:.5f} +- {metrics['accuracy_std']:.5f}"
-    flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    return ", ".join(f"{k} {v:.5g}" for k, v in list(flat.items())[:6]) or json.dumps(metrics)[:200]
+        text = f"accuracy {metrics['accuracy']:.5f} +- {metrics['accuracy_std']:.5f}"
+        tars = metrics.get("tar_at_far") or {}
+        if tars:
+            text += ", " + ", ".join(f"TAR@{far} {v:.5f}" for far, v in tars.items() if v is not None)
+        return text + invalid
+    tars = metrics.get("tar_at_far") or (metrics.get("verification") or {}).get("tar_at_far") or {}
+    parts = [f"TAR@{far} {v:.5f}" for far, v in tars.items() if v is not None]
+    rank1 = metrics.get("rank1", (metrics.get("identification") or {}).get("rank1"))
+    if rank1 is not None:
+        parts.insert(0, f"rank-1 {rank1:.5f}")
+    return (", ".join(parts) or json.dumps(metrics)[:200]) + invalid
 
 
-def _list_images(source: Path) -> list[Path]:
-    if source.is_dir():
-        return sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in _IMAGE_EXTENSIONS)
-    if source.is_file():
-        base = source.parent
-        lines = source.read_text(encoding="utf-8").splitlines()
-        return [
-            Path(line.strip()) if Path(line.strip()).is_absolute() else base / line.strip()
-            for line in lines
-            if line.strip() and not line.startswith("#")
-        ]
-    raise FormatError(source, None, "a folder of images or a list file (not found)")
+# ---------------------------------------------------------------------------------------------------- embed
+
+
+def _landmarks_for(path: str | None, names: list[str], root: Path) -> np.ndarray | None:
+    """(N, 5, 2) landmarks of each image from a landmark file keyed by full path, path under root or name."""
+    if not path:
+        return None
+    from cdface.data.landmarks import read_landmark_file
+
+    table = read_landmark_file(Path(path))
+    rows = []
+    for name in names:
+        p = Path(name)
+        key = next((k for k in (str(p), _relative(p, root), p.name) if k in table), None)
+        if key is None:
+            raise FormatError(path, None, f"landmarks for every image; {name} has none")
+        rows.append(table[key])
+    return np.stack(rows)
 
 
 def _run_embed(args: argparse.Namespace) -> int:
-    from cdface.inference.embedder import FaceEmbedder, l2_normalize
-    from cdface.inference.extract import ImageFiles, extract_features
+    from cdface.inference.embedder import l2_normalize
+    from cdface.inference.extract import ImageFiles, RecordImages, extract_features
+    from cdface.inference.input_check import check_input_sizes
+    from cdface.inference.sources import resolve_image_source
 
-    source = Path(args.source)
-    paths = _list_images(source)
-    landmarks = None
-    if args.landmarks:
-        table = read_landmark_file(Path(args.landmarks))
-        root = source if source.is_dir() else source.parent
-        rows = []
-        for p in paths:
-            key = next((k for k in (str(p), _relative(p, root), p.name) if k in table), None)
-            if key is None:
-                raise FormatError(args.landmarks, None, f"landmarks for every image; {p} has none")
-            rows.append(table[key])
-        landmarks = np.stack(rows) if rows else None
-    embedder = FaceEmbedder(
-        args.model,
-        device=args.device,
-        precision=args.precision,
-        batch_size=args.batch_size,
-        flip=not args.no_flip,
-        **_load_kwargs(args),
-    )
-    dataset = ImageFiles(paths, landmarks, tuple(embedder.input_cfg["input_size"]), skip_errors=True)
+    source = resolve_image_source(args.source)
+    names = source.names
+    embedder = _embedder(args)
+    size = tuple(embedder.input_cfg["input_size"])
+    if source.kind == "recordio":
+        if args.landmarks:
+            raise ConfigError("--landmarks applies to image files; the records of a .rec are aligned crops already")
+        assert source.rec is not None and source.keys is not None
+        dataset: Any = RecordImages(source.rec, source.keys, size, skip_errors=True)
+    else:
+        root = source.origin if source.kind == "folder" else source.origin.parent
+        dataset = ImageFiles(source.paths, _landmarks_for(args.landmarks, names, root), size, skip_errors=True)
     feats = extract_features(embedder, dataset, args.batch_size, args.workers, not args.no_progress, "embed")
-    keep = np.setdiff1d(np.arange(len(paths)), np.array(feats.failed, dtype=np.int64))
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, l2_normalize(feats.fused()[keep]).astype(np.float32))
-    index_path = out.with_name(out.name.removesuffix(".npy") + ".paths.txt")
-    index_path.write_text("".join(f"{paths[i]}\n" for i in keep), encoding="utf-8")
+    stem = out.name.removesuffix(".npy")
     if feats.errors:
-        skipped_path = out.with_name(out.name.removesuffix(".npy") + ".skipped.txt")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        skipped_path = out.with_name(stem + ".skipped.txt")
         skipped_path.write_text("".join(f"{e}\n" for e in feats.errors), encoding="utf-8")
-        print(f"skipped {len(feats.errors)} unreadable file(s), listed in {skipped_path}:", file=sys.stderr)
+        print(f"skipped {len(feats.errors)} unreadable image(s), listed in {skipped_path}:", file=sys.stderr)
         for err in feats.errors[:10]:
             print(f"  {err}", file=sys.stderr)
+    keep = np.setdiff1d(np.arange(len(names)), np.array(feats.failed, dtype=np.int64))
+    if keep.size == 0:
+        raise FormatError(args.source, None, f"at least one readable image; none of {len(names)} could be read "
+                          f"(first: {feats.errors[0] if feats.errors else 'unknown error'})")
+    check_input_sizes(feats.size_counts, size, str(args.source), strict=args.strict)
+    fused = feats.fused()[keep]
+    from cdface.eval.verification import count_nonfinite_rows
+
+    nonfinite = count_nonfinite_rows(fused)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, l2_normalize(fused).astype(np.float32))
+    index_path = out.with_name(stem + ".paths.txt")
+    index_path.write_text("".join(f"{names[i]}\n" for i in keep), encoding="utf-8")
     print(
-        f"wrote {len(keep)} features to {out} (paths in {index_path}), {feats.images_per_second:.1f} images/s",
+        f"wrote {len(keep)} features to {out} (names in {index_path}), {feats.images_per_second:.1f} images/s",
         file=sys.stderr,
     )
-    return 0
+    return nonfinite_exit("embed", {str(args.source): (nonfinite, int(keep.size))}, args.allow_nonfinite)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -237,34 +328,120 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _load_features(path: str, what: str) -> np.ndarray:
+# -------------------------------------------------------------------------------------------------- compare
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from cdface.eval.verification import count_nonfinite_rows
+    from cdface.inference.embedder import compare
+    from cdface.inference.extract import ImageFiles, extract_features
+    from cdface.inference.input_check import check_input_sizes
+    from cdface.inference.sources import is_image_file
+    from cdface.inference.thresholds import CosineThreshold, threshold_from_results
+
+    paths = [Path(args.image_a), Path(args.image_b)]
+    for path in paths:
+        if not path.is_file():
+            raise FormatError(path, None, "an image file (not found)")
+        if not is_image_file(path):
+            raise FormatError(path, None, "an image file (JPEG, PNG, BMP, WebP, TIFF, PPM)")
+    if args.target and not args.threshold_from:
+        raise ConfigError("--target picks a pair set of --threshold-from RESULTS_JSON; give that too")
+    threshold: CosineThreshold | None = None
+    if args.threshold is not None:
+        if not -1.0 <= args.threshold <= 1.0:
+            raise ConfigError(f"--threshold is a cosine in [-1, 1], got {args.threshold}")
+        threshold = CosineThreshold(args.threshold, None, "--threshold (cosine)")
+    elif args.threshold_from:
+        threshold = threshold_from_results(args.threshold_from, args.target, model=args.model)
+    embedder = _embedder(args)
+    size = tuple(embedder.input_cfg["input_size"])
+    landmarks = _landmarks_for(args.landmarks, [str(p) for p in paths], paths[0].parent)
+    feats = extract_features(embedder, ImageFiles(paths, landmarks, size), 2, 0, False, "compare")
+    check_input_sizes(feats.size_counts, size, f"{paths[0]}, {paths[1]}", strict=args.strict)
+    fused = feats.fused()
+    if count_nonfinite_rows(fused):
+        raise ConfigError(f"{args.model}: the model gave non-finite (NaN/inf) embeddings; check its weights")
+    cosine = compare(fused[0], fused[1])
+    result: dict[str, Any] = {"image_a": str(paths[0]), "image_b": str(paths[1]), "cosine": round(cosine, 6)}
+    if threshold is not None:
+        result.update(same=bool(cosine > threshold.cosine), threshold=round(threshold.cosine, 6),
+                      threshold_source=threshold.source)
+        if threshold.distance is not None:
+            result["threshold_squared_distance"] = threshold.distance
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"cosine similarity {cosine:.4f}")
+    if threshold is None:
+        print("no threshold given: pass --threshold COS or --threshold-from results.json for a decision",
+              file=sys.stderr)
+    else:
+        verdict = "same person" if result["same"] else "different people"
+        print(f"{verdict} (cosine {'>' if result['same'] else '<='} threshold {threshold.cosine:.4f})")
+        print(f"threshold: {threshold.source}", file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------- search
+
+
+def _read_names(features: str, explicit: str | None, rows: int) -> list[str] | None:
+    """Row names from a paths file (explicit, else <features stem>.paths.txt); None when there is none."""
+    path = Path(explicit) if explicit else Path(features).with_name(Path(features).name.removesuffix(".npy")
+                                                                    + ".paths.txt")
+    if not path.is_file():
+        if explicit:
+            raise FormatError(path, None, "a names file, one line per feature row (not found)")
+        return None
     try:
-        arr = np.load(path, allow_pickle=False, mmap_mode="r")
-    except (OSError, ValueError, EOFError) as exc:
-        raise FormatError(path, None, f"{what}: a .npy array without pickled objects ({exc})") from exc
-    if arr.ndim != 2:
-        raise FormatError(path, None, f"{what}: a 2-D (N, D) array, got shape {arr.shape}")
-    return arr
+        names = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise FormatError(path, None, "a UTF-8 text file, one name per feature row") from None
+    if len(names) != rows:
+        raise FormatError(path, None, f"one name per row of {features} ({rows} rows), got {len(names)} lines")
+    return names
 
 
 def _run_search(args: argparse.Namespace) -> int:
-    from cdface.inference.search import topk_search
+    from cdface.eval.feature_files import load_npy
+    from cdface.inference.search import faiss_available, topk_search
 
-    gallery = _load_features(args.gallery, "gallery features")
-    query = _load_features(args.query, "query features")
+    gallery = load_npy(args.gallery, "gallery features", mmap=True)
+    query = load_npy(args.query, "query features")
+    for path, arr in ((args.gallery, gallery), (args.query, query)):
+        if arr.ndim != 2 or arr.shape[0] == 0 or arr.dtype.kind not in "fiu":
+            raise FormatError(path, None, f"a numeric (N, D) array with N >= 1, got shape {arr.shape} {arr.dtype}")
     if gallery.shape[1] != query.shape[1]:
-        raise FormatError(args.query, None, f"features of dimension {gallery.shape[1]}, got {query.shape[1]}")
+        raise FormatError(args.query, None, f"features of dimension {gallery.shape[1]} (the gallery's), "
+                          f"got {query.shape[1]}")
+    if args.backend == "faiss" and not faiss_available():
+        raise ConfigError("--backend faiss needs the faiss package (pip install faiss-cpu); or use --backend torch")
+    gallery_names = _read_names(args.gallery, args.gallery_paths, gallery.shape[0])
+    query_names = _read_names(args.query, args.query_paths, query.shape[0])
     scores, indices = topk_search(np.asarray(query), gallery, k=args.k, device=args.device, backend=args.backend)
     if args.out:
         np.savez(args.out, scores=scores, indices=indices)
         print(f"wrote {args.out}", file=sys.stderr)
-    else:
-        rows = [
-            {"query": q, "indices": indices[q].tolist(), "scores": [round(float(s), 6) for s in scores[q]]}
-            for q in range(len(indices))
+    rows = []
+    for q in range(len(indices)):
+        hits = [
+            {"rank": r + 1, "index": int(i), "score": round(float(sc), 6)}
+            | ({"path": gallery_names[int(i)]} if gallery_names else {})
+            for r, (i, sc) in enumerate(zip(indices[q], scores[q]))
         ]
+        rows.append({"query": q} | ({"query_path": query_names[q]} if query_names else {}) | {"results": hits})
+    if args.json:
         print(json.dumps(rows, indent=1))
+        return 0
+    for row in rows:
+        print(f"query {row['query']}" + (f"  {row['query_path']}" if "query_path" in row else ""))
+        for hit in row["results"]:
+            print(f"  {hit['rank']:>3}. {hit['score']:.4f}  " + hit.get("path", f"gallery row {hit['index']}"))
     return 0
+
+
+# --------------------------------------------------------------------------------------------------- export
 
 
 def _run_export(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ images is an explicit argument, never a guess.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -87,10 +88,15 @@ class FaceEmbedder:
         `color`: the channel order of the arrays given ("RGB" or "BGR"; files are always decoded to RGB).
         `normalize=False` returns the raw flip-fused sum (IJB's template pooling weights images by its norm).
         """
+        from cdface.inference.input_check import check_input_sizes
+
         color = color.upper()
         if color not in ("RGB", "BGR"):
             raise ValueError(f"color must be 'RGB' or 'BGR', got {color!r}")
-        outs = [self.embed_batch(batch) for batch in self._rgb_batches(images, color)]
+        sizes: Counter[tuple[int, int]] = Counter()
+        outs = [self.embed_batch(batch) for batch in self._rgb_batches(images, color, sizes)]
+        check_input_sizes(sizes, self.input_cfg["input_size"], "FaceEmbedder.embed",
+                          hint="pass aligned crops, or align photos first with FaceEmbedder.align(image, landmarks5)")
         if not outs:
             return np.zeros((0, self.model.embedding_size or 0), dtype=np.float32)
         feats = np.concatenate(outs)
@@ -124,11 +130,17 @@ class FaceEmbedder:
         size = self.input_cfg["input_size"]
         return align_face(image, np.asarray(landmarks5, dtype=np.float32).reshape(5, 2), size=size[0])
 
-    def _rgb_batches(self, images: ImagesLike, color: str) -> Iterator[np.ndarray | Tensor]:
-        """Batches of RGB uint8 images; arrays given in BGR are reordered, files decode to RGB already."""
+    def _rgb_batches(
+        self, images: ImagesLike, color: str, sizes: Counter[tuple[int, int]]
+    ) -> Iterator[np.ndarray | Tensor]:
+        """Batches of RGB uint8 images; arrays given in BGR are reordered, files decode to RGB already.
+        `sizes` counts the (h, w) of the images as given (the model resizes other sizes)."""
         if isinstance(images, (np.ndarray, Tensor)):
             if images.ndim == 3:
                 images = images[None]
+            nchw = images.ndim == 4 and images.shape[1] == 3 and images.shape[-1] != 3
+            hw = tuple(int(v) for v in (images.shape[2:4] if nchw else images.shape[1:3]))
+            sizes[(hw[0], hw[1])] += len(images)
             for start in range(0, len(images), self.batch_size):
                 batch = images[start : start + self.batch_size]
                 yield _channel_flip(batch) if color == "BGR" else batch
@@ -142,6 +154,7 @@ class FaceEmbedder:
                 else:
                     arr = _as_hwc_uint8(item)
                     chunk.append(arr[..., ::-1] if color == "BGR" else arr)
+            sizes.update((int(image.shape[0]), int(image.shape[1])) for image in chunk)
             size = tuple(self.input_cfg["input_size"])
             yield np.stack([fit_to_size(image, size) for image in chunk])  # mixed sizes: resized as the model would
 

@@ -55,12 +55,18 @@ def evaluate_model(
     progress: bool = False,
     ijb_protocols: Sequence[str] = ("11", "1n"),
     megaface_sizes: Sequence[int] = (),
+    far_levels: Sequence[float] | None = None,
+    strict: bool = False,
     quality: str | None = None,
     **load_kwargs: Any,
 ) -> dict[str, TargetResult]:
     """Evaluate one model on each target; returns {target: TargetResult} (`.metrics` is the metric dict).
 
-    `load_kwargs` go to `load_embedding_model` (arch, input_mean, input_std, bgr, embedding_size).
+    `far_levels`: TAR@FAR levels for every protocol that prints them (pair sets: `tar_at_far` besides
+    insightface's `val` at 1e-3; IJB 1:1; MegaFace); None keeps each protocol's default. `strict`: images
+    not at the model's input size are an error instead of a warning. `load_kwargs` go to
+    `load_embedding_model` (arch, input_mean, input_std, bgr, embedding_size). Every result's metrics hold
+    `valid` and `nonfinite_embeddings`.
     """
     embedder = (
         model
@@ -76,13 +82,16 @@ def evaluate_model(
 
             root = _require_root(data_root, target)
             results[target] = evaluate_ijb_target(
-                embedder, root / IJB_TARGETS[key], IJB_TARGETS[key], protocols=ijb_protocols, quality=quality, **common
+                embedder, root / IJB_TARGETS[key], IJB_TARGETS[key], protocols=ijb_protocols, far_levels=far_levels,
+                quality=quality, **common,
             )
         elif key in MEGAFACE_TARGETS:
             from cdface.inference.megaface_target import evaluate_megaface_target, find_megaface_root
 
             root = find_megaface_root(_require_root(data_root, target))
-            results[target] = evaluate_megaface_target(embedder, root, sizes=megaface_sizes, **common)
+            results[target] = evaluate_megaface_target(
+                embedder, root, sizes=megaface_sizes, far_levels=far_levels, strict=strict, **common
+            )
         elif key == "tinyface":
             from cdface.inference.tinyface_target import evaluate_tinyface_target
 
@@ -98,7 +107,9 @@ def evaluate_model(
                     f"unknown target {target!r}: use a pair-set name with --data-root (lfw, cfp_fp, "
                     "agedb_30, calfw, cplfw, or any <name>.bin there), a .bin path, ijbb, ijbc or megaface"
                 )
-            results[target] = evaluate_pair_target(embedder, target, path, quality=quality, **common)
+            results[target] = evaluate_pair_target(
+                embedder, target, path, far_levels=far_levels or (), strict=strict, quality=quality, **common
+            )
     return results
 
 

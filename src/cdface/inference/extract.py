@@ -1,7 +1,9 @@
 """Batched feature extraction: decode (and align) in DataLoader workers, embed on the device, report img/s.
 
-The datasets here yield `(index, image)` with image a uint8 HWC RGB array, or `(index, None)` plus an error
-message when a file cannot be read and the caller asked to skip such files. Extraction keeps the original
+The datasets here yield `(index, image, error, source_size)`: image a uint8 HWC RGB array at the model's size,
+or None plus an error message when a file cannot be read and the caller asked to skip such files;
+`source_size` is the (h, w) the image had before it was fitted (None when it was aligned with landmarks), so
+callers can say how many inputs were silently resized (`Features.size_counts`). Extraction keeps the original
 and flipped embeddings apart so each protocol fuses them the way its reference does (pairs: sum in float64).
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +24,10 @@ from cdface.data.align import fit_to_size
 from cdface.errors import FormatError
 from cdface.inference.embedder import FaceEmbedder
 
-__all__ = ["EncodedImages", "ImageFiles", "Features", "extract_features"]
+__all__ = ["EncodedImages", "ImageFiles", "RecordImages", "Features", "extract_features"]
 
-_Item = tuple[int, np.ndarray | None, str | FormatError | None]
+# (index, image or None, None | a skipped file's message | the FormatError to raise, size before fitting)
+_Item = tuple[int, np.ndarray | None, str | FormatError | None, tuple[int, int] | None]
 
 
 class EncodedImages(Dataset):
@@ -42,9 +46,9 @@ class EncodedImages(Dataset):
 
         try:
             image = decode_image(self.images[index], self.source, f"image {index}")
-        except FormatError as exc:  # raised by extract_features: a worker would turn it into a traceback
-            return index, None, exc
-        return index, _fit(image, self.size), None
+        except FormatError as exc:
+            return index, None, exc, None  # raised again in the main process (see extract_features)
+        return index, _fit(image, self.size), None, (int(image.shape[0]), int(image.shape[1]))
 
 
 class ImageFiles(Dataset):
@@ -84,27 +88,60 @@ class ImageFiles(Dataset):
             with open(path, "rb") as handle:
                 data = handle.read()
             image = decode_image(data, path)
+            source_size: tuple[int, int] | None = (int(image.shape[0]), int(image.shape[1]))
             if self.landmarks is not None:
                 image = align_face(image, self.landmarks[index], size=self.size[0], template=self.template)
-            return index, _fit(image, self.size), None
+                source_size = None  # aligned to the model's crop: not a silent resize
+            return index, _fit(image, self.size), None, source_size
         except (OSError, FormatError) as exc:
             if not self.skip_errors:
-                if isinstance(exc, FormatError):
-                    raise
-                raise FormatError(path, None, f"a readable image file ({exc})") from exc
-            return index, None, str(exc) if isinstance(exc, FormatError) else f"{path}: {exc}"  # path named once
+                if not isinstance(exc, FormatError):
+                    exc = FormatError(path, None, f"a readable image file ({exc})")
+                return index, None, exc, None  # raised again in the main process (see extract_features)
+            return index, None, (str(exc) if isinstance(exc, FormatError) else f"{path}: {exc}"), None  # path once
+
+
+class RecordImages(Dataset):
+    """The image records `keys` of a RecordIO file (the reader reopens its file in each worker process).
+
+    `skip_errors` turns undecodable records into None (with the record named), as `ImageFiles` does."""
+
+    def __init__(self, rec: str | Path, keys: np.ndarray, size: tuple[int, int] = (112, 112),
+                 skip_errors: bool = False) -> None:
+        from cdface.data.recordio import RecordIOReader
+
+        idx = Path(rec).with_suffix(".idx")
+        self.reader = RecordIOReader(rec, idx if idx.is_file() else None)
+        self.keys = np.asarray(keys, dtype=np.int64)
+        self.size = size
+        self.skip_errors = skip_errors
+
+    def __len__(self) -> int:
+        return int(self.keys.size)
+
+    def __getitem__(self, index: int) -> _Item:
+        from cdface.data.decode import decode_image
+
+        key = int(self.keys[index])
+        try:
+            _, payload = self.reader.read(key)
+            image = decode_image(payload, self.reader.rec_path, f"record {key}")
+        except FormatError as exc:
+            return index, None, (str(exc) if self.skip_errors else exc), None
+        return index, _fit(image, self.size), None, (int(image.shape[0]), int(image.shape[1]))
 
 
 def _fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(fit_to_size(image, tuple(size)), dtype=np.uint8)
 
 
-def _collate(items: list[_Item]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    good = [(i, img) for i, img, _ in items if img is not None]
-    errors = [err for _, img, err in items if img is None and err]
+def _collate(items: list[_Item]) -> tuple[np.ndarray, np.ndarray, list[str | FormatError], list[tuple[int, int]]]:
+    good = [(i, img) for i, img, _, _ in items if img is not None]
+    errors = [err for _, img, err, _ in items if img is None and err is not None]
+    sizes = [size for _, img, _, size in items if img is not None and size is not None]
     indices = np.array([i for i, _ in good], dtype=np.int64)
     images = np.stack([img for _, img in good]) if good else np.zeros((0, 1, 1, 3), np.uint8)
-    return indices, images, errors
+    return indices, images, errors, sizes
 
 
 @dataclass
@@ -116,6 +153,7 @@ class Features:
     failed: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    size_counts: Counter[tuple[int, int]] = field(default_factory=Counter)  # (h, w) before fitting -> images
 
     @property
     def images_per_second(self) -> float:
@@ -168,16 +206,18 @@ def _extract_local(
     plain: np.ndarray | None = None
     flipped: np.ndarray | None = None
     failed: list[int] = []
-    errors: list[str] = []
+    errors: list[str] = []  # messages of skipped files
+    size_counts: Counter[tuple[int, int]] = Counter()
     start = time.perf_counter()
     with tqdm(total=n, unit="img", desc=desc, disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
-        for batch_number, (indices, images, batch_errors) in enumerate(loader):
-            for err in batch_errors:
-                if isinstance(err, FormatError):
-                    raise err
+        for batch_number, (indices, images, batch_errors, sizes) in enumerate(loader):
+            fatal = next((e for e in batch_errors if isinstance(e, FormatError)), None)
+            if fatal is not None:  # raised here, not in the worker: torch would turn it into a RuntimeError
+                raise fatal
+            size_counts.update(sizes)
             covered = np.arange(batch_number * batch_size, min(n, (batch_number + 1) * batch_size))
             failed.extend(int(i) for i in np.setdiff1d(covered, indices))
-            errors.extend(batch_errors)
+            errors.extend(str(e) for e in batch_errors)
             if len(indices):
                 a, b = embedder.embed_pair(torch.from_numpy(images))
                 if plain is None:
@@ -190,4 +230,6 @@ def _extract_local(
     seconds = time.perf_counter() - start
     if plain is None:
         plain = np.zeros((n, embedder.model.embedding_size or 0), np.float32)
-    return Features(plain=plain, flipped=flipped, failed=failed, errors=errors, seconds=seconds)
+    return Features(
+        plain=plain, flipped=flipped, failed=failed, errors=errors, seconds=seconds, size_counts=size_counts
+    )

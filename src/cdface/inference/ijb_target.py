@@ -46,11 +46,18 @@ def evaluate_ijb_target(
     use_norm_score: bool = True,
     use_detector_score: bool = True,
     identification_protocol: str = "insightface",
+    far_levels: Sequence[float] | None = None,
     quality: str | None = None,
 ) -> TargetResult:
-    """Embed every loose crop of an IJB release directory and run the 1:1 and/or 1:N protocols."""
+    """Embed every loose crop of an IJB release directory and run the 1:1 and/or 1:N protocols.
+
+    `far_levels`: the 1:1 TAR table's FARs (default insightface's 1e-6 ... 1e-1). `quality`: also the
+    error-versus-reject curve on the template pairs (`cdface.inference.quality`). The metrics carry
+    `valid` and `nonfinite_embeddings` (images whose fused feature has NaN/inf).
+    """
     from cdface.eval.ijb import ijb_identification, ijb_verification
     from cdface.eval.ijb_meta import ijb_file_names, load_ijb_1n_meta, load_ijb_meta
+    from cdface.eval.verification import count_nonfinite_rows
 
     protocols = tuple(p.lower() for p in protocols)
     unknown = set(protocols) - {"11", "1n"}
@@ -68,10 +75,16 @@ def evaluate_ijb_target(
     features = feats.plain if feats.flipped is None else feats.plain + feats.flipped  # float32, as the reference
 
     common: dict[str, Any] = {"use_norm_score": use_norm_score, "use_detector_score": use_detector_score}
-    metrics: dict[str, Any] = {}
+    nonfinite = count_nonfinite_rows(features)
+    metrics: dict[str, Any] = {"valid": nonfinite == 0, "nonfinite_embeddings": nonfinite}
     curves: dict[str, Any] = {}
-    if "11" in protocols:
-        ver = ijb_verification(features, meta.faceness, meta.templates, meta.medias, meta.pairs, meta.labels, **common)
+    # with non-finite features template scores are NaN and the ROC undefined: the result is only "invalid"
+    scored = () if nonfinite else protocols
+    if "11" in scored:
+        levels = {} if far_levels is None else {"far_levels": tuple(far_levels)}
+        ver = ijb_verification(
+            features, meta.faceness, meta.templates, meta.medias, meta.pairs, meta.labels, **common, **levels
+        )
         metrics["verification"] = ver.to_dict()
         curves["roc"] = log_spaced_curve(ver.fpr, ver.tpr)
         if quality is not None:  # error-versus-reject on the template pairs (cdface.inference.quality)
@@ -80,7 +93,7 @@ def evaluate_ijb_target(
             metrics["erc"], curves["erc"] = erc_outputs(*ijb_erc(
                 features, meta.faceness, meta.templates, meta.medias, meta.pairs, meta.labels, quality,
                 dataset.lower(), **common))
-    if "1n" in protocols:
+    if "1n" in scored:
         lists = load_ijb_1n_meta(meta_dir, dataset=dataset, known_templates=meta.templates)
         ident = ijb_identification(
             features,

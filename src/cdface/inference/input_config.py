@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cdface.errors import FormatError
+from cdface.errors import ConfigError, FormatError
 
 __all__ = ["DEFAULT_INPUT_CFG", "resolve_input_cfg", "read_model_json", "write_model_json", "parse_triple"]
 
@@ -29,11 +29,14 @@ def parse_triple(text: str | Sequence[float] | None, what: str) -> tuple[float, 
     """'0.485,0.456,0.406' (or a single value, or a sequence) -> a 3-tuple of floats; None passes through."""
     if text is None:
         return None
-    values = [float(v) for v in text.split(",")] if isinstance(text, str) else [float(v) for v in text]
+    try:
+        values = [float(v) for v in text.split(",")] if isinstance(text, str) else [float(v) for v in text]
+    except ValueError:
+        raise ConfigError(f"{what} needs 1 or 3 comma-separated numbers, got {text!r}") from None
     if len(values) == 1:
         values = values * 3
     if len(values) != 3:
-        raise ValueError(f"{what} needs 1 or 3 comma-separated values, got {text!r}")
+        raise ConfigError(f"{what} needs 1 or 3 comma-separated values, got {text!r}")
     return (values[0], values[1], values[2])
 
 

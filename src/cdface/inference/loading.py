@@ -11,6 +11,7 @@ so callers only ever hand over aligned uint8 crops.
 from __future__ import annotations
 
 import contextlib
+import logging
 import pickle
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from cdface.errors import FormatError, UnsafeFileError
+from cdface.errors import ConfigError, FormatError, UnsafeFileError
 from cdface.inference.input_config import read_model_json, resolve_input_cfg
 
 __all__ = [
@@ -35,16 +36,27 @@ __all__ = [
     "PRECISIONS",
 ]
 
+logger = logging.getLogger("cdface.inference")
+
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _WRAPPER_KEYS = ("backbone", "state_dict_backbone", "state_dict", "model")
 _PREFIXES = ("module.", "_orig_mod.", "backbone.")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """None -> the GPU when present, else the CPU."""
+    """None -> the GPU when present, else the CPU. ConfigError for a name torch does not know or a CUDA
+    device on a machine without one."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"unknown device {device!r}: use cpu, cuda or cuda:N ({exc})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but no CUDA GPU is available here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return dev
 
 
 class EmbeddingModel:
@@ -60,6 +72,8 @@ class EmbeddingModel:
         self.source_path = source_path
         self.embedding_size: int | None = None
         self.arch: str | None = None
+        # where the input config came from: {"source": text, "assumed": [keys taken from the default]}
+        self.preprocessing: dict[str, Any] = {"source": "the model", "assumed": []}
 
     def preprocess(self, images: np.ndarray | Tensor) -> Tensor:
         """uint8 (N,H,W,3) RGB -> float32 (N,3,h,w) on the model's device, colour-ordered and normalised."""
@@ -94,6 +108,7 @@ class EmbeddingModel:
             "arch": self.arch,
             "embedding_size": self.embedding_size,
             "input_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in self.input_cfg.items()},
+            "preprocessing": dict(self.preprocessing),
         }
 
 
@@ -239,7 +254,7 @@ def load_embedding_model(
         return path_or_module
     if isinstance(path_or_module, nn.Module):
         cfg = resolve_input_cfg(getattr(path_or_module, "input_cfg", None), **overrides)
-        dev = None if device is None else torch.device(device)
+        dev = None if device is None else resolve_device(device)
         return TorchEmbeddingModel(path_or_module, cfg, dev, precision)
     path = Path(path_or_module)
     dev = resolve_device(device)
@@ -251,11 +266,52 @@ def load_embedding_model(
     if path.suffix.lower() == ".onnx":
         model = OnnxEmbeddingModel(path, resolve_input_cfg(meta, **overrides), dev)
         model.arch = meta.get("arch") if meta else None
+        model.preprocessing = _onnx_preprocessing(path, meta, overrides, model.input_cfg)
+        declared = meta.get("input_size") if meta else None
+        if declared and tuple(int(v) for v in declared) != tuple(model.input_cfg["input_size"]):
+            logger.warning(
+                "%s: its model card declares input size %s but the graph takes %s; using the graph's",
+                path, "x".join(map(str, declared)), "x".join(map(str, model.input_cfg["input_size"])),
+            )
         return model
     module = build_backbone(load_torch_file(path), path, arch, embedding_size, meta, model_kwargs)
     cfg = resolve_input_cfg(getattr(module, "input_cfg", None), meta, **overrides)
     module.eval()
     return TorchEmbeddingModel(module, cfg, dev, precision, source_path=path)
+
+
+_OVERRIDE_FLAGS = {"mean": "--input-mean", "std": "--input-std", "color": "--bgr"}
+
+
+def _onnx_preprocessing(
+    path: Path, meta: Mapping[str, Any], overrides: Mapping[str, Any], cfg: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Where an ONNX model's normalisation came from; warns when some of it is only the project default.
+
+    An ONNX graph carries no normalisation, so without its card (`<stem>.json`) the mean, std and colour
+    order are a guess: third-party models use ImageNet statistics, [0, 1], or BGR as often as [-1, 1] RGB.
+    """
+    given = {"mean": overrides.get("mean"), "std": overrides.get("std"), "color": overrides.get("bgr")}
+    assumed = [k for k in ("mean", "std", "color") if given[k] is None and meta.get(k) is None]
+    sources = []
+    if meta:
+        sources.append("model card")
+    if any(v is not None for v in given.values()):
+        sources.append("command line")
+    info: dict[str, Any] = {"source": " + ".join(sources) or "assumed (no model card)", "assumed": assumed}
+    if assumed:
+        values = ", ".join(
+            f"{k} {','.join(f'{v:g}' for v in cfg[k])}" if k != "color" else f"colour {cfg['color']}"
+            for k in assumed
+        )
+        flags = " ".join(f"{_OVERRIDE_FLAGS[k]}{'' if k == 'color' else ' C1,C2,C3'}" for k in assumed)
+        info["note"] = (
+            f"no model card ({path.with_suffix('.json').name} or model.json) gives the preprocessing: assumed "
+            f"{values}, i.e. (x/255 - mean)/std. If the model was trained otherwise pass {flags} (ImageNet "
+            "statistics: --input-mean 0.485,0.456,0.406 --input-std 0.229,0.224,0.225), or write the card"
+        )
+        logger.warning("%s: %s", path, info["note"])
+    return info
 
 
 def build_backbone(

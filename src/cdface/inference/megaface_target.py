@@ -151,9 +151,17 @@ def evaluate_megaface_target(
     protocol: str = "devkit",
     remove_noise: bool = True,
     seed: int = 0,
+    far_levels: Sequence[float] | None = None,
+    strict: bool = False,
 ) -> TargetResult:
-    """Embed FaceScrub probes and MegaFace distractors; identification (CMC, size curve) and verification."""
-    from cdface.eval.megaface import megaface_evaluate
+    """Embed FaceScrub probes and MegaFace distractors; identification (CMC, size curve) and verification.
+
+    `far_levels`: the verification TAR table's FARs (default 1e-4 ... 1e-9). `strict`: images that are not
+    at the model's input size (and have no landmarks) raise InputSizeError instead of a warning.
+    """
+    from cdface.eval.megaface import DEFAULT_MEGAFACE_FARS, megaface_evaluate
+    from cdface.eval.verification import count_nonfinite_rows
+    from cdface.inference.input_check import check_input_sizes
 
     layout = read_megaface_layout(root)
     size = tuple(embedder.input_cfg["input_size"])
@@ -173,6 +181,9 @@ def evaluate_megaface_target(
         progress,
         desc="megaface",
     )
+    sizes_seen = probe_feats.size_counts + dist_feats.size_counts
+    size_summary = check_input_sizes(sizes_seen, size, str(root), strict=strict)
+    nonfinite = count_nonfinite_rows(probe_feats.fused(), dist_feats.fused())
     probes = l2_normalize(probe_feats.fused())
     distractors = l2_normalize(dist_feats.fused())
     if remove_noise:
@@ -183,10 +194,10 @@ def evaluate_megaface_target(
     masked = int(layout.distractor_noisy.sum()) if remove_noise else 0
     ident, verif = megaface_evaluate(
         probes, labels, distractors, distractor_sizes=subset_sizes, seed=seed, protocol=protocol,
-        masked_distractors=masked,
+        masked_distractors=masked, far_levels=tuple(far_levels or DEFAULT_MEGAFACE_FARS),
     )
     assert ident is not None and verif is not None
-    metrics = ident.to_dict() | verif.to_dict()
+    metrics = ident.to_dict() | verif.to_dict() | {"valid": nonfinite == 0, "nonfinite_embeddings": nonfinite}
     curves = {
         "cmc": {"rank": list(ident.cmc), "rate": list(ident.cmc.values())},
         "distractors": {"size": list(ident.size_curve), "rank1": list(ident.size_curve.values())},
@@ -208,6 +219,7 @@ def evaluate_megaface_target(
         "num_probes": len(layout.probe_paths),
         "num_distractors": int(len(distractors)),
         "num_images": n_images,
+        "input_sizes": size_summary,
         "seconds": round(seconds, 3),
         "images_per_second": round(n_images / seconds, 1) if seconds > 0 else None,
     }

@@ -13,9 +13,10 @@ from typing import Any
 from torch import nn
 
 from cdface.errors import FormatError
-from cdface.eval.verification import embedding_norm_stats, evaluate_pairs
+from cdface.eval.verification import embedding_norm_stats, evaluate_pairs, pair_distances
 from cdface.inference.embedder import FaceEmbedder
 from cdface.inference.extract import EncodedImages, extract_features
+from cdface.inference.input_check import check_input_sizes
 from cdface.inference.loading import EmbeddingModel
 from cdface.inference.results import TargetResult, sha256_file
 
@@ -60,6 +61,31 @@ def verify_pairs(
     return _run_pairs(model_or_embedder, pairs, batch_size, nfolds, flip, device, num_workers, progress)[0]
 
 
+def pair_score_curves(fused: Any, issame: Any, threshold: float) -> dict[str, Any]:
+    """Plot data of a pair set: the ROC over all pairs (sklearn's rule, as IJB's) and the genuine / impostor
+    cosine similarities with the chosen threshold, converted from insightface's squared distance of
+    L2-normalised embeddings (cos = 1 - d/2). Empty when some distance is non-finite."""
+    import numpy as np
+
+    from cdface.eval.roc import roc_curve
+    from cdface.inference.ijb_target import log_spaced_curve
+
+    cosine = 1.0 - pair_distances(fused) / 2.0
+    same = np.asarray(issame, dtype=bool).reshape(-1)
+    if not np.isfinite(cosine).all() or same.all() or not same.any():
+        return {}
+    fpr, tpr, _ = roc_curve(same, cosine)
+    return {
+        "roc": log_spaced_curve(fpr, tpr),
+        "scores": {
+            "genuine": cosine[same].tolist(),
+            "impostor": cosine[~same].tolist(),
+            "threshold": 1.0 - threshold / 2.0,
+            "threshold_distance": threshold,
+        },
+    }
+
+
 def _run_pairs(
     model: Any,
     pairs: Any,
@@ -70,15 +96,24 @@ def _run_pairs(
     num_workers: int,
     progress: bool,
     desc: str = "pairs",
-) -> tuple[Any, Any]:
+    far_levels: Any = (),
+    strict: bool = False,
+) -> tuple[Any, Any, dict[str, Any], Any]:
     from cdface.data.pairs_bin import load_bin
 
     embedder = _as_embedder(model, batch_size, flip, device)
     pair_set = load_bin(pairs) if isinstance(pairs, (str, Path)) else pairs
+    source = str(getattr(pair_set, "path", "<memory>"))
+    n_pairs = len(pair_set.issame)
+    if nfolds > 1 and n_pairs < nfolds:
+        raise FormatError(source, None, f"at least {nfolds} pairs for {nfolds}-fold verification, got {n_pairs} pairs")
     size = tuple(embedder.input_cfg["input_size"])
-    dataset = EncodedImages(pair_set.images, str(getattr(pair_set, "path", "<memory>")), size)
+    dataset = EncodedImages(pair_set.images, source, size)
     feats = extract_features(embedder, dataset, batch_size, num_workers, progress, desc=desc)
-    return evaluate_pairs(feats.fused(), pair_set.issame, nfolds=nfolds), feats
+    sizes = check_input_sizes(feats.size_counts, size, source, strict=strict,
+                              hint="the pair set's images are used as they are (a .bin holds aligned crops)")
+    result = evaluate_pairs(feats.fused(), pair_set.issame, nfolds=nfolds, far_targets=far_levels)
+    return result, feats, sizes, pair_set.issame
 
 
 def evaluate_pair_target(
@@ -89,14 +124,21 @@ def evaluate_pair_target(
     num_workers: int = 0,
     progress: bool = False,
     nfolds: int = 10,
+    far_levels: Any = (),
+    strict: bool = False,
     quality: str | None = None,
 ) -> TargetResult:
-    """Run one pair set and package its metrics with provenance (file sha256, protocol, speed); with
-    `quality` (norm or a .npy) also the error-versus-reject curve (`cdface.inference.quality`)."""
+    """Run one pair set and package its metrics with provenance (file sha256, protocol, speed).
+
+    `far_levels`: TAR at these FARs too (`tar_at_far`). `strict`: images of another size than the model's
+    input raise InputSizeError instead of a warning. `quality` (norm or a .npy): also the error-versus-reject
+    curve (`cdface.inference.quality`). Raises FormatError for a missing file or fewer pairs than folds.
+    """
     if not path.is_file():
         raise FormatError(path, None, f"the pair set of target {target!r} (file not found)")
-    result, feats = _run_pairs(
-        embedder, path, batch_size, nfolds, embedder.flip, None, num_workers, progress, desc=Path(target).stem
+    result, feats, sizes, issame = _run_pairs(
+        embedder, path, batch_size, nfolds, embedder.flip, None, num_workers, progress, desc=Path(target).stem,
+        far_levels=far_levels, strict=strict,
     )
     provenance = {
         "files": {str(path): sha256_file(path)},
@@ -107,10 +149,11 @@ def evaluate_pair_target(
             "flip": embedder.flip,
         },
         "num_images": len(feats.plain),
+        "input_sizes": sizes,
         "seconds": round(feats.seconds, 3),
         "images_per_second": round(feats.images_per_second, 1),
     }
-    curves = {"roc": {"fpr": result.fpr.tolist(), "tpr": result.tpr.tolist()}}
+    curves = pair_score_curves(feats.fused(), issame, result.threshold)
     metrics = result.to_dict()
     # insightface's XNorm: the mean norm of the un-fused embeddings (original and mirrored rows)
     metrics["xnorm"] = embedding_norm_stats(feats.plain, feats.flipped)

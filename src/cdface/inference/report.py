@@ -1,8 +1,11 @@
 """Write an evaluation's outputs: results.json (everything), results.md (a paper-style table), plots.
 
 results.md has one row per model and one column per headline metric, in percent like the papers' tables:
-pair sets -> accuracy; IJB -> TAR at FAR 1e-5 / 1e-4 and rank-1; MegaFace -> rank-1 identification at 1M
-distractors and TAR at FAR 1e-6. Plots use matplotlib's Agg backend (no display needed).
+pair sets -> accuracy +- its std over the folds; IJB -> TAR at FAR 1e-5 / 1e-4 and rank-1; MegaFace -> rank-1
+identification at 1M distractors and TAR at FAR 1e-6. A result computed from non-finite embeddings is marked
+"(invalid)". Plots use matplotlib's Agg backend (no display needed): a log-FAR ROC per pair set and IJB set
+(one curve per model), genuine / impostor score histograms per pair set and model with the chosen threshold,
+MegaFace's CMC and size curve.
 """
 
 from __future__ import annotations
@@ -36,7 +39,11 @@ def _pct(value: Any) -> str:
 
 
 def _far_label(far: float) -> str:
-    return f"1e{int(round(math.log10(far)))}" if far > 0 else str(far)
+    """1e-4 for powers of ten, else the shortest form (0.05 stays 0.05, not a rounded power)."""
+    if far <= 0:
+        return str(far)
+    exponent = int(round(math.log10(far)))
+    return f"1e{exponent}" if math.isclose(far, 10.0**exponent, rel_tol=1e-9) else f"{far:g}"
 
 
 def headline(result: TargetResult) -> dict[str, str]:
@@ -45,13 +52,19 @@ def headline(result: TargetResult) -> dict[str, str]:
     auc = (result.metrics.get("erc") or {}).get("auc") or {}
     for far, value in auc.items():  # error-versus-reject (--quality): area under FNMR(rejected fraction)
         cols[f"{Path(result.target).stem} ERC-AUC@{_far_label(float(far))}"] = _pct(value)
+    if result.metrics.get("valid") is False:
+        cols = {k: f"{v} (invalid)" for k, v in cols.items()}
     return cols
 
 
 def _headline(result: TargetResult) -> dict[str, str]:
     m, name = result.metrics, result.target
     if result.kind == "pairs":
-        return {f"{Path(name).stem} acc": _pct(m.get("accuracy"))}
+        acc, std = _pct(m.get("accuracy")), _pct(m.get("accuracy_std"))
+        cols = {f"{Path(name).stem} acc": acc if std == "-" or acc == "-" else f"{acc} ± {std}"}
+        for far, tar in (m.get("tar_at_far") or {}).items():
+            cols[f"{Path(name).stem} TAR@{_far_label(float(far))}"] = _pct(tar)
+        return cols
     if result.kind == "ijb":
         cols: dict[str, str] = {}
         tar = {float(k): v for k, v in ((m.get("verification") or {}).get("tar_at_far") or {}).items()}
@@ -64,7 +77,11 @@ def _headline(result: TargetResult) -> dict[str, str]:
         return cols
     if result.kind == "megaface":
         tar = {float(k): v for k, v in (m.get("tar_at_far") or {}).items()}
-        return {f"{name} rank-1": _pct(m.get("rank1")), f"{name} TAR@1e-6": _pct(tar.get(1e-6))}
+        far = 1e-6 if 1e-6 in tar else next(iter(tar), None)
+        cols = {f"{name} rank-1": _pct(m.get("rank1"))}
+        if far is not None:
+            cols[f"{name} TAR@{_far_label(far)}"] = _pct(tar[far])
+        return cols
     if result.kind == "rfw":  # the fairness papers' table: per-race accuracy, mean, std, SER
         cols = {f"rfw {race}": _pct(v) for race, v in (m.get("accuracy") or {}).items()}
         cols |= {"rfw mean": _pct(m.get("mean_accuracy")), "rfw std": _pct(m.get("std_accuracy"))}
@@ -105,7 +122,8 @@ def write_outputs(
         rows.append((Path(model).name or model, cols))
     header = (
         f"# Evaluation results\n\ncdface {document.get('cdface_version')}, {document.get('created')}. "
-        "Numbers in percent; full metrics and provenance in results.json.\n\n"
+        "Numbers in percent (pair sets: mean ± std over the folds); full metrics and provenance in "
+        "results.json.\n\n"
     )
     written[1].write_text(header + markdown_table(rows), encoding="utf-8")
     if plots:
@@ -133,7 +151,14 @@ def _plots(out_dir: Path, per_model: Sequence[tuple[str, Mapping[str, TargetResu
                                        f"{target} error versus reject", logx=False))
         if kind == "rfw":
             written.append(_plot_bars(plt, out_dir / f"accuracy_{safe}.png", items))
-        if kind == "ijb":
+        if kind == "pairs":
+            written.append(
+                _plot_curve(plt, out_dir / f"roc_{safe}.png", items, "roc", "fpr", "tpr", "False accept rate",
+                            "True accept rate", f"{target} ROC", logx=True)
+            )
+            for model, result in items:
+                written.append(_plot_histogram(plt, out_dir, safe, model, result, multi=len(items) > 1))
+        elif kind == "ijb":
             written.append(
                 _plot_curve(
                     plt,
@@ -237,6 +262,30 @@ def _plot_curve(
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _plot_histogram(plt: Any, out_dir: Path, safe: str, model: str, result: TargetResult, multi: bool
+                    ) -> Path | None:
+    """Genuine and impostor cosine similarities of one model on one pair set, with the chosen threshold."""
+    scores = result.curves.get("scores")
+    if not scores:
+        return None
+    model_tag = "_" + "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in Path(model).stem) if multi else ""
+    path = out_dir / f"scores_{safe}{model_tag}.png"
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
+    bins = [i / 50.0 - 1.0 for i in range(101)]  # cosine in [-1, 1], 0.02 wide
+    ax.hist(scores["impostor"], bins=bins, alpha=0.6, label=f"impostor ({len(scores['impostor'])})", color="C3")
+    ax.hist(scores["genuine"], bins=bins, alpha=0.6, label=f"genuine ({len(scores['genuine'])})", color="C0")
+    ax.axvline(scores["threshold"], color="k", linestyle="--", linewidth=1.2,
+               label=f"threshold cos {scores['threshold']:.3f} (d² {scores['threshold_distance']:.2f})")
+    ax.set_xlabel("Cosine similarity")
+    ax.set_ylabel("Pairs")
+    ax.set_title(f"{result.target}: {model}" if multi else result.target)
+    ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

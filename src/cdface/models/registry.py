@@ -17,7 +17,8 @@ from torch import nn
 from cdface.errors import ConfigError
 
 __all__ = [
-    "accepted_options", "create_model", "list_models", "register_model", "resolve_model_name", "default_input_cfg",
+    "accepted_options", "create_model", "default_input_cfg", "list_models", "model_aliases", "register_model",
+    "resolve_model_name",
 ]
 
 ModelFn = TypeVar("ModelFn", bound=Callable[..., nn.Module])
@@ -63,6 +64,14 @@ def register_model(
 def list_models() -> list[str]:
     """Canonical names of every registered model, sorted (aliases not included)."""
     return sorted(_MODELS, key=_natural_key)
+
+
+def model_aliases() -> dict[str, list[str]]:
+    """{canonical name: its aliases, sorted} for every model that has aliases (e.g. iresnet50: [r50])."""
+    out: dict[str, list[str]] = {}
+    for alias, name in _ALIASES.items():
+        out.setdefault(name, []).append(alias)
+    return {name: sorted(aliases, key=_natural_key) for name, aliases in out.items()}
 
 
 def resolve_model_name(name: str) -> str:

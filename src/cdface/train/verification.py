@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from cdface.eval.verification import PairResult, evaluate_pairs
+from cdface.eval.verification import PairResult, count_nonfinite_rows, evaluate_pairs
+
+logger = logging.getLogger("cdface.train")
 
 
 @dataclass
@@ -41,10 +45,24 @@ def embed_with_flip(
 
 
 def verify_pair_set(
-    backbone: nn.Module, pairs: PairImages, device: torch.device, batch_size: int = 256
+    backbone: nn.Module, pairs: PairImages, device: torch.device, batch_size: int = 256, name: str = "pairs"
 ) -> PairResult:
+    """insightface's verification of the backbone on one pair set.
+
+    Non-finite embeddings (a diverged backbone) are counted and logged as a warning, and the returned
+    accuracy and TAR are NaN: a diverged model must not read as 50% accuracy in the metrics log.
+    """
     was_training = backbone.training
     backbone.eval()
     emb, emb_flip = embed_with_flip(backbone, pairs.images, device, batch_size)
     backbone.train(was_training)
-    return evaluate_pairs(emb + emb_flip, pairs.issame)
+    result = evaluate_pairs(emb + emb_flip, pairs.issame)
+    if result.valid:
+        return result
+    bad = count_nonfinite_rows(emb, emb_flip)
+    logger.warning(
+        "verification on %s: %d of %d embeddings are non-finite (NaN/inf); the result is invalid (logged as NaN)",
+        name, bad, 2 * len(emb),
+    )
+    nan = float("nan")
+    return dataclasses.replace(result, accuracy=nan, accuracy_std=nan, val=nan, val_std=nan)

@@ -1,0 +1,112 @@
+"""What `cdface embed` and `cdface compare` accept as images: one image file, a folder (searched
+recursively), a text list of image paths, or a RecordIO `.rec` (or a folder holding one).
+
+The kind is decided from the file's content, not only its name: an image is recognised by its magic bytes,
+a `.rec` by its suffix, anything else must be a UTF-8 list. Every source yields a list of items and a name
+per item (a path, or `<rec>#<record key>`) for `<out>.paths.txt`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cdface.data.datasets import IMAGE_EXTENSIONS
+from cdface.errors import FormatError
+
+__all__ = ["ImageSource", "resolve_image_source", "is_image_file"]
+
+# magic bytes of the encodings the decoder reads (JPEG, PNG, BMP, GIF, WebP (RIFF), TIFF, PPM)
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"GIF8", b"RIFF", b"II*\x00", b"MM\x00*", b"P6", b"P3")
+
+
+def is_image_file(path: Path) -> bool:
+    """True when the file starts like an encoded image (or has an image suffix and is not text)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return False
+    return head.startswith(_MAGIC)
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """`kind` is "image", "folder", "list" or "recordio". For RecordIO, `rec` is the file and `keys` its
+    image records; for the others `paths` are the image files. `names` label each item for paths.txt."""
+
+    kind: str
+    origin: Path
+    paths: tuple[Path, ...] = ()
+    rec: Path | None = None
+    keys: np.ndarray | None = None
+
+    @property
+    def names(self) -> list[str]:
+        if self.kind == "recordio":
+            assert self.keys is not None
+            return [f"{self.rec}#{int(k)}" for k in self.keys]
+        return [str(p) for p in self.paths]
+
+    def __len__(self) -> int:
+        return len(self.keys) if self.kind == "recordio" and self.keys is not None else len(self.paths)
+
+
+def resolve_image_source(path: str | Path) -> ImageSource:
+    """Classify `path` and list its images. FormatError (naming the path, and the line for lists) when it
+    does not exist, is unreadable, or holds no image at all."""
+    source = Path(path)
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if files:
+            return ImageSource("folder", source, tuple(files))
+        recs = sorted(source.glob("*.rec"))
+        if recs:
+            return _recordio(source)
+        raise FormatError(source, None, f"images ({', '.join(IMAGE_EXTENSIONS)}) or a .rec: the folder has none")
+    if not source.is_file():
+        raise FormatError(source, None, "an image, a folder of images, a list file or a .rec (not found)")
+    if source.suffix.lower() == ".rec":
+        return _recordio(source)
+    if is_image_file(source):
+        return ImageSource("image", source, (source,))
+    if source.suffix.lower() in IMAGE_EXTENSIONS:
+        raise FormatError(source, None, "a readable image file (its content is not an encoded image)")
+    return ImageSource("list", source, tuple(_read_list(source)))
+
+
+def _recordio(path: Path) -> ImageSource:
+    from cdface.data.datasets import resolve_recordio_paths
+    from cdface.data.recordio import RecordIOReader
+
+    rec, idx = resolve_recordio_paths(path)
+    reader = RecordIOReader(rec, idx if idx.is_file() else None)
+    keys = np.asarray(reader.layout().image_keys, dtype=np.int64)
+    if keys.size == 0:
+        raise FormatError(rec, None, "at least one image record, got none")
+    return ImageSource("recordio", path, rec=rec, keys=keys)
+
+
+def _read_list(path: Path) -> list[Path]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise FormatError(
+            path, None, "an image (JPEG/PNG/...), a folder, a .rec, or a UTF-8 list of image paths; this file is "
+            "none of these"
+        ) from None
+    base = path.parent
+    out: list[Path] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        item = line.strip()
+        if not item or item.startswith("#"):
+            continue
+        if "\x00" in item:
+            raise FormatError(path, f"line {number}", "an image path per line (binary data found)")
+        entry = Path(item)
+        out.append(entry if entry.is_absolute() else base / entry)
+    if not out:
+        raise FormatError(path, None, "at least one image path (one per line); the list is empty")
+    return out

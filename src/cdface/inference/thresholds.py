@@ -1,0 +1,80 @@
+"""A same/different cut-off on cosine similarity, given directly or taken from an evaluation's results.json.
+
+insightface's pair protocol picks, per fold, the best threshold t on the squared Euclidean distance of
+L2-normalised (flip-fused) embeddings, predicting "same" when d² < t; results.json stores the mean over the
+folds as `threshold`. For unit vectors d² = |a|² + |b|² - 2 a·b = 2 - 2 cos, so d² < t  <=>  cos > 1 - t/2.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cdface.errors import ConfigError, FormatError
+
+__all__ = ["CosineThreshold", "distance_to_cosine", "threshold_from_results"]
+
+
+@dataclass(frozen=True)
+class CosineThreshold:
+    """`cosine`: "same" when cos > cosine. `distance`: the squared-distance threshold it came from (or None);
+    `source`: a sentence saying where it came from (printed and written with each decision)."""
+
+    cosine: float
+    distance: float | None
+    source: str
+
+
+def distance_to_cosine(squared_distance: float) -> float:
+    """insightface's squared-distance threshold on unit vectors -> the cosine cut-off: 1 - d²/2."""
+    return 1.0 - float(squared_distance) / 2.0
+
+
+def threshold_from_results(path: str | Path, target: str | None = None, model: str | None = None) -> CosineThreshold:
+    """The pair-set threshold of `target` for `model` in a `cdface eval --out` results.json.
+
+    With one model (or one pair-set target) in the file, the choice is implicit; otherwise `model` (a path as
+    given to `cdface eval`, or its file name) and `target` pick it. FormatError / ConfigError say what is there.
+    """
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(path, None, f"a results.json written by `cdface eval --out` ({exc})") from None
+    entries = document.get("models") if isinstance(document, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise FormatError(path, None, "a results.json written by `cdface eval --out` (no 'models' list)")
+    entry = _pick_model(path, entries, model)
+    results: dict[str, Any] = entry.get("results") or {}
+    pair_targets = {t: m for t, m in results.items() if isinstance(m, dict) and m.get("threshold") is not None}
+    if not pair_targets:
+        raise FormatError(path, None, f"a pair-set result with a threshold for model {entry.get('model')!r}")
+    if target is None:
+        if len(pair_targets) > 1:
+            raise ConfigError(f"{path} holds several pair sets ({', '.join(pair_targets)}): pick one with --target")
+        target = next(iter(pair_targets))
+    if target not in pair_targets:
+        raise ConfigError(f"{path}: no pair-set threshold for target {target!r}; there are {', '.join(pair_targets)}")
+    metrics = pair_targets[target]
+    if metrics.get("valid") is False:
+        raise ConfigError(f"{path}: the result of {target!r} is marked invalid (non-finite embeddings)")
+    distance = float(metrics["threshold"])
+    cosine = distance_to_cosine(distance)
+    source = (
+        f"{path} ({target}, model {entry.get('model')}): insightface's best threshold is a squared distance of "
+        f"L2-normalised embeddings, d² < {distance:.4f}; for unit vectors cos = 1 - d²/2, so cos > {cosine:.4f}"
+    )
+    return CosineThreshold(cosine, distance, source)
+
+
+def _pick_model(path: Path, entries: list[dict[str, Any]], model: str | None) -> dict[str, Any]:
+    if len(entries) == 1:
+        return entries[0]
+    names = [str(e.get("model")) for e in entries]
+    if model is not None:
+        for entry, name in zip(entries, names):
+            if name == str(model) or Path(name).name == Path(str(model)).name:
+                return entry
+    raise ConfigError(f"{path} holds several models ({', '.join(names)}): the one given with --model must be one")
