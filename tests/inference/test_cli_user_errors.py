@@ -95,7 +95,7 @@ MISTAKES = [
     ("data inspect {d}/text.txt", "text.txt"),
     ("data pack {d}/missing {d}/packed", "missing"),
     ("data make-bin {d}/missing {d}/text.txt {d}/x.bin", "text.txt"),
-    ("data synthetic {d}/syn --pairs 7", "num_pairs"),
+    ("data synthetic {d}/syn --pairs 7 --identities 2 --images-per-id 2 --eval-identities 2", "num_pairs"),
     ("data extract {d}/text.txt --out {d}/ex", "text.txt"),
     ("data extract {d}/missing.rec --out {d}/ex", "missing.rec"),
     ("data extract {d}/missing.rec --out {d}/ex --classes x", "--classes"),
