@@ -231,7 +231,7 @@ def test_corrupt_image_message_is_one_clean_line(tmp_path, data, caplog):
 
     from cdface.inference.extract import ImageFiles
 
-    _, image, error = ImageFiles([path], skip_errors=True)[0]
+    _, image, error, _ = ImageFiles([path], skip_errors=True)[0]
     assert image is None and error.count(str(path)) == 1 and " at 0x" not in error
 
 

@@ -114,7 +114,12 @@ _PROBE = textwrap.dedent(
     attempt("decode_png", lambda: decode_image(big_png, "huge.png").shape)
     attempt("bin_decode_pairs", lambda: decode_pairs(load_bin(root / "huge.bin")).shape)
     attempt("eval_verify_pairs", lambda: verify_pairs(model, root / "huge.bin", device="cpu", nfolds=2))
-    attempt("embed_image_files", lambda: ImageFiles([root / "folder/a/huge.jpg"])[0][1].shape)
+    def embed_item(item):  # a dataset item carries its refusal to the main process, which raises it
+        if isinstance(item[2], FormatError):
+            raise item[2]
+        return item[1].shape
+
+    attempt("embed_image_files", lambda: embed_item(ImageFiles([root / "folder/a/huge.jpg"])[0]))
     rec = RecordIODataset(root / "rec", cache_labels=False, max_bad_fraction=0.5)
     attempt("train_recordio_item", lambda: list(rec[1][1:]) + [rec.num_bad])
     folder = ImageFolderDataset(root / "folder", max_bad_fraction=0.5)

@@ -63,9 +63,9 @@ def test_eval_cli_quality_outputs_and_errors(data_root, tmp_path, capsys):
     assert "ijbc ERC-AUC@1e-3" in (out / "results.md").read_text()
     assert (out / "erc_ijbc.png").stat().st_size > 1000
     # a pair set has no detector score; a quality file of the wrong length names the file
-    assert main(["eval", *common, "--targets", "lfw", "--quality", "faceness"]) == 1
+    assert main(["eval", *common, "--targets", "lfw", "--quality", "faceness"]) == 2  # a user error: exit 2
     assert "no detector scores" in capsys.readouterr().err
-    assert main(["eval", *common, "--targets", "lfw", "--quality", str(quality)]) == 1
+    assert main(["eval", *common, "--targets", "lfw", "--quality", str(quality)]) == 2
     err = capsys.readouterr().err
     assert "q.npy" in err and "80 finite qualities" in err
 
@@ -87,5 +87,5 @@ def test_score_erc_ijb_from_saved_features(data_root, tmp_path, capsys):
     assert out["fnmr"]["0.001"] == [None if np.isnan(v) else float(v) for v in expected.fnmr[1e-3]]
     assert out["quality"] == "detector faceness" and out["num_pairs"] == 28
     assert main(["score", "erc", "--features", str(tmp_path / "f.npy"), "--quality", "faceness",
-                 "--issame", str(tmp_path / "f.npy")]) == 1
+                 "--issame", str(tmp_path / "f.npy")]) == 2
     assert "needs --ijb-meta" in capsys.readouterr().err

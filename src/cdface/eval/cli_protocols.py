@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from cdface.cli_args import add_allow_nonfinite
 from cdface.errors import ConfigError, FormatError
 
 __all__ = ["register_protocols", "parse_floats", "parse_ints"]
@@ -48,6 +49,7 @@ def register_protocols(sub: Any, add_out: Any) -> None:
     i.add_argument("--ranks", default="1,5,20", help="CMC ranks (default: AdaFace's TinyFace 1,5,20)")
     i.add_argument("--fpir", default="", help="open-set FPIR levels, e.g. 0.01,0.1 (needs probes without a mate)")
     add_out(i)
+    add_allow_nonfinite(i)
     i.set_defaults(func=_run_identification)
 
     e = sub.add_parser("erc", help="error-versus-reject: FNMR at a fixed FMR as the lowest-quality pairs are rejected")
@@ -68,6 +70,7 @@ def register_protocols(sub: Any, add_out: Any) -> None:
                    "script)")
     e.add_argument("--no-curves", action="store_true", help="only the AUC and FNMR without rejection")
     add_out(e)
+    add_allow_nonfinite(e)
     e.set_defaults(func=_run_erc)
 
     r = sub.add_parser("rfw", help="RFW: per-race 10-fold pair accuracy, their mean, std and skewed error ratio")
@@ -76,6 +79,7 @@ def register_protocols(sub: Any, add_out: Any) -> None:
                    ".npy (N,) genuine flags; repeat for each race")
     r.add_argument("--nfolds", type=int, default=10)
     add_out(r)
+    add_allow_nonfinite(r)
     r.set_defaults(func=_run_rfw)
 
 
@@ -85,10 +89,12 @@ def _load(path: str, what: str) -> np.ndarray:
     return _load_array(path, what)
 
 
-def _emit(result: dict[str, Any], out: str | None) -> int:
+def _emit(result: dict[str, Any], args: argparse.Namespace, **features: np.ndarray) -> int:
+    """Print (and write) through `score`'s own output, with its non-finite gate over ``features``."""
     from cdface.eval.cli import _emit as emit
+    from cdface.eval.cli import _nonfinite
 
-    return emit(result, out)
+    return emit(result, args.out, _nonfinite(**features), args.allow_nonfinite)
 
 
 def _labels(path: str, n: int, what: str) -> np.ndarray:
@@ -123,7 +129,7 @@ def _run_identification(args: argparse.Namespace) -> int:
     if fpir and np.isin(lp, lg[lg >= 0]).all():
         raise ConfigError("--fpir needs probes without a mate in the gallery (open-set searches); all are mated")
     res = identification(probe, lp, gallery, lg, ranks=ranks, fpir_levels=fpir)
-    return _emit(res.to_dict(), args.out)
+    return _emit(res.to_dict(), args, probe=probe, gallery=gallery)
 
 
 def _run_erc(args: argparse.Namespace) -> int:
@@ -147,7 +153,7 @@ def _run_erc(args: argparse.Namespace) -> int:
             quality = np.asarray(meta.faceness, np.float64)
         res = ijb_error_versus_reject(feats, meta.faceness, meta.templates, meta.medias, meta.pairs, meta.labels,
                                       quality, **options)
-        return _emit(res.to_dict(curves=not args.no_curves) | {"quality": source}, args.out)
+        return _emit(res.to_dict(curves=not args.no_curves) | {"quality": source}, args, features=feats)
     if args.issame is None:
         raise ConfigError("score erc needs --issame (pair sets) or --ijb-meta (IJB 1:1)")
     if args.quality == "faceness":
@@ -172,7 +178,7 @@ def _run_erc(args: argparse.Namespace) -> int:
         raise FormatError(args.issame, None, str(exc)) from exc
     out = res.to_dict(curves=not args.no_curves)
     out["quality"] = source
-    return _emit(out, args.out)
+    return _emit(out, args, features=feats)
 
 
 def _run_rfw(args: argparse.Namespace) -> int:
@@ -188,7 +194,7 @@ def _run_rfw(args: argparse.Namespace) -> int:
             raise FormatError(same_path, None, f"{emb.shape[0] // 2} genuine flags for the (2N, D) embeddings "
                               f"{emb.shape}, got {same.shape[0]}")
         embeddings[name], issame[name] = emb, same
-    return _emit(evaluate_rfw(embeddings, issame, nfolds=args.nfolds).to_dict(), args.out)
+    return _emit(evaluate_rfw(embeddings, issame, nfolds=args.nfolds).to_dict(), args, **embeddings)
 
 
 def _quality(args: argparse.Namespace, feats: np.ndarray) -> tuple[np.ndarray, str]:

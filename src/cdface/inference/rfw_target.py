@@ -34,7 +34,7 @@ class RfwImages(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[int, np.ndarray, None]:
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, object, tuple[int, int] | None]:
         from cdface.data.align import align_face, fit_to_size
         from cdface.data.decode import decode_image
         from cdface.errors import FormatError
@@ -43,12 +43,16 @@ class RfwImages(Dataset):
         try:
             with open(path, "rb") as handle:
                 image = decode_image(handle.read(), path)
-        except OSError as exc:
-            raise FormatError(path, None, f"a readable image file ({exc})") from exc
+        except OSError as exc:  # returned, raised by extract_features: a worker would wrap it in a traceback
+            return index, None, FormatError(path, None, f"a readable image file ({exc})"), None
+        except FormatError as exc:
+            return index, None, exc, None
+        source_size: tuple[int, int] | None = (int(image.shape[0]), int(image.shape[1]))
         if image.shape[:2] != tuple(self.size) and self.landmarks is not None and np.isfinite(
                 self.landmarks[index]).all():
             image = align_face(image, self.landmarks[index], size=self.size[0])
-        return index, np.ascontiguousarray(fit_to_size(image, tuple(self.size)), dtype=np.uint8), None
+            source_size = None  # aligned to the model's crop: not a silent resize
+        return index, np.ascontiguousarray(fit_to_size(image, tuple(self.size)), dtype=np.uint8), None, source_size
 
 
 def evaluate_rfw_target(
