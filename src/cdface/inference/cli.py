@@ -52,8 +52,10 @@ def _add_model_options(parser: argparse.ArgumentParser, multiple: bool = False, 
     parser.add_argument("--strict", action="store_true",
                         help="images that are not at the model's input size are an error instead of a warning")
     if workers:
-        parser.add_argument("--workers", type=nonnegative_int, default=min(4, os.cpu_count() or 1),
-                            help="DataLoader workers decoding/aligning images")
+        from cdface.threads import available_cores
+
+        parser.add_argument("--workers", type=nonnegative_int, default=min(4, available_cores() - 1),
+                            help="DataLoader workers decoding/aligning images (torch threads get the other cores)")
 
 
 def _load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -87,7 +89,7 @@ def register(subparsers: Any) -> None:
     _add_model_options(p, multiple=True)
     p.add_argument("--targets", required=True,
                    help="comma list: lfw,cfp_fp,agedb_30,calfw,cplfw (with --data-root), ijbb, ijbc, megaface, "
-                   "or .bin paths")
+                   "tinyface, rfw, or .bin paths")
     p.add_argument("--data-root", help="directory holding <name>.bin, IJBB/, IJBC/, megaface/")
     p.add_argument("--out", help="write results.json, results.md and plots (ROC, score histograms) here")
     p.add_argument("--json", action="store_true", help="print {target: metrics} as JSON on stdout")
@@ -189,7 +191,24 @@ def _ijb_protocols(text: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------------------------------- eval
 
 
+def _cpu_threads(args: argparse.Namespace):
+    """Torch threads + `--workers` within this process's cores (`cdface.threads`); lowers args.workers if it
+    would oversubscribe them, and gives a block that restores the thread count."""
+    from cdface.threads import plan_threads, threads_applied
+
+    plan = plan_threads(args.workers, processes_per_node=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if plan.note:
+        print(f"cdface: {plan.note.replace('data.num_workers', '--workers')}", file=sys.stderr)
+    args.workers = plan.workers
+    return threads_applied(plan)
+
+
 def _run_eval(args: argparse.Namespace) -> int:
+    with _cpu_threads(args):
+        return _evaluate(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     from cdface.inference.distributed import eval_process_group
     from cdface.inference.evaluate import evaluate_models
     from cdface.inference.report import to_json_safe
@@ -291,7 +310,8 @@ def _run_embed(args: argparse.Namespace) -> int:
     else:
         root = source.origin if source.kind == "folder" else source.origin.parent
         dataset = ImageFiles(source.paths, _landmarks_for(args.landmarks, names, root), size, skip_errors=True)
-    feats = extract_features(embedder, dataset, args.batch_size, args.workers, not args.no_progress, "embed")
+    with _cpu_threads(args):
+        feats = extract_features(embedder, dataset, args.batch_size, args.workers, not args.no_progress, "embed")
     out = Path(args.out)
     stem = out.name.removesuffix(".npy")
     if feats.errors:

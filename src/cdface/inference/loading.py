@@ -214,7 +214,7 @@ class OnnxEmbeddingModel(EmbeddingModel):
 # ----------------------------------------------------------------------------------------------- loading
 
 
-_TRAINING_ONLY_OPTIONS = ("fp16", "gradient_checkpointing", "channels_last")
+_TRAINING_ONLY_OPTIONS = ("fp16", "bf16", "gradient_checkpointing", "channels_last")
 
 
 def load_torch_file(path: str | Path) -> Any:
