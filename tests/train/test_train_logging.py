@@ -80,3 +80,24 @@ def test_history_after_the_resumed_step_is_dropped(tmp_path, stale):
     path.write_text('{"step": 2}\n{"step": 4}\n' + stale + "\n")
     MetricsLog(tmp_path, tensorboard=False, start_step=4).close()
     assert path.read_text() == '{"step": 2}\n{"step": 4}\n'
+
+
+def test_train_help_lists_keys_configs_and_resume_and_show_config_resolves(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    help_text = subprocess.run([sys.executable, "-m", "cdface", "train", "--help"], capture_output=True,
+                               text=True, check=True).stdout
+    for needle in ("resume=auto", "init_from", "synthetic_arcface", "ms1mv2_ir100_cd", "cd.:", "optim.:", "lr",
+                   "--show-config"):
+        assert needle in help_text, needle
+    shown = subprocess.run([sys.executable, "-m", "cdface", "train", str(configs / "synthetic_cd.yaml"),
+                            "optim.lr=0.005", "--show-config"], capture_output=True, text=True, check=True).stdout
+    import yaml
+
+    resolved = yaml.safe_load(shown)
+    assert resolved["optim"]["lr"] == 0.005 and resolved["method"] == "cd"  # the override and the file
+    assert resolved["head"]["params"]["s"] == 16.0  # from the base: chain (synthetic_arcface.yaml)
+    assert not (tmp_path / "runs").exists()

@@ -21,10 +21,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train",
         help="train a model from a YAML config (torchrun -m cdface train ... for several GPUs)",
-        description="Train from CONFIG.yaml; key=value arguments override config keys (e.g. optim.lr=0.01).",
+        description="Train from CONFIG.yaml; key=value arguments override config keys (e.g. optim.lr=0.01). "
+        "resume=auto continues a killed run from its newest valid checkpoint; init_from=RUN starts stage 2 "
+        "from a stage-1 run. --show-config prints the resolved config and exits.",
+        epilog=_train_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("config", help="YAML config (see configs/)")
-    train.add_argument("overrides", nargs="*", help="key=value overrides, dotted for sections")
+    train.add_argument("config", help="YAML config: a shipped one (below) or your own")
+    train.add_argument("overrides", nargs="*", help="key=value overrides, dotted for sections (optim.lr=0.01)")
+    train.add_argument("--show-config", action="store_true",
+                       help="print the config with its base: chain and overrides applied, then exit")
     train.set_defaults(func=_train)
 
     quick = subparsers.add_parser(
@@ -62,6 +68,28 @@ def _variant_names() -> list[str]:
     return list(VARIANTS)
 
 
+def _train_epilog() -> str:
+    """The config sections and their keys, and the shipped configs, for `cdface train --help`."""
+    import dataclasses
+
+    from cdface.config import TrainConfig
+
+    lines = ["config keys (see docs/training.md):"]
+    top = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in _SECTIONS]
+    lines.append("  " + ", ".join(top))
+    for section in _SECTIONS:
+        keys = [f.name for f in dataclasses.fields(getattr(TrainConfig(), section))]
+        lines.append(f"  {section}.: " + ", ".join(keys))
+    shipped = sorted(p.stem for p in (Path(__file__).resolve().parents[3] / "configs").glob("*.yaml"))
+    if shipped:
+        lines.append("shipped configs (configs/): " + ", ".join(shipped))
+    lines.append("examples: cdface train configs/synthetic_arcface.yaml max_steps=100 | ... resume=auto")
+    return "\n".join(lines)
+
+
+_SECTIONS = ("data", "model", "head", "scores", "cd", "optim", "health")
+
+
 def _setup_logging() -> None:
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
@@ -83,6 +111,11 @@ def _train(args: argparse.Namespace) -> int:
     cfg = None
     try:
         cfg = load_config(args.config, args.overrides)
+        if args.show_config:
+            from cdface.config import dump_config
+
+            print(dump_config(cfg), end="")
+            return 0
         result = fit(cfg)
     except ConfigError:
         if _rank() != 0:  # every rank finds the same config error: rank 0 alone prints it
