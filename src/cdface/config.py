@@ -132,6 +132,7 @@ class TrainConfig:
     checkpoint_every: int = 2000  # steps; also at every epoch end
     keep_checkpoints: int = 3
     verify_every: int = 0  # steps; 0 = only at epoch ends when val_targets are set
+    verify_at_epoch_end: bool = True  # the val_targets at every epoch end too (the quickstart turns it off)
     max_bad_steps: int = 5  # consecutive NaN/inf losses before the run stops
     dist_timeout_s: float = 1800.0  # a collective that waits longer (a rank died) fails the run
     tensorboard: bool = True

@@ -41,6 +41,7 @@ RESUME_POLICY: dict[str, tuple[str, str]] = {
     "checkpoint_every": (APPLY, "bookkeeping"),
     "keep_checkpoints": (APPLY, "bookkeeping"),
     "verify_every": (APPLY, "bookkeeping"),
+    "verify_at_epoch_end": (APPLY, "bookkeeping"),
     "max_bad_steps": (APPLY, "bookkeeping"),
     "dist_timeout_s": (APPLY, "bookkeeping"),
     "tensorboard": (APPLY, "bookkeeping"),

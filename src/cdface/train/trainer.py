@@ -408,7 +408,8 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
                 window_start, window_samples, window_paused = time.perf_counter(), 0, 0.0
             end_of_epoch = step % steps_per_epoch == 0
             pause_start = time.perf_counter()
-            if cfg.verify_every and step % cfg.verify_every == 0 or (end_of_epoch and val_sets):
+            at_epoch_end = end_of_epoch and cfg.verify_at_epoch_end
+            if cfg.verify_every and step % cfg.verify_every == 0 or (at_epoch_end and val_sets):
                 val_results = _verify(backbone, val_sets, metrics, step, info, device)
                 model.train()
             if end_of_epoch and (epoch_stats := health.read_epoch()) is not None and info.is_main:
