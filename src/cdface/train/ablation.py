@@ -38,7 +38,7 @@ from cdface.train.data_setup import ensure_synthetic_set
 from cdface.train.distributed import DistInfo
 from cdface.train.plots import read_history
 from cdface.train.trainer import fit
-from cdface.train.verification import PairImages, embed_with_flip, load_pair_images
+from cdface.train.verification import PairImages, embed_with_flip, load_pair_images, model_input
 
 log = logging.getLogger("cdface.ablate")
 
@@ -226,8 +226,7 @@ def embed(backbone: torch.nn.Module, images: np.ndarray, device: torch.device, b
     """L2-normalised embeddings (N, D) of uint8 RGB images, without flip (the training view)."""
     out = []
     for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[start : start + batch_size]).to(device).permute(0, 3, 1, 2).float()
-        out.append(F.normalize(backbone(x.div_(255.0).sub_(0.5).div_(0.5)).float(), dim=1))
+        out.append(F.normalize(backbone(model_input(images[start : start + batch_size], device)).float(), dim=1))
     return torch.cat(out)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cdface.data.transforms import normalize_uint8
 from cdface.eval.verification import PairResult, count_nonfinite_rows, evaluate_pairs
 
 logger = logging.getLogger("cdface.train")
@@ -30,6 +31,11 @@ def load_pair_images(path: str, max_pixels: int | None = None) -> PairImages:
     return PairImages(images=images, issame=np.asarray(pair_set.issame, dtype=bool))
 
 
+def model_input(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 RGB (N, H, W, 3) -> the trainer's float input (N, 3, H, W), ``(x/255 - 0.5) / 0.5``, on ``device``."""
+    return normalize_uint8(torch.from_numpy(images).to(device).permute(0, 3, 1, 2))
+
+
 @torch.no_grad()
 def embed_with_flip(
     backbone: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 256
@@ -37,8 +43,7 @@ def embed_with_flip(
     """(embeddings, embeddings of the horizontally flipped images), as insightface's test() computes them."""
     plain, flipped = [], []
     for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(images[start : start + batch_size]).to(device)
-        x = batch.permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5).div_(0.5)
+        x = model_input(images[start : start + batch_size], device)
         plain.append(backbone(x).float().cpu())
         flipped.append(backbone(torch.flip(x, dims=[3])).float().cpu())
     return torch.cat(plain).numpy(), torch.cat(flipped).numpy()
