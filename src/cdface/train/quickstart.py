@@ -167,8 +167,10 @@ def conclusions(rows: list[dict[str, Any]], cd_cfg: TrainConfig) -> str:
         if s1["train_accuracy"] >= 0.5
         else f"- Stage 1 did not converge: only {100 * s1['train_accuracy']:.1f} % of its training images are closest "
         "to their own class centre (see the health lines).",
-        f"- CD reaches {100 * cd['accuracy']:.2f} %, {abs(diff):.2f} points {verdict} ArcFace continued "
-        f"({100 * arc['accuracy']:.2f} %); that is {within} twice the standard error of the 10-fold mean "
+        f"- CD reaches {100 * cd['accuracy']:.2f} %, "
+        + (f"{abs(diff):.2f} points {verdict}" if diff else "the same as")
+        + f" ArcFace continued ({100 * arc['accuracy']:.2f} %); that is {within} twice the standard error of "
+        f"the 10-fold mean "
         f"({noise:.2f} points). TAR@FAR=1e-2: CD {100 * cd['tar_at_far_1e-2']:.2f} %, ArcFace "
         f"{100 * arc['tar_at_far_1e-2']:.2f} %.",
     ]
