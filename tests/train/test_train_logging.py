@@ -35,7 +35,7 @@ def test_start_summary_curves_and_a_resume_that_rewrites_history(tmp_path, caplo
     for needle in (str(tmp_path / "run"), "iresnet_tiny", "M parameters", "32 images, 8 classes", "arcface",
                    "batch 16 (global), 2 steps/epoch, 3 steps", "checkpoints", "from scratch"):
         assert needle in summary, needle
-    assert (tmp_path / "run" / "training.png").stat().st_size > 0  # drawn at the epoch end
+    assert (tmp_path / "run" / "training.png").stat().st_size > 0  # drawn at the end of the run
     # a stale record after the checkpoint (as a run killed after logging step 4 leaves), then a resume
     with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"step": 4, "ce_loss": 1.0}) + "\n")

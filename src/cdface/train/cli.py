@@ -118,8 +118,8 @@ def _train(args: argparse.Namespace) -> int:
             return 0
         result = fit(cfg)
     except ConfigError:
-        if _rank() != 0:  # every rank finds the same config error: rank 0 alone prints it
-            return 1
+        if _rank() != 0:  # every rank finds the same config error: rank 0 alone prints it (exit 2, as main)
+            return 2
         raise
     except KeyboardInterrupt:
         if _rank() == 0:

@@ -419,7 +419,6 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
                 log.info("%s", line)
                 with open(run_dir / "health.txt", "a") as health_file:  # the report's copy, kept across resumes
                     health_file.write(line + "\n")
-                plot_training(run_dir / "training.png", [run_dir])
             if end_of_epoch:  # before the epoch-end checkpoint, which then holds the next epoch's empty counts
                 metrics.histogram("difficulty_scores", scores.scores, step)
                 report = bad_samples.end_epoch()
@@ -434,6 +433,8 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
     if last_saved_step != step:
         last_ckpt = save(step) or last_ckpt
     metrics.close()
+    if info.is_main:  # at the end of the run: matplotlib stays out of the training process until then
+        plot_training(run_dir / "training.png", [run_dir])
     return FitResult(run_dir, step, last_ckpt, metrics.history, health_lines, backbone=backbone, head=head_module)
 
 
