@@ -48,8 +48,11 @@ def _config(tmp_path: Path, face_set: dict, **extra) -> Path:
 
 def test_ctrl_c_prints_one_line_naming_the_checkpoint_and_the_resume_command(tiny_face_set, tmp_path):
     config = _config(tmp_path, tiny_face_set)
+    # SIGINT back to its default in the child: a runner started in the background (`cmd &` in a script) ignores
+    # it, the child would inherit that, and Python then installs no KeyboardInterrupt handler
     proc = subprocess.Popen([sys.executable, "-m", "cdface", "train", str(config), "seed=0"], env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ckpt_dir = tmp_path / "runs" / "cli" / "checkpoints"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and ckpt.latest_valid_checkpoint(ckpt_dir) is None:
