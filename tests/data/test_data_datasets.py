@@ -125,7 +125,7 @@ def test_real_recordio_dataset():
 def test_corrupt_jpeg_is_substituted_counted_and_logged(tmp_path, caplog):
     labels = [0, 0, 0, 1, 1, 1]
     root, _ = _write_rec(tmp_path, labels, corrupt=(1,))
-    ds = RecordIODataset(root, max_bad_fraction=0.5)
+    ds = RecordIODataset(root)
     with caplog.at_level(logging.WARNING, logger="cdface.data"):
         image, label, index, bad = ds[1]
         again = ds[1]
@@ -153,7 +153,7 @@ def test_whole_class_corrupt(tmp_path):
 def test_dataloader_with_two_workers(tmp_path):
     labels = np.repeat(np.arange(4), 6)
     root, _ = _write_rec(tmp_path, labels, corrupt=(3,))
-    ds = RecordIODataset(root, transform=TrainTransform(), max_bad_fraction=0.5, seed=7)
+    ds = RecordIODataset(root, transform=TrainTransform(), seed=7)
     loader = DataLoader(ds, batch_size=5, num_workers=2, shuffle=False)
     images, got_labels, indices, bad = (torch.cat(t) for t in zip(*loader))
     assert images.shape == (24, 3, 112, 112)
@@ -220,7 +220,7 @@ def test_corrupt_image_message_is_one_clean_line(tmp_path, data, caplog):
     path.write_bytes(data)
     (tmp_path / "ok.jpg").write_bytes(encode_jpeg(_faces(1)[0]))
     (tmp_path / "train.lst").write_text("ok.jpg 0\nface_0002.jpg 0\n")
-    ds = ImageListDataset(tmp_path / "train.lst", max_bad_fraction=0.5)
+    ds = ImageListDataset(tmp_path / "train.lst")
     with caplog.at_level(logging.WARNING, logger="cdface.data"):
         assert ds[1][2:] == (0, 1)
     [message] = [r.getMessage() for r in caplog.records]

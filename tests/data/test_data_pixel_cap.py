@@ -69,7 +69,7 @@ def test_config_key_reaches_the_training_dataset(tmp_path):
         config_from_dict({"data": {"max_image_pixels": -1}})
     jpegs = [flat_gray_jpeg(1200, 1000), flat_gray_jpeg(112, 112), flat_gray_jpeg(112, 112)]
     rec = write_insightface_rec(tmp_path, [0, 0, 1], jpegs)["rec"]
-    ds = RecordIODataset(rec, cache_labels=False, max_bad_fraction=0.5, max_pixels=1_000_000)
+    ds = RecordIODataset(rec, cache_labels=False, max_pixels=1_000_000)
     assert ds[0][2:] == (1, 0) and ds.num_bad == 1  # substituted by the other image of class 0, counted
     assert RecordIODataset(rec, cache_labels=False)[0][2:] == (0, -1)  # the default cap lets it through
 
@@ -120,11 +120,11 @@ _PROBE = textwrap.dedent(
         return item[1].shape
 
     attempt("embed_image_files", lambda: embed_item(ImageFiles([root / "folder/a/huge.jpg"])[0]))
-    rec = RecordIODataset(root / "rec", cache_labels=False, max_bad_fraction=0.5)
+    rec = RecordIODataset(root / "rec", cache_labels=False)
     attempt("train_recordio_item", lambda: list(rec[1][1:]) + [rec.num_bad])
-    folder = ImageFolderDataset(root / "folder", max_bad_fraction=0.5)
+    folder = ImageFolderDataset(root / "folder")
     attempt("train_folder_items", lambda: [list(folder[i][2:]) for i in range(len(folder))])
-    listed = ImageListDataset(root / "train.lst", max_bad_fraction=0.5)
+    listed = ImageListDataset(root / "train.lst")
     attempt("train_list_items", lambda: [list(listed[i][2:]) for i in range(len(listed))])
     attempt("inspect_bin", lambda: inspect_path(root / "huge.bin", check=True)["bad_images"])
     attempt("inspect_rec", lambda: inspect_path(root / "rec", check=True)["bad_records"])

@@ -63,7 +63,6 @@ class FaceDataset(Dataset):
         labels: np.ndarray,
         source: object,
         transform: Transform | None = None,
-        max_bad_fraction: float = 0.01,
         seed: int = 0,
         max_pixels: int | None = None,
     ) -> None:
@@ -71,7 +70,6 @@ class FaceDataset(Dataset):
         self.num_classes = int(self.labels.max()) + 1 if self.labels.size else 0
         self.source = str(source)
         self.transform = transform if transform is not None else EvalTransform()
-        self.max_bad_fraction = float(max_bad_fraction)
         self.seed = int(seed)
         self.max_pixels = max_pixels  # decode.py's pixel cap (None: its env var / default)
         self.epoch = 0
@@ -191,7 +189,6 @@ class RecordIODataset(FaceDataset):
         self,
         path: str | os.PathLike,
         transform: Transform | None = None,
-        max_bad_fraction: float = 0.01,
         seed: int = 0,
         cache_labels: bool = True,
         cache_dir: str | os.PathLike | None = None,
@@ -205,7 +202,7 @@ class RecordIODataset(FaceDataset):
             raise FormatError(rec, f"record {keys[bad]}", f"a non-negative integer label, got {raw[bad]}")
         labels, self.class_ids = contiguous_labels(raw.astype(np.int64))
         self.image_keys = keys
-        super().__init__(labels, rec, transform, max_bad_fraction, seed, max_pixels)
+        super().__init__(labels, rec, transform, seed, max_pixels)
 
     def _labels_from_cache(
         self, use_cache: bool, cache_dir: str | os.PathLike | None
@@ -281,7 +278,6 @@ class ImageFolderDataset(_FileListDataset):
         self,
         root: str | os.PathLike,
         transform: Transform | None = None,
-        max_bad_fraction: float = 0.01,
         seed: int = 0,
         max_pixels: int | None = None,
     ) -> None:
@@ -302,7 +298,7 @@ class ImageFolderDataset(_FileListDataset):
         self.paths = paths
         mapped, self.class_ids = contiguous_labels(np.asarray(labels))
         self.class_names = [self.class_names[i] for i in self.class_ids]  # drop empty folders
-        super().__init__(mapped, root_path, transform, max_bad_fraction, seed, max_pixels)
+        super().__init__(mapped, root_path, transform, seed, max_pixels)
 
 
 class ImageListDataset(_FileListDataset):
@@ -316,14 +312,13 @@ class ImageListDataset(_FileListDataset):
         list_file: str | os.PathLike,
         root: str | os.PathLike | None = None,
         transform: Transform | None = None,
-        max_bad_fraction: float = 0.01,
         seed: int = 0,
         max_pixels: int | None = None,
     ) -> None:
         list_path = Path(list_file)
         self.paths, raw = read_image_list(list_path, root)
         mapped, self.class_ids = contiguous_labels(raw)
-        super().__init__(mapped, list_path, transform, max_bad_fraction, seed, max_pixels)
+        super().__init__(mapped, list_path, transform, seed, max_pixels)
 
 
 def build_train_dataset(
@@ -337,7 +332,7 @@ def build_train_dataset(
     """``kind``: "recordio" (folder or .rec), "folder" (root/<class>/<img>) or "list" (an image list).
 
     ``cache_dir``/``cache_labels``: where a RecordIO set's label cache goes (None: the user's cache
-    directory) and whether there is one; the other keyword arguments (``max_bad_fraction``, ``seed``,
+    directory) and whether there is one; the other keyword arguments (``seed``,
     ``max_pixels``) go to every kind.
     """
     builders: dict[str, Callable[..., FaceDataset]] = {

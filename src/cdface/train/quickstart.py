@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from cdface.config import TrainConfig
 from cdface.eval.roc import roc_curve
@@ -63,18 +64,12 @@ def run_quickstart(out_dir: str | Path = "runs/quickstart", scale: float = 1.0, 
     probe = build_probe(configs["stage1"], stage1.checkpoint)
     rows, curves, health = [], {}, {}
     for label, run in runs.items():
-        row = evaluate_run(run.run_dir, probe, device=_cpu())
+        row = evaluate_run(run.run_dir, probe, device=torch.device("cpu"))
         curves[label] = (row.pop("scores"), probe.pairs.issame)
         rows.append({"model": label} | row | cd_terms(read_history(run.run_dir)))
         health[label] = read_health(run.run_dir)
     report = write_report(out_dir, rows, curves, health, configs)
     return {"rows": rows, "report": str(report)}
-
-
-def _cpu():
-    import torch
-
-    return torch.device("cpu")
 
 
 def write_report(
