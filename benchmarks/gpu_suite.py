@@ -249,8 +249,8 @@ def part_head(part: Part, sizes: dict, device_name: str, dry: bool, emit: Callab
 
     from cdface.heads import create_margin
     from cdface.losses import ClosenessDiversityLoss
+    from cdface.miners import last_row_of_class
     from cdface.parallel import ShardedMarginHead, head_memory
-    from cdface.parallel.topk import last_row_of_class
 
     cfg = sizes["head"]
     device = torch.device(device_name)
@@ -274,7 +274,7 @@ def part_head(part: Part, sizes: dict, device_name: str, dry: bool, emit: Callab
         if with_cd:
             queries = emb.detach()[last_row_of_class(labels, chosen)]
             found = head.hard_negatives(queries, chosen, cfg["np"], all_ranks=True)
-            loss = loss + cd_loss(easy, hard, found.centres.float())
+            loss = loss + cd_loss(easy, hard, found.centres.float(), found.mask)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -348,13 +348,14 @@ def part_sync(part: Part, sizes: dict, device_name: str, dry: bool, emit: Callab
     reads: dict[str, int] = {}
     for _ in range(max(sizes["sync_steps"], args.interval)):
         counter = _host_read_counter(device_only=cuda)
+        batch = stage.next_batch()  # the sampler's draw runs on the host ahead of the step (the DataLoader's job)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if cuda:
                 torch.cuda.set_sync_debug_mode("warn")
             try:
                 with counter:  # the step alone: Stage.run's own torch.cuda.synchronize would be counted
-                    cd_images = stage.train_step(*stage.next_batch())
+                    cd_images = stage.train_one(*batch)
             finally:
                 if cuda:
                     torch.cuda.set_sync_debug_mode("default")

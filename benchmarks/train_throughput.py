@@ -4,8 +4,8 @@ Both stages run the trainer's own step on synthetic inputs: random images alread
 labels (``--classes`` identities of ``--images-per-class`` samples each), a random (uniform) score bank.
 Stage 2 is the full cost of the method: every ``--interval``-th step draws K classes from the batch and
 their NE easy / NH hard samples from the score bank (the real ``FaceBatchSampler`` and ``EasyHardMiner``),
-picks the NP hard-negative centres from the batch cosines (the trainer's ``_hard_negative_ids``, i.e.
-``hard_negative_centres``), runs the extra K*(NE+NH) forward/backward and the ``ClosenessDiversityLoss``.
+mines the NP hard-negative centres (``head.hard_negatives``, the one miner ``mine_hard_negatives``), runs
+the extra K*(NE+NH) forward/backward and the ``ClosenessDiversityLoss``.
 Both stages also include the finite-loss check, the optimizer/scheduler step and the score-bank update.
 What is left out is the data pipeline (decoding, augmentation; see benchmarks/data_throughput.py),
 DDP communication, logging, verification and checkpoints.
@@ -20,10 +20,12 @@ at most about interval / (interval + 1) = 0.83 x stage 1; the 0.80 target leaves
 samples/s counts the B training samples of each step, as ``samples_per_s`` in metrics.jsonl does; the
 K*(NE+NH) CD images of a CD step are extra work on top (the "img/s" column counts them too).
 
-The step mirrors ``cdface.train.trainer.fit`` line for line (its loop body is not a function that can be
-called on its own); the pieces are the trainer's: ``create_model``, ``create_head``, ``model_options``,
+The step is the trainer's own: ``cdface.train.step.TrainStep``, the object ``fit`` calls once per optimizer
+step, built here with the collaborators ``fit`` builds (``create_model``, ``create_head``, ``model_options``,
 ``ClosenessDiversityLoss``, ``build_optimizer``, ``lr_multiplier``, ``GradScaler``, ``ScoreBank``,
-``FaceBatchSampler`` (with ``take_plan``), ``_autocast``, ``_hard_negative_ids`` and the ``no_sync`` pattern.
+``FaceBatchSampler`` with ``take_plan``), so a change to the step is measured here too. It includes the
+device-side finite checks, the optimizer/scheduler step and the score-bank update; the benchmark reads the
+bad-step flags once per round (``fit`` reads them at logging steps).
 
 Targets on one H100/H200 (documented, not asserted), iresnet100, batch 512, bf16, K=64, NE=7, NH=1,
 NP=500, interval 5, 85,742 classes (MS1MV2): stage 2 >= 2,000 samples/s and >= 0.80 x stage 1.
@@ -39,14 +41,11 @@ NP=500, interval 5, 85,742 classes (MS1MV2): stage 2 >= 2,000 samples/s and >= 0
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.parallel import DistributedDataParallel
 
 from cdface.config import TrainConfig, config_from_dict
 from cdface.data.bad_samples import BadSampleTracker
@@ -55,11 +54,13 @@ from cdface.heads import create_head
 from cdface.losses import ClosenessDiversityLoss
 from cdface.models import create_model
 from cdface.train.cd_sampler import FaceBatchSampler
-from cdface.train.distributed import DistInfo, any_rank
+from cdface.train.distributed import DistInfo
+from cdface.train.health import TrainingHealth
 from cdface.train.optim import build_optimizer
 from cdface.train.schedule import lr_multiplier
 from cdface.train.score_bank import ScoreBank
-from cdface.train.trainer import _autocast, _hard_negative_ids, model_options, resolve_cd_scale
+from cdface.train.step import BadSteps, MicroBatch, TrainStep
+from cdface.train.trainer import model_options, resolve_cd_scale
 
 # Defaults per device: the GPU target of the paper's MS1MV2 run, and a CPU run that finishes in a minute
 # while keeping the paper's proportion K*(NE+NH) = batch size.
@@ -146,7 +147,7 @@ class Stage:
         else:
             self.labels_np, class_to_indices = dataset.labels, dataset.class_to_indices()
 
-        self.scores = ScoreBank(len(self.labels_np), momentum=cfg.scores.momentum, seed=cfg.seed)
+        self.scores = ScoreBank(len(self.labels_np), momentum=cfg.scores.momentum, seed=cfg.seed, device=device)
         self.bad_samples = BadSampleTracker(max_bad_fraction=cfg.data.max_bad_fraction, source="synthetic")
         self.sampler = FaceBatchSampler(
             self.labels_np,
@@ -168,17 +169,18 @@ class Stage:
         if cfg.model.channels_last:
             backbone = backbone.to(memory_format=torch.channels_last)
         self.head = create_head(cfg.head.name, cfg.model.embedding_size, args.classes, **cfg.head.params).to(device)
-        self.cd_loss_fn = ClosenessDiversityLoss(s=resolve_cd_scale(cfg, self.head.margin), wc=cfg.cd.wc, wd=cfg.cd.wd)
-        self.optimizer = build_optimizer(cfg.optim, [backbone, self.head])
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_multiplier(cfg.optim, steps_per_epoch, total_steps)
+        cd_loss = ClosenessDiversityLoss(s=resolve_cd_scale(cfg, self.head.margin), wc=cfg.cd.wc, wd=cfg.cd.wd)
+        optimizer = build_optimizer(cfg.optim, [backbone, self.head])
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg.optim, steps_per_epoch, total_steps))
+        scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
+        # One process: no DDP wrapper (fit wraps the backbone before torch.compile).
+        self.model = torch.compile(backbone, backend=args.compile_backend) if cfg.compile else backbone
+        self.bad_steps = BadSteps(device, limit=1)
+        health = TrainingHealth(0.0, device, collapse_after_steps=0)
+        self.train_step = TrainStep(
+            cfg, info, device, self.model, self.head, [], optimizer, scheduler, scaler, self.scores, cd_loss,
+            health, self.bad_steps, local_batch=self.sampler.local_batch,
         )
-        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
-        # One process: no DDP wrapper, so no_sync is a null context (fit binds it before torch.compile).
-        model = backbone
-        self.head_module = self.head
-        self.no_sync = model.no_sync if isinstance(model, DistributedDataParallel) else contextlib.nullcontext
-        self.model = torch.compile(model, backend=args.compile_backend) if cfg.compile else model
 
         # Random images already on the device: enough rows for the batch plus the CD samples.
         per_class = cfg.cd.num_easy + cfg.cd.num_hard
@@ -218,71 +220,28 @@ class Stage:
         start = time.perf_counter()
         cd_images = 0
         for _ in range(steps):
-            cd_images += self.train_step(*self.next_batch())
+            cd_images += self.train_one(*self.next_batch())
         _sync(self.device)
-        return time.perf_counter() - start, cd_images
+        seconds = time.perf_counter() - start
+        bad, _, last = self.bad_steps.read()  # fit reads the flags at logging steps
+        if bad:
+            raise SystemExit(f"{bad} non-finite step(s), the last at step {last}")
+        return seconds, cd_images
 
-    def train_step(self, images: Tensor, labels: Tensor, indices: Tensor, bad_index: Tensor) -> int:
-        """`fit`'s loop body, line for line (minus the NaN recovery, logging, verification, checkpoints)."""
-        cfg, info, device, sampler, step = self.cfg, self.info, self.device, self.sampler, self.step
-        model, head, head_module, scaler, optimizer = (
-            self.model,
-            self.head,
-            self.head_module,
-            self.scaler,
-            self.optimizer,
-        )
-
-        plan = sampler.take_plan(step)
+    def train_one(self, images: Tensor, labels: Tensor, indices: Tensor, bad_index: Tensor) -> int:
+        """What `fit`'s loop does with one loader batch (grad_accum 1): to the device, then the trainer's step."""
+        device, n = self.device, self.sampler.local_batch
+        self.bad_samples.update(bad_index)
         images = images.to(device, non_blocking=True)
         if images.dtype == torch.uint8:
             images = normalize_uint8(images)
-        labels = labels.to(device, non_blocking=True)
-        if cfg.model.channels_last:
+        if self.cfg.model.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        n = sampler.local_batch
-        self.bad_samples.update(bad_index)
-
-        # Plain margin loss on the batch; on a CD step forward and backward run under no_sync() (as fit does).
-        with self.no_sync() if plan is not None else contextlib.nullcontext():
-            with _autocast(cfg, device):
-                embeddings = model(images[:n])
-            out = head(embeddings.float(), labels[:n])
-            ce = F.cross_entropy(out.logits, labels[:n])
-            if out.aux_loss is not None:
-                ce = ce + out.aux_loss
-            if any_rank(not torch.isfinite(ce).item(), info, device):
-                raise SystemExit(f"non-finite loss at step {step}")
-            if plan is not None:
-                # (fit's `head.sharded` branch, _sharded_centres, needs torchrun and is not benchmarked here)
-                centre_ids = _hard_negative_ids(out.cosine.detach(), labels[:n], plan, cfg, info, device)
-                centres = head_module.weight.detach()[centre_ids]
-            scaler.scale(ce).backward()
-
-        if plan is not None:
-            with _autocast(cfg, device):
-                cd_embeddings = model(images[n:])
-            per_class = cfg.cd.num_easy + cfg.cd.num_hard
-            cd_embeddings = cd_embeddings.float().view(len(plan.local_classes), per_class, -1)
-            easy, hard = cd_embeddings[:, : cfg.cd.num_easy], cd_embeddings[:, cfg.cd.num_easy :]
-            cd_value = self.cd_loss_fn(easy, hard, centres.float())
-            if any_rank(not torch.isfinite(cd_value).item(), info, device):
-                raise SystemExit(f"non-finite CD loss at step {step}")
-            scaler.scale(cd_value).backward()
-            float(cd_value.detach())  # fit logs it: last_cd_loss
-
-        if cfg.optim.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-
-        # scores.sync "gather": all_gather_cat is the identity on one process.
-        idx_local = indices[:n].to(device)
-        self.scores.update(idx_local.cpu(), out.target_cosine.cpu())
+        batch = MicroBatch(
+            images, labels[:n].to(device, non_blocking=True), indices[:n].to(device, non_blocking=True),
+            plan=self.sampler.take_plan(self.step),
+        )
+        self.train_step([batch], self.step)
         self.step += 1
         return len(images) - n
 

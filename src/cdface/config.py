@@ -122,6 +122,7 @@ class TrainConfig:
     overwrite: bool = False  # start a new run in a run folder that already holds one (its files are replaced)
     seed: int = 0
     batch_size: int = 512  # global, whatever the world size
+    grad_accum: int = 1  # micro-batches per optimizer step: the effective batch is grad_accum * batch_size
     epochs: float = 24.0
     max_steps: int = 0  # stop after this many steps in total (0 = run all epochs)
     device: str = "auto"  # auto | cpu | cuda
@@ -170,6 +171,7 @@ def _choices(key: str) -> tuple[str, ...] | None:
 _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "epochs": (0.0, None, False, True),
     "max_steps": (0, None, True, True),
+    "grad_accum": (1, None, True, True),
     "log_every": (1, None, True, True),
     "checkpoint_every": (1, None, True, True),
     "keep_checkpoints": (0, None, True, True),

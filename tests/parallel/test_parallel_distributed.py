@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from cdface.heads import create_head
 from cdface.losses import ClosenessDiversityLoss
-from cdface.miners import hard_negative_centres
+from cdface.miners import hard_negative_centres, last_row_of_class
 from cdface.parallel import (
     ShardedMarginHead,
     load_sharded_head,
@@ -27,7 +27,6 @@ from cdface.parallel import (
     save_sharded_head,
     shard_range,
 )
-from cdface.parallel.topk import last_row_of_class
 
 pytestmark = pytest.mark.distributed
 
@@ -84,7 +83,7 @@ def _topk_job(rank: int, world: int, results: dict[str, object], group: object) 
     every = head.hard_negatives(queries, classes, NUM_NEGATIVES, per_class=True, all_ranks=True)
     results["topk"] = {
         "per_class": {"ids": per_class.ids, "centres": per_class.centres},
-        "pool": {"ids": pool.ids, "centres": pool.centres},
+        "pool": {"ids": pool.pool_ids(), "centres": pool.centres[pool.mask], "all": pool.centres, "mask": pool.mask},
         "all_ranks": {"ids": every.ids, "centres": every.centres},
     }
 
@@ -269,6 +268,8 @@ def test_distributed_topk_equals_full_matrix_miner(runs: dict, world: int) -> No
             g = torch.Generator().manual_seed(rank)
             easy, hard = torch.randn(k, 3, DIM, generator=g), torch.randn(k, 2, DIM, generator=g)
             _close(cd(easy, hard, got["pool"]["centres"]), cd(easy, hard, data["weight"][pool_ref]))
+            # the step's form: the fixed-size pool with its mask gives the same loss
+            _close(cd(easy, hard, got["pool"]["all"], got["pool"]["mask"]), cd(easy, hard, data["weight"][pool_ref]))
             _close(
                 cd(easy, hard, got["per_class"]["centres"]),
                 cd(easy, hard, data["weight"][per_class_ref[start : start + k]]),

@@ -15,12 +15,11 @@ from hypothesis import strategies as st
 from cdface.cli import main as cdface_main
 from cdface.errors import ConfigError, FormatError, UnsafeFileError
 from cdface.heads import create_head
-from cdface.miners import hard_negative_centres
+from cdface.miners import hard_negative_centres, last_row_of_class
 from cdface.parallel import (
     ShardedMarginHead,
     head_memory,
     import_insightface,
-    last_row_of_class,
     load_sharded_head,
     num_sampled,
     reshard,
@@ -181,7 +180,7 @@ def test_curricularface_is_refused_and_bad_labels_raise() -> None:
     with pytest.raises(ConfigError, match="curricularface"):
         ShardedMarginHead(DIM, CLASSES, "curricularface")
     head = ShardedMarginHead(DIM, CLASSES, "arcface")
-    with pytest.raises(ValueError, match="class ids"):
+    with pytest.raises(RuntimeError, match="class ids"):
         head(torch.randn(2, DIM), torch.tensor([0, CLASSES]))
 
 
@@ -213,8 +212,20 @@ def test_one_rank_hard_negatives_equal_the_miner(num_negatives: int) -> None:
     for per_class in (True, False):
         ref = hard_negative_centres(cosine, y, classes, num_negatives, per_class=per_class)
         got = head.hard_negatives(queries, classes, num_negatives, per_class=per_class)
-        assert torch.equal(got.ids, ref)
-        assert torch.equal(got.centres, weight[ref])
+        if per_class:
+            assert torch.equal(got.ids, ref) and bool(got.mask.all())
+            assert torch.equal(got.centres, weight[ref])
+        else:  # a fixed-size pool (no host read in the step): each class once under the mask, sorted
+            assert torch.equal(got.pool_ids(), ref)
+            assert torch.equal(got.centres[got.mask], weight[ref])
+            assert not got.centres[~got.mask].any()
+        # the replicated head mines the same centres with the same call
+        replicated = create_head("arcface", DIM, CLASSES)
+        with torch.no_grad():
+            replicated.weight.copy_(weight)
+        same = replicated.hard_negatives(queries, classes, num_negatives, per_class=per_class)
+        assert torch.equal(same.ids, got.ids) and torch.equal(same.mask, got.mask)
+        assert torch.equal(same.centres, got.centres)
 
 
 # ---------------------------------------------------------------- memory formula == real tensors

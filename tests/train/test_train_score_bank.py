@@ -43,7 +43,7 @@ def test_duplicates_take_one_step_with_their_mean_and_nan_is_skipped() -> None:
     bank = ScoreBank(4, momentum=0.9, initial=0.0)
     bank.update(np.array([2, 2, 1, 3]), np.array([0.2, 0.6, 1.0, np.nan], dtype=np.float32))
     np.testing.assert_allclose(bank.numpy(), [0.0, 0.1, 0.04, 0.0], atol=1e-7)
-    with pytest.raises(IndexError):
+    with pytest.raises(RuntimeError, match=r"score indices must be in \[0, 4\)"):
         bank.update(np.array([4]), np.array([0.1]))
     with pytest.raises(ValueError):
         bank.update(np.array([0, 1]), np.array([0.1]))

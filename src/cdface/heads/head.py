@@ -8,9 +8,11 @@ from types import MappingProxyType
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cdface.errors import ConfigError
+from cdface.miners.hard_negatives import HardNegatives, mine_hard_negatives
 
 from .adaface import AdaFaceMargin
 from .arcface import ArcFaceMargin
@@ -64,7 +66,28 @@ class MarginHead(nn.Module):
             target = torch.where(positive_mask(labels), target, torch.full_like(target, float("nan")))
             correct = cosine.argmax(dim=1) == labels
         aux_loss = self.margin.aux_loss(norms)
-        return HeadOutput(logits=logits, cosine=cosine, target_cosine=target, aux_loss=aux_loss, correct=correct)
+        losses = F.cross_entropy(logits, labels.long(), ignore_index=-1, reduction="none")
+        valid = positive_mask(labels)
+        loss = (losses * valid).sum() / valid.sum().clamp_min(1)  # the mean over labelled rows, no host read
+        if aux_loss is not None:
+            loss = loss + aux_loss
+        return HeadOutput(
+            loss=loss, target_cosine=target, correct=correct, logits=logits, cosine=cosine, aux_loss=aux_loss,
+            losses=losses,
+        )
+
+    @torch.no_grad()
+    def hard_negatives(
+        self, queries: Tensor, classes: Tensor, num_negatives: int, per_class: bool = False, all_ranks: bool = False,
+        counts: list[int] | None = None,
+    ) -> HardNegatives:
+        """The paper's hard-negative centres of this rank's selected ``classes`` (K_local,), queried by one
+        embedding of each (``last_row_of_class``); under DDP every rank calls it (queries are gathered).
+        See ``cdface.miners.mine_hard_negatives``; ``ShardedMarginHead.hard_negatives`` is the same call."""
+        return mine_hard_negatives(
+            queries, classes, self.weight.detach(), num_negatives, per_class=per_class, all_ranks=all_ranks,
+            counts=counts,
+        )
 
 
 def create_margin(name: str, **kwargs: Any) -> Margin:

@@ -32,23 +32,32 @@ def closeness(easy: Tensor) -> Tensor:
     return pair_sums.mean() / (n * (n - 1) / 2)
 
 
-def diversity(hard: Tensor, centres: Tensor, s: float = 64.0) -> Tensor:
+def diversity(hard: Tensor, centres: Tensor, s: float = 64.0, mask: Tensor | None = None) -> Tensor:
     """Mean over hard samples of log(mean_p exp(s * relu(cos)^2)); ``hard`` (K, NH, D), ``centres`` (P, D)
-    or (K, NP, D)."""
+    or (K, NP, D). ``mask`` ((P,) or (K, NP) bool) keeps only some centres (a fixed-size pool, see
+    ``cdface.miners.mine_hard_negatives``); a class with no centre contributes 0."""
     _check_3d("hard", hard)
     hard, centres = _upcast(hard), _upcast(centres)
     unit = F.normalize(hard, dim=-1)
     if centres.dim() == 2:
         cos = torch.einsum("knd,pd->knp", unit, F.normalize(centres, dim=-1))
+        keep = None if mask is None else mask.reshape(1, 1, -1)
     elif centres.dim() == 3 and centres.shape[0] == hard.shape[0]:
         cos = torch.einsum("knd,kpd->knp", unit, F.normalize(centres, dim=-1))
+        keep = None if mask is None else mask.unsqueeze(1)
     else:
         raise ValueError(f"centres must be (P, D) or (K={hard.shape[0]}, NP, D), got {tuple(centres.shape)}")
     num_centres = cos.shape[-1]
     if num_centres == 0 or unit.shape[0] * unit.shape[1] == 0:
         return (hard.sum() + centres.sum()) * 0.0
     energy = s * cos.clamp(0.0, 1.0).pow(2)
-    return (torch.logsumexp(energy, dim=-1) - math.log(num_centres)).mean()
+    if keep is None:
+        return (torch.logsumexp(energy, dim=-1) - math.log(num_centres)).mean()
+    # masked: log(mean over the kept centres); no host read of the mask (a training step stays sync-free)
+    counts = keep.sum(dim=-1).expand(energy.shape[:-1])
+    energy = energy.masked_fill(~keep, float("-inf"))
+    per_sample = torch.logsumexp(energy, dim=-1) - counts.clamp_min(1).to(energy.dtype).log()
+    return torch.where(counts > 0, per_sample, torch.zeros_like(per_sample)).mean()
 
 
 def _upcast(x: Tensor) -> Tensor:
@@ -70,16 +79,18 @@ class ClosenessDiversityLoss(nn.Module):
         self.wc = wc
         self.wd = wd
 
-    def components(self, easy: Tensor, hard: Tensor, centres: Tensor) -> tuple[Tensor, Tensor]:
-        """(closeness, diversity), unweighted, for logging."""
-        return closeness(easy), diversity(hard, centres, self.s)
+    def components(
+        self, easy: Tensor, hard: Tensor, centres: Tensor, mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(closeness, diversity), unweighted, for logging; ``mask`` selects centres (see ``diversity``)."""
+        return closeness(easy), diversity(hard, centres, self.s, mask)
 
     def weighted(self, closeness_value: Tensor, diversity_value: Tensor) -> Tensor:
         """``wc * closeness + wd * diversity`` of the two terms ``components`` returned."""
         return self.wc * closeness_value + self.wd * diversity_value
 
-    def forward(self, easy: Tensor, hard: Tensor, centres: Tensor) -> Tensor:
-        return self.weighted(*self.components(easy, hard, centres))
+    def forward(self, easy: Tensor, hard: Tensor, centres: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.weighted(*self.components(easy, hard, centres, mask))
 
     def extra_repr(self) -> str:
         return f"s={self.s}, wc={self.wc}, wd={self.wd}"

@@ -13,20 +13,15 @@ from .checkpoint import (
 from .cross_entropy import sharded_cross_entropy
 from .memory import HeadMemory, head_memory
 from .sampling import sample_centres
-from .sharded_head import ShardedHeadOutput, ShardedMarginHead
+from .sharded_head import ShardedMarginHead
 from .sharding import num_sampled, reshard, shard_range, shard_sizes
-from .topk import HardNegatives, distributed_hard_negatives, last_row_of_class
 
 __all__ = [
-    "HardNegatives",
     "HeadMemory",
-    "ShardedHeadOutput",
     "ShardedMarginHead",
-    "distributed_hard_negatives",
     "gather_full_state",
     "head_memory",
     "import_insightface",
-    "last_row_of_class",
     "load_full_state",
     "load_sharded_head",
     "num_sampled",

@@ -104,10 +104,12 @@ class _GatherRowsWithGrad(torch.autograd.Function):
 
 
 def gather_rows_with_grad(
-    tensor: Tensor, group: ProcessGroup | None = None, grad_scale: float = 1.0
+    tensor: Tensor, group: ProcessGroup | None = None, grad_scale: float = 1.0, counts: list[int] | None = None
 ) -> tuple[Tensor, list[int]]:
-    """All-gather rows with a backward pass; returns (gathered, per-rank row counts)."""
+    """All-gather rows with a backward pass; returns (gathered, per-rank row counts). Pass ``counts`` when
+    known (no exchange of the sizes, which reads them on the host)."""
     if not is_distributed(group):
         return tensor, [tensor.shape[0]]
-    counts = row_counts(tensor.shape[0], tensor.device, group)
+    if counts is None:
+        counts = row_counts(tensor.shape[0], tensor.device, group)
     return _GatherRowsWithGrad.apply(tensor, group, counts, grad_scale), counts

@@ -18,46 +18,21 @@ norms, so AdaFace's running norm statistics are over the global batch (like Sync
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed import ProcessGroup
 
 from cdface.errors import ConfigError
-from cdface.heads import CurricularFaceMargin, Margin, create_margin, normalized_cosine
+from cdface.heads import CurricularFaceMargin, HeadOutput, Margin, create_margin, normalized_cosine
+from cdface.miners.hard_negatives import HardNegatives, mine_hard_negatives
 
 from .comm import all_gather_rows, all_reduce, gather_rows_with_grad, rank_and_world
 from .cross_entropy import sharded_cross_entropy
 from .sampling import sample_centres
 from .sharding import num_sampled, shard_range
-from .topk import HardNegatives, distributed_hard_negatives
 
-__all__ = ["ShardedMarginHead", "ShardedHeadOutput"]
-
-
-@dataclass
-class ShardedHeadOutput:
-    """What one step of the sharded head gives this rank.
-
-    loss: scalar, mean cross-entropy of this rank's rows (+ the margin's aux loss on them).
-    losses: (B_local,) per-row cross-entropy of this rank's rows (with graph; weighting them is fine).
-    target_cosine: (B_local,) detached cos(x_i, W_{y_i}) of this rank's rows: the difficulty signal.
-    logits: (B_global, S) this shard's block of margin logits (S = sampled centres), for inspection.
-    sampled_index: (S,) shard rows used this step, or None when every row was used.
-    aux_loss: the margin's regulariser on this rank's rows (MagFace), or None.
-    correct: (B_local,) bool, detached: the row's own centre has the largest cosine over all shards (over the
-        sampled centres with Partial FC, which always include the batch's classes).
-    """
-
-    loss: Tensor
-    losses: Tensor
-    target_cosine: Tensor
-    logits: Tensor
-    sampled_index: Tensor | None
-    aux_loss: Tensor | None = None
-    correct: Tensor | None = None
+__all__ = ["ShardedMarginHead"]
 
 
 class ShardedMarginHead(nn.Module):
@@ -72,8 +47,12 @@ class ShardedMarginHead(nn.Module):
         group: ProcessGroup | None = None,
         init_std: float = 0.01,
         generator: torch.Generator | None = None,
+        rows_per_rank: int | None = None,
     ) -> None:
+        """``rows_per_rank``: every rank always passes this many rows (the trainer's local batch); the forward
+        then skips exchanging the row counts (a host read per step)."""
         super().__init__()
+        self.rows_per_rank = rows_per_rank
         self.margin = create_margin(margin) if isinstance(margin, str) else margin
         if isinstance(self.margin, CurricularFaceMargin):
             raise ConfigError(
@@ -115,13 +94,15 @@ class ShardedMarginHead(nn.Module):
         if state is not None and self.generator is not None:
             self.generator.set_state(state)
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> ShardedHeadOutput:
+    def forward(self, embeddings: Tensor, labels: Tensor) -> HeadOutput:
         """One step on this rank's ``embeddings`` (B_local, D) and global class ids ``labels`` (B_local,)."""
         labels = labels.to(embeddings.device).long()
-        gathered, counts = gather_rows_with_grad(embeddings, self.group, grad_scale=float(self.world))
+        known = [self.rows_per_rank] * self.world if embeddings.shape[0] == self.rows_per_rank else None
+        gathered, counts = gather_rows_with_grad(embeddings, self.group, grad_scale=float(self.world), counts=known)
         all_labels, _ = all_gather_rows(labels, self.group, counts)
-        if bool(((all_labels < 0) | (all_labels >= self.num_classes)).any()):
-            raise ValueError(f"labels must be class ids in [0, {self.num_classes})")
+        # checked on the device (a host read here would stall every step's launch queue)
+        in_range = ((all_labels >= 0) & (all_labels < self.num_classes)).all()
+        torch._assert_async(in_range, f"labels must be class ids in [0, {self.num_classes})")
         row_start, row_count = sum(counts[: self.rank]), counts[self.rank]
 
         local = all_labels - self.class_start
@@ -142,7 +123,10 @@ class ShardedMarginHead(nn.Module):
         # backward rescales by the world size for the cross-entropy's sake
         aux = self.margin.aux_loss(embeddings.float().norm(dim=1, keepdim=True)) if self.margin.needs_norms else None
         loss = losses.mean() if aux is None else losses.mean() + aux
-        return ShardedHeadOutput(loss, losses, target, logits, index, aux, correct)
+        return HeadOutput(
+            loss=loss, target_cosine=target, correct=correct, logits=logits, aux_loss=aux, losses=losses,
+            sampled_index=index,
+        )
 
     @torch.no_grad()
     def _target_cosine(self, cosine: Tensor, local: Tensor) -> Tensor:
@@ -162,23 +146,25 @@ class ShardedMarginHead(nn.Module):
 
     @torch.no_grad()
     def hard_negatives(
-        self, queries: Tensor, classes: Tensor, num_negatives: int, per_class: bool = False, all_ranks: bool = False
+        self, queries: Tensor, classes: Tensor, num_negatives: int, per_class: bool = False, all_ranks: bool = False,
+        counts: list[int] | None = None,
     ) -> HardNegatives:
         """The paper's hard-negative centres for this rank's selected classes, mined over all shards.
 
-        ``queries`` (K_local, D): one embedding of each selected class (see ``topk.last_row_of_class``);
-        see ``distributed_hard_negatives`` for ``per_class`` and ``all_ranks``.
+        ``queries`` (K_local, D): one embedding of each selected class (see ``cdface.miners.last_row_of_class``);
+        see ``cdface.miners.mine_hard_negatives`` for ``per_class`` and ``all_ranks``.
         """
-        return distributed_hard_negatives(
+        return mine_hard_negatives(
             queries,
             classes,
             self.weight.detach(),
-            self.class_start,
-            self.num_classes,
             num_negatives,
             per_class=per_class,
+            class_start=self.class_start,
+            num_classes=self.num_classes,
             group=self.group,
             all_ranks=all_ranks,
+            counts=counts,
         )
 
     def extra_repr(self) -> str:

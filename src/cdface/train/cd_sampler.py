@@ -10,6 +10,10 @@ the *global* batch with an RNG seeded by (seed, step), so ranks agree on them an
 one rank. Because the DataLoader draws a few batches ahead of the step being trained, the batches already
 drawn but not yet trained on are part of the sampler's state and are replayed after a resume; a resumed run
 therefore sees exactly the batches an uninterrupted run would.
+
+Gradient accumulation (``grad_accum`` N): the sampler yields N micro-batches (each a global batch of
+``batch_size``) per optimizer step; ``steps_per_epoch`` counts optimizer steps, and the CD samples of a CD
+step are drawn from, and appended to, the step's last micro-batch (its RNG is seeded by the optimizer step).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch
 from cdface.config import CDConfig, check_world_size
 from cdface.errors import ConfigError
 from cdface.miners.easy_hard import EasyHardMiner, score_threshold
+from cdface.miners.hard_negatives import last_row_of_class
 
 
 @dataclass
@@ -48,6 +53,7 @@ class FaceBatchSampler(torch.utils.data.Sampler[list[int]]):
         seed: int = 0,
         cd: CDConfig | None = None,
         scores: Callable[[], np.ndarray] | None = None,
+        grad_accum: int = 1,
     ) -> None:
         # Config problems are ConfigErrors naming the key (the CLI prints them as one line).
         check_world_size(batch_size, world_size)
@@ -69,16 +75,20 @@ class FaceBatchSampler(torch.utils.data.Sampler[list[int]]):
             if scores is None:
                 raise ValueError("CD sampling needs the difficulty scores")  # a caller's bug, not a config value
             self.miner = EasyHardMiner(num_easy=cd.num_easy, num_hard=cd.num_hard, widen_step=cd.widen_step)
-        self.steps_per_epoch = len(self.labels) // batch_size
+        self.grad_accum = int(grad_accum)
+        self.steps_per_epoch = len(self.labels) // batch_size // self.grad_accum  # optimizer steps
+        self.micro_per_epoch = self.steps_per_epoch * self.grad_accum
         self.epoch = 0
         self.start_batch = 0
         self._drawn: dict[int, tuple[list[int], CDPlan | None]] = {}
         self._replay: dict[int, tuple[list[int], CDPlan | None]] = {}
 
     def __len__(self) -> int:
-        return self.steps_per_epoch - self.start_batch
+        """Micro-batches left in the epoch."""
+        return self.micro_per_epoch - self.start_batch * self.grad_accum
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Start ``epoch`` at optimizer step ``start_batch`` of it."""
         self.epoch = epoch
         self.start_batch = start_batch
 
@@ -87,19 +97,20 @@ class FaceBatchSampler(torch.utils.data.Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.labels))
-        for b in range(self.start_batch, self.steps_per_epoch):
-            step = self.epoch * self.steps_per_epoch + b
-            if step in self._replay:
-                batch, plan = self._replay.pop(step)
+        for b in range(self.start_batch * self.grad_accum, self.micro_per_epoch):
+            micro = self.epoch * self.micro_per_epoch + b  # the key of drawn batches (= the step without accumulation)
+            step, part = divmod(micro, self.grad_accum)
+            if micro in self._replay:
+                batch, plan = self._replay.pop(micro)
             else:
                 global_batch = order[b * self.batch_size : (b + 1) * self.batch_size]
                 lo = self.rank * self.local_batch
                 batch = global_batch[lo : lo + self.local_batch].tolist()
                 plan = None
-                if self.is_cd_step(step):
+                if self.is_cd_step(step) and part == self.grad_accum - 1:
                     extra, plan = self._draw_cd(global_batch, step)
                     batch = batch + extra  # (no CD samples when the batch has fewer classes than ranks)
-            self._drawn[step] = (batch, plan)
+            self._drawn[micro] = (batch, plan)
             yield batch
 
     def _draw_cd(self, global_batch: np.ndarray, step: int) -> tuple[list[int], CDPlan | None]:
@@ -112,7 +123,7 @@ class FaceBatchSampler(torch.utils.data.Sampler[list[int]]):
             return [], None
         classes = rng.choice(distinct, size=per_rank * self.world_size, replace=False)
         # The last batch sample of each class supplies its logits row (as the reference picks it).
-        row_pos = np.array([int(np.flatnonzero(batch_labels == c)[-1]) for c in classes])
+        row_pos = last_row_of_class(torch.from_numpy(batch_labels), torch.from_numpy(classes)).numpy()
         scores = self.scores()
         threshold = score_threshold(scores, p=self.cd.percentile, max_samples=self.cd.threshold_samples, rng=rng)
         lo, hi = self.rank * per_rank, (self.rank + 1) * per_rank
@@ -129,9 +140,11 @@ class FaceBatchSampler(torch.utils.data.Sampler[list[int]]):
         return extra, plan
 
     def take_plan(self, step: int) -> CDPlan | None:
-        """Called by the trainer when it trains `step`: returns its plan and forgets older draws."""
-        entry = self._drawn.get(step)
-        for old in [s for s in self._drawn if s <= step]:
+        """Called by the trainer when it trains optimizer step `step`: returns its plan (on its last
+        micro-batch) and forgets older draws."""
+        last = (step + 1) * self.grad_accum - 1
+        entry = self._drawn.get(last)
+        for old in [s for s in self._drawn if s <= last]:
             del self._drawn[old]
         return entry[1] if entry else None
 
@@ -149,11 +162,13 @@ class FaceBatchSampler(torch.utils.data.Sampler[list[int]]):
                     threshold=torch.tensor(plan.threshold, dtype=torch.float64),
                 )
             pending[str(step)] = entry
-        return {"pending": pending, "world_size": self.world_size}
+        return {"pending": pending, "world_size": self.world_size, "grad_accum": self.grad_accum}
 
     def load_state_dict(self, state: dict) -> None:
         if int(state.get("world_size", self.world_size)) != self.world_size:
             return  # a different world size draws anew; the pending batches were split for other ranks
+        if int(state.get("grad_accum", 1)) != self.grad_accum:
+            return  # keyed by micro-batch: another accumulation draws anew
         self._replay = {}
         for key, entry in state.get("pending", {}).items():
             plan = None

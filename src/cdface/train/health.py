@@ -95,8 +95,11 @@ class TrainingHealth:
         self._window = torch.zeros(9, dtype=torch.float64, device=device)
         self._epoch = torch.zeros(9, dtype=torch.float64, device=device)
 
-    def update(self, ce: Tensor, correct: Tensor | None, target_cosine: Tensor) -> None:
-        """Add one step: its CE (scalar), per-row correctness (B,) bool and target cosines (B,)."""
+    def update(
+        self, ce: Tensor, correct: Tensor | None, target_cosine: Tensor, apply: Tensor | None = None
+    ) -> None:
+        """Add one step: its CE (scalar), per-row correctness (B,) bool and target cosines (B,); nothing when
+        the device flag ``apply`` is False (a skipped step)."""
         valid = torch.isfinite(target_cosine)
         rows = valid.sum()
         hits = (correct & valid).sum() if correct is not None else torch.zeros_like(rows)
@@ -109,13 +112,17 @@ class TrainingHealth:
                 ce.detach().double().reshape(()),
             ]
         )
+        if apply is not None:
+            step = torch.where(apply, step, 0.0)
         self._window[:5] += step
         self._epoch[:5] += step
 
-    def update_cd(self, loss: Tensor, closeness: Tensor, diversity: Tensor) -> None:
-        """Add one CD step: the weighted loss and the two unweighted terms (scalars)."""
+    def update_cd(self, loss: Tensor, closeness: Tensor, diversity: Tensor, apply: Tensor | None = None) -> None:
+        """Add one CD step: the weighted loss and the two unweighted terms (scalars); see ``update``."""
         one = torch.ones((), dtype=torch.float64, device=loss.device)
         step = torch.stack([one, *(t.detach().double().reshape(()) for t in (loss, closeness, diversity))])
+        if apply is not None:
+            step = torch.where(apply, step, 0.0)
         self._window[5:] += step
         self._epoch[5:] += step
 

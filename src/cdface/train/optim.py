@@ -34,6 +34,17 @@ def build_optimizer(cfg: OptimConfig, modules: list[nn.Module]) -> torch.optim.O
     else:
         params = [p for m in modules for p in m.parameters() if p.requires_grad]
         groups = [{"params": params, "weight_decay": cfg.weight_decay}]
+    # fused: one kernel per step, and the `found_inf` flag that skips a bad step on the device (train/step.py)
+    fused = _fusable(groups)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, fused=fused)
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused)
+
+
+def _fusable(groups: list[dict]) -> bool:
+    """Whether torch's fused optimizers take these parameters (floating point, on one supported device)."""
+    params = [p for group in groups for p in group["params"]]
+    devices = {p.device.type for p in params}
+    return bool(params) and len(devices) == 1 and devices <= {"cpu", "cuda"} and all(
+        p.is_floating_point() for p in params
+    )

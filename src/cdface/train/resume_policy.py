@@ -31,6 +31,7 @@ RESUME_POLICY: dict[str, tuple[str, str]] = {
     "method": (REFUSE, "stage 1 and stage 2 are separate runs (start stage 2 with init_from)"),
     "seed": (REFUSE, "the order of every epoch and every CD draw derive from it"),
     "batch_size": (REFUSE, "the step, epoch and sampler positions of the checkpoint count batches of this size"),
+    "grad_accum": (REFUSE, "the step and sampler positions of the checkpoint count micro-batches per step"),
     "epochs": (APPLY, "the run ends at the new length; the lr schedule is recomputed for it"),
     "max_steps": (APPLY, "the run ends at the new length; the lr schedule is recomputed for it"),
     "device": (APPLY, "the state is loaded onto the new device"),

@@ -7,7 +7,6 @@ stage 1 and stage 2 are the same loop with `method: arcface` or `method: cd`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -17,9 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from cdface import __version__
@@ -29,18 +26,14 @@ from cdface.data.transforms import normalize_uint8
 from cdface.errors import CdfaceError
 from cdface.heads import create_head, create_margin
 from cdface.losses import ClosenessDiversityLoss
-from cdface.miners.hard_negatives import hard_negative_centres
 from cdface.models import create_model, load_state_dict_strict
 from cdface.parallel import ShardedMarginHead, gather_full_state, load_full_state
 from cdface.threads import ThreadPlan, plan_threads, threads_applied
 from cdface.train import checkpoint as ckpt
-from cdface.train.cd_sampler import CDPlan, FaceBatchSampler
+from cdface.train.cd_sampler import FaceBatchSampler
 from cdface.train.data_setup import build_training_data
 from cdface.train.distributed import (
     DistInfo,
-    all_gather_cat,
-    all_reduce_sum,
-    any_rank,
     gather_objects,
     init_distributed,
     own_entry,
@@ -59,6 +52,7 @@ from cdface.train.resume_policy import (
 from cdface.train.run_folder import claim_run_folder, write_run_config
 from cdface.train.schedule import lr_multiplier
 from cdface.train.score_bank import ScoreBank
+from cdface.train.step import BadSteps, MicroBatch, TrainStep
 
 log = logging.getLogger("cdface.train")
 
@@ -76,13 +70,6 @@ class FitResult:
     health: list[str] = field(default_factory=list)  # the per-epoch health lines
     backbone: torch.nn.Module | None = None
     head: torch.nn.Module | None = None
-
-
-def _autocast(cfg: TrainConfig, device: torch.device):
-    if cfg.precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def fit(cfg: TrainConfig, fault_hook: Any = None) -> FitResult:
@@ -120,7 +107,7 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
 
     # ---- 2. data: dataset, score bank, batch sampler (CD samples appended), loader -----------------
     dataset, val_sets = build_training_data(cfg, info)
-    scores = ScoreBank(len(dataset), momentum=cfg.scores.momentum, seed=cfg.seed)
+    scores = ScoreBank(len(dataset), momentum=cfg.scores.momentum, seed=cfg.seed, device=device)
     bad_samples = BadSampleTracker(max_bad_fraction=cfg.data.max_bad_fraction, source=cfg.data.path or "training data")
     sampler = FaceBatchSampler(
         dataset.labels,
@@ -131,6 +118,7 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
         seed=cfg.seed,
         cd=cfg.cd if cfg.method == "cd" else None,
         scores=scores.numpy,
+        grad_accum=cfg.grad_accum,
     )
     loader = torch.utils.data.DataLoader(
         dataset,
@@ -159,6 +147,7 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
             create_margin(cfg.head.name, **cfg.head.params),
             sample_rate=cfg.head.sample_rate,
             generator=torch.Generator(device).manual_seed(cfg.seed * 1000 + info.rank),
+            rows_per_rank=sampler.local_batch,
         ).to(device)
     else:
         head = create_head(cfg.head.name, cfg.model.embedding_size, dataset.num_classes, **cfg.head.params).to(device)
@@ -192,7 +181,7 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
         _load_scores(scores, state, resume_path)
         configured = optimizer_hyperparameters(optimizer)
         optimizer.load_state_dict(state["optimizer"])
-        _load_head(head, state, resume_path, optimizer)
+        _load_head(head, state, resume_path, optimizer, info)
         scheduler.load_state_dict(state["scheduler"])
         apply_optimizer_config(optimizer, scheduler, configured)
         load_scaler_state(scaler, state["scaler"])
@@ -203,8 +192,6 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
         bad_state = own_entry(state["bad_samples"], info)
         if bad_state is not None:
             bad_samples.load_state_dict(bad_state)
-        if sharded:  # Partial FC continues each rank's sampling stream (another world size samples anew)
-            head.load_sampling_state(own_entry(state.get("head_sampling", []), info))
         torch.set_rng_state(state["rng"]["torch"])
         if device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"])
@@ -226,38 +213,33 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
         # the config in force; an overwritten run's files (or a resumed one's log after `step`) go now, not before
         write_run_config(cfg, run_dir, step if resume_path is not None else None)
     model = backbone
+    ddp_modules: list[torch.nn.Module] = []  # [backbone, head] wrappers whose all-reduce no_sync can defer
     if info.enabled:
         device_ids = [device.index] if device.type == "cuda" else None
         model = DistributedDataParallel(backbone, device_ids=device_ids)
+        ddp_modules.append(model)
         if not sharded:  # a sharded head reduces its own gradients
             head = DistributedDataParallel(head, device_ids=device_ids)
+            ddp_modules.append(head)
     head_module = head.module if isinstance(head, DistributedDataParallel) else head
-    no_sync = model.no_sync if isinstance(model, DistributedDataParallel) else contextlib.nullcontext
     if cfg.compile:
         model = torch.compile(model)
 
     def save(at_step: int) -> Path | None:
         path = None
-        # The head is saved whole (a sharded one gathered to rank 0), so any world size can resume it.
-        head_full = gather_full_state(head_module, optimizer) if sharded else None
+        head_entries, optimizer_state = _head_entries(head_module, optimizer, info)  # collective for a sharded head
         sampler_states = gather_objects(sampler.state_dict(), info)  # per rank: its batches drawn ahead
         bad_states = gather_objects(bad_samples.state_dict(), info)
-        head_sampling = gather_objects(head_module.sampling_state(), info) if sharded else []
         if info.is_main:
-            optimizer_state = optimizer.state_dict()
-            if sharded:
-                optimizer_state["state"].pop(_param_index(optimizer, head_module.weight), None)
             state = {
                 "backbone": backbone.state_dict(),
-                "head": head_full["state_dict"] if sharded else head_module.state_dict(),
-                "head_sharded": head_full or {},
+                **head_entries,
                 "scores": scores.state_dict(),
                 "optimizer": optimizer_state,
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
                 "sampler": sampler_states,
                 "bad_samples": bad_states,
-                "head_sampling": head_sampling,
                 "rng": {"torch": torch.get_rng_state()}
                 | ({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
                 "step": at_step,
@@ -281,13 +263,33 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
 
     # ---- 6. the loop ------------------------------------------------------------------------------
     metrics = MetricsLog(run_dir, enabled=info.is_main, tensorboard=cfg.tensorboard, start_step=step)
-    bad_streak, skipped = 0, 0
-    last_cd_loss, last_threshold = 0.0, None
+    bad_steps = BadSteps(device, cfg.max_bad_steps)
+    # the step: micro-batch forwards, margin loss, CD branch, backward, optimizer, scores (see train/step.py)
+    train_step = TrainStep(
+        cfg, info, device, model, head, ddp_modules, optimizer, scheduler, scaler, scores, cd_loss_fn, health,
+        bad_steps, local_batch=sampler.local_batch, fault_hook=fault_hook,
+    )
+    skipped = 0
+    last_cd_loss = 0.0
     health_lines: list[str] = []
     val_results: dict[str, float] = {}
     last_ckpt: Path | None = resume_path
     last_saved_step = step
     window_start, window_samples, window_paused = time.perf_counter(), 0, 0.0
+
+    def check_bad_steps() -> None:
+        """The one host read of the bad-step flags (logging, checkpoint and epoch-end steps)."""
+        nonlocal skipped
+        count, stop_at, last_bad = bad_steps.read()
+        if count:
+            skipped += count
+            log.warning("%d bad step(s) skipped (non-finite loss or weights), the last at step %d", count, last_bad)
+        if stop_at is not None:
+            raise TrainingStopped(
+                f"stopped at step {stop_at}: {cfg.max_bad_steps} bad steps in a row (non-finite loss or weights); "
+                f"last good checkpoint: {last_ckpt or 'none'}"
+            )
+
     model.train()
     head.train()
     while step < total_steps:
@@ -295,93 +297,30 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
         sampler.set_epoch(epoch, batch_in_epoch)
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
+        micro_batches: list[MicroBatch] = []
         for images, labels, indices, bad_index in loader:
-            plan = sampler.take_plan(step)
+            bad_samples.update(bad_index)
             images = images.to(device, non_blocking=True)
             if images.dtype == torch.uint8:
                 images = normalize_uint8(images)
-            labels = labels.to(device, non_blocking=True)
             if cfg.model.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             n = sampler.local_batch
-            bad_samples.update(bad_index)
-
-            # Plain margin loss on the batch. On a CD step its backward must not all-reduce yet, and DDP
-            # decides that at forward time: the forward and the backward both run under no_sync().
-            with no_sync() if plan is not None else contextlib.nullcontext():
-                with _autocast(cfg, device):
-                    embeddings = model(images[:n])
-                out = head(embeddings.float(), labels[:n])
-                if sharded:
-                    ce = out.loss  # distributed cross-entropy (+ aux) over this rank's rows
-                else:
-                    ce = F.cross_entropy(out.logits, labels[:n])
-                    if out.aux_loss is not None:
-                        ce = ce + out.aux_loss
-                if fault_hook is not None:
-                    ce = fault_hook(step, ce)
-                finite = not any_rank(not torch.isfinite(ce).item(), info, device)
-                if finite and plan is not None:
-                    if sharded:
-                        centres = _sharded_centres(head_module, embeddings.detach(), plan, cfg, info, device)
-                    else:
-                        centre_ids = _hard_negative_ids(out.cosine.detach(), labels[:n], plan, cfg, info, device)
-                        centres = head_module.weight.detach()[centre_ids]
-                if finite:
-                    scaler.scale(ce).backward()
-
-            # Closeness & diversity on the appended easy/hard samples; gradients accumulate, then all-reduce.
-            if finite and plan is not None:
-                with _autocast(cfg, device):
-                    cd_embeddings = model(images[n:])
-                per_class = cfg.cd.num_easy + cfg.cd.num_hard
-                cd_embeddings = cd_embeddings.float().view(len(plan.local_classes), per_class, -1)
-                easy, hard = cd_embeddings[:, : cfg.cd.num_easy], cd_embeddings[:, cfg.cd.num_easy :]
-                close, diverse = cd_loss_fn.components(easy, hard, centres.float())
-                cd_value = cd_loss_fn.weighted(close, diverse)
-                finite = not any_rank(not torch.isfinite(cd_value).item(), info, device)
-                if finite:
-                    scaler.scale(cd_value).backward()
-                    health.update_cd(cd_value, close, diverse)
-                    last_threshold = plan.threshold
-
-            if not finite:  # skip the update, count it, stop after too many in a row
-                skipped += 1
-                optimizer.zero_grad(set_to_none=True)
-                log.warning("step %d: non-finite loss, step skipped", step)
-            else:
-                if cfg.optim.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    _clip_gradients(optimizer, cfg.optim.grad_clip, head_module if sharded else None, info)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                # a finite loss can still overflow the weights: a bad step too, never checkpointed (see save)
-                weights = [*backbone.state_dict().values(), *head_module.state_dict().values()]
-                finite = not any_rank(not ckpt.tensors_finite(weights), info, device)
-                if not finite:
-                    log.warning("step %d: the update made the weights non-finite", step)
-            bad_streak = 0 if finite else bad_streak + 1
-            if bad_streak >= cfg.max_bad_steps:
-                raise TrainingStopped(
-                    f"stopped at step {step}: {bad_streak} bad steps in a row (non-finite loss or weights); "
-                    f"last good checkpoint: {last_ckpt or 'none'}"
-                )
-            if finite:
-                health.update(ce, out.correct, out.target_cosine)
-                # Difficulty scores: every rank applies every rank's updates, so all ranks hold one view.
-                idx_local = indices[:n].to(device)
-                if cfg.scores.sync == "gather":
-                    all_idx, all_cos = all_gather_cat(idx_local, info), all_gather_cat(out.target_cosine, info)
-                    scores.update(all_idx.cpu(), all_cos.cpu())
-                else:
-                    scores.update(idx_local.cpu(), out.target_cosine.cpu())
-                    if info.enabled and (step + 1) % cfg.scores.average_every == 0:
-                        scores.sync()
-            scheduler.step()
+            micro_batches.append(
+                MicroBatch(images, labels[:n].to(device, non_blocking=True), indices[:n].to(device, non_blocking=True))
+            )
+            if len(micro_batches) < cfg.grad_accum:
+                continue
+            micro_batches[-1].plan = sampler.take_plan(step)
+            ce = train_step(micro_batches, step)
+            micro_batches = []
             step += 1
-            window_samples += cfg.batch_size
+            window_samples += cfg.batch_size * cfg.grad_accum
 
+            end_of_epoch = step % steps_per_epoch == 0
+            checkpoint_now = step % cfg.checkpoint_every == 0 or end_of_epoch or step == total_steps
+            if step % cfg.log_every == 0 or checkpoint_now:
+                check_bad_steps()
             if step % cfg.log_every == 0 or step == total_steps:
                 elapsed = time.perf_counter() - window_start - window_paused  # verification and saving excluded
                 window = health.read_window()
@@ -398,15 +337,14 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
                 }
                 if window is not None:
                     record |= window.record()
-                if last_threshold is not None:
-                    record["cd_threshold"] = last_threshold
+                if train_step.last_threshold is not None:
+                    record["cd_threshold"] = train_step.last_threshold
                 if cfg.precision == "fp16" and scaler.is_enabled():
                     record["grad_scale"] = float(scaler.get_scale())
                 metrics.log(record, total_steps=total_steps)
                 if info.is_main and (warning := health.check(window, step, head_setting)):
                     log.warning("%s", warning)
                 window_start, window_samples, window_paused = time.perf_counter(), 0, 0.0
-            end_of_epoch = step % steps_per_epoch == 0
             pause_start = time.perf_counter()
             at_epoch_end = end_of_epoch and cfg.verify_at_epoch_end
             if cfg.verify_every and step % cfg.verify_every == 0 or (at_epoch_end and val_sets):
@@ -424,7 +362,7 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
                 report = bad_samples.end_epoch()
                 if report.bad and info.is_main:
                     log.warning("corrupt images substituted: %s", report)
-            if step % cfg.checkpoint_every == 0 or end_of_epoch or step == total_steps:
+            if checkpoint_now:
                 last_ckpt = save(step) or last_ckpt
                 last_saved_step = step
             window_paused += time.perf_counter() - pause_start
@@ -455,7 +393,9 @@ def log_start_summary(
         f"model {cfg.model.arch} ({params:.2f} M parameters), embedding {cfg.model.embedding_size}",
         f"data {cfg.data.kind} {cfg.data.path}: {len(dataset)} images, {dataset.num_classes} classes",
         f"head {cfg.head.name} {cfg.head.params}" + (" (sharded)" if cfg.head.sharded else ""),
-        f"batch {cfg.batch_size} (global), {steps_per_epoch} steps/epoch, {total_steps} steps, "
+        f"batch {cfg.batch_size} (global)"
+        + (f" x {cfg.grad_accum} accumulated = {cfg.batch_size * cfg.grad_accum}" if cfg.grad_accum > 1 else "")
+        + f", {steps_per_epoch} steps/epoch, {total_steps} steps, "
         f"optimizer {cfg.optim.optimizer} lr {cfg.optim.lr:g} ({cfg.optim.scheduler})",
         f"logs {run_dir / 'metrics.jsonl'}, {run_dir / 'training.png'}; checkpoints {run_dir / 'checkpoints'}",
     ]
@@ -465,27 +405,6 @@ def log_start_summary(
 def resolve_cd_scale(cfg: TrainConfig, margin: torch.nn.Module) -> float:
     """The diversity term's s: ``cd.s`` when set, else the margin head's own scale (the paper uses one s)."""
     return float(cfg.cd.s if cfg.cd.s is not None else getattr(margin, "s", 64.0))
-
-
-def _clip_gradients(
-    optimizer: torch.optim.Optimizer, max_norm: float, sharded_head: ShardedMarginHead | None, info: DistInfo
-) -> None:
-    """Clip by the global gradient norm. A sharded head's rows live on different ranks, so their squared
-    norm is summed over the ranks: every rank then applies the same factor and the replicas stay equal."""
-    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    if sharded_head is None:
-        torch.nn.utils.clip_grad_norm_(params, max_norm)
-        return
-    shard = [p for p in params if p is sharded_head.weight]
-    replicated = [p for p in params if p is not sharded_head.weight]
-    device = params[0].grad.device
-    shard_sq = sum((p.grad.float().pow(2).sum() for p in shard), torch.zeros((), device=device))
-    total_sq = all_reduce_sum(shard_sq, info) + sum(
-        (p.grad.float().pow(2).sum() for p in replicated), torch.zeros((), device=device)
-    )
-    factor = torch.clamp(max_norm / (total_sq.sqrt() + 1e-6), max=1.0)
-    for p in params:
-        p.grad.mul_(factor.to(p.grad.dtype))
 
 
 def _param_index(optimizer: torch.optim.Optimizer, param: torch.nn.Parameter) -> int:
@@ -519,13 +438,41 @@ def _load_scores(scores: ScoreBank, state: dict[str, Any], path: Path) -> None:
     scores.load_state_dict(state["scores"])
 
 
+def _head_entries(
+    head: torch.nn.Module, optimizer: torch.optim.Optimizer, info: DistInfo
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The checkpoint's head entries and the optimizer state (rank 0; ({}, None) elsewhere), for either head.
+
+    The head is saved whole, so any world size can resume it: a sharded one is gathered to rank 0 (its rows'
+    optimizer moments go into ``head_sharded``, not the optimizer state) with each rank's Partial FC stream.
+    """
+    if not isinstance(head, ShardedMarginHead):
+        entries = {"head": head.state_dict(), "head_sharded": {}, "head_sampling": []}
+        return (entries, optimizer.state_dict()) if info.is_main else ({}, None)
+    full = gather_full_state(head, optimizer)
+    sampling = gather_objects(head.sampling_state(), info)
+    if not info.is_main:
+        return {}, None
+    optimizer_state = optimizer.state_dict()
+    optimizer_state["state"].pop(_param_index(optimizer, head.weight), None)
+    return {"head": full["state_dict"], "head_sharded": full, "head_sampling": sampling}, optimizer_state
+
+
 def _load_head(
-    head: torch.nn.Module, state: dict[str, Any], path: Path, optimizer: torch.optim.Optimizer | None = None
+    head: torch.nn.Module,
+    state: dict[str, Any],
+    path: Path,
+    optimizer: torch.optim.Optimizer | None = None,
+    info: DistInfo | None = None,
 ) -> None:
-    """Load a checkpoint's full head into a replicated or a sharded head (any world size)."""
+    """Load a checkpoint's full head into a replicated or a sharded head (any world size); with ``info`` (a
+    resume) a sharded head also continues each rank's Partial FC sampling stream (another world size samples
+    anew)."""
     if not isinstance(head, ShardedMarginHead):
         load_state_dict_strict(head, state["head"], path)
         return
+    if info is not None:
+        head.load_sampling_state(own_entry(state.get("head_sampling", []), info))
     if state.get("head_sharded"):
         load_full_state(head, state["head_sharded"], optimizer)
         return
@@ -559,56 +506,6 @@ def _resolve_resume(cfg: TrainConfig, ckpt_dir: Path, info: DistInfo) -> Path | 
     if not path.is_file():
         raise CdfaceError(f"resume: {path} does not exist")
     return path
-
-
-def _hard_negative_ids(
-    cosine: torch.Tensor,
-    labels: torch.Tensor,
-    plan: CDPlan,
-    cfg: TrainConfig,
-    info: DistInfo,
-    device: torch.device,
-) -> torch.Tensor:
-    """Centre ids for this rank's CD classes. Each class's logits row lives on the rank that holds the
-    class's chosen (last) batch sample; that rank finds the top-NP negatives and an all-reduce shares them."""
-    num_classes = cosine.shape[1]
-    k_total = len(plan.classes)
-    num_neg = min(cfg.cd.num_negatives, num_classes - 1)
-    ids = torch.zeros((k_total, num_neg), dtype=torch.int64, device=device)
-    mine = np.flatnonzero(plan.owner_rank == info.rank)
-    if len(mine):
-        rows = torch.as_tensor(plan.owner_row[mine], device=device)
-        owned_classes = torch.as_tensor(plan.classes[mine], device=device)
-        ids[torch.as_tensor(mine, device=device)] = hard_negative_centres(
-            cosine[rows], labels[rows], owned_classes, num_negatives=num_neg, per_class=True
-        )
-    ids = all_reduce_sum(ids, info)
-    selected = torch.as_tensor(plan.classes, device=device)
-    if cfg.cd.per_class_centres:
-        lo, hi = plan.local_slice
-        return ids[lo:hi]
-    union = torch.unique(ids)
-    return union[~torch.isin(union, selected)]
-
-
-def _sharded_centres(
-    head: ShardedMarginHead, embeddings: torch.Tensor, plan: CDPlan, cfg: TrainConfig, info: DistInfo, device
-) -> torch.Tensor:
-    """CD centres mined across the shards: each class's query is the embedding of its chosen batch row."""
-    mine = np.flatnonzero(plan.owner_rank == info.rank)
-    found = head.hard_negatives(
-        embeddings[torch.as_tensor(plan.owner_row[mine], device=device)],
-        torch.as_tensor(plan.classes[mine], device=device),
-        cfg.cd.num_negatives,
-        per_class=cfg.cd.per_class_centres,
-        all_ranks=True,
-    )
-    if not cfg.cd.per_class_centres:
-        return found.centres
-    gathered_order = np.concatenate([np.flatnonzero(plan.owner_rank == r) for r in range(info.world_size)])
-    position = {int(k): i for i, k in enumerate(gathered_order)}
-    lo, hi = plan.local_slice
-    return found.centres[[position[k] for k in range(lo, hi)]]
 
 
 @torch.no_grad()

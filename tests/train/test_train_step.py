@@ -1,0 +1,224 @@
+"""The training step on its own: gradient accumulation, no host reads, bad steps skipped on the device."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from cdface.config import config_from_dict
+from cdface.heads import create_head
+from cdface.losses import ClosenessDiversityLoss
+from cdface.train.cd_sampler import FaceBatchSampler
+from cdface.train.distributed import DistInfo
+from cdface.train.health import TrainingHealth
+from cdface.train.optim import build_optimizer
+from cdface.train.score_bank import ScoreBank
+from cdface.train.step import BadSteps, MicroBatch, TrainStep
+
+CDFACE_SRC = str(Path(__file__).resolve().parents[2] / "src" / "cdface")
+CLASSES, PER_CLASS, DIM, SIDE = 12, 8, 16, 8
+
+
+class _Flat(nn.Module):
+    """A backbone without BatchNorm: accumulation must then equal one large batch exactly (up to float)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * SIDE * SIDE, DIM)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
+
+
+def _cfg(batch_size: int, grad_accum: int = 1, method: str = "arcface", **extra) -> object:
+    return config_from_dict({
+        "method": method, "batch_size": batch_size, "grad_accum": grad_accum, "device": "cpu",
+        "head": {"name": "arcface", "params": {"s": 16.0, "m": 0.3}},
+        "optim": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "scheduler": "constant",
+                  "milestones": []},
+        "cd": {"num_classes": 3, "num_easy": 3, "num_hard": 1, "num_negatives": 4, "interval": 2},
+        **extra,
+    })
+
+
+class _Setup:
+    """A TrainStep with its collaborators, on random images of CLASSES x PER_CLASS samples."""
+
+    def __init__(self, cfg, seed: int = 0, fault_hook=None) -> None:
+        torch.manual_seed(seed)
+        self.cfg = cfg
+        self.labels = np.repeat(np.arange(CLASSES), PER_CLASS)
+        self.images = torch.randn(len(self.labels), 3, SIDE, SIDE, generator=torch.Generator().manual_seed(1))
+        self.model = _Flat()
+        self.head = create_head("arcface", DIM, CLASSES, s=16.0, m=0.3)
+        self.optimizer = build_optimizer(cfg.optim, [self.model, self.head])
+        scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        self.scores = ScoreBank(len(self.labels), seed=0)
+        self.bad_steps = BadSteps(torch.device("cpu"), limit=3)
+        self.sampler = FaceBatchSampler(
+            self.labels, [np.flatnonzero(self.labels == c) for c in range(CLASSES)], batch_size=cfg.batch_size,
+            seed=0, cd=cfg.cd if cfg.method == "cd" else None, scores=self.scores.numpy, grad_accum=cfg.grad_accum,
+        )
+        self.sampler.set_epoch(0)
+        self.batches = iter(self.sampler)
+        self.step = TrainStep(
+            cfg, DistInfo(), torch.device("cpu"), self.model, self.head, [], self.optimizer, scheduler, scaler,
+            self.scores, ClosenessDiversityLoss(s=16.0), TrainingHealth(1.0, torch.device("cpu"), 0),
+            self.bad_steps, local_batch=self.sampler.local_batch, fault_hook=fault_hook,
+        )
+        self.index = 0
+
+    def micro_batch(self, indices: list[int]) -> MicroBatch:
+        idx = torch.tensor(indices)
+        n = self.sampler.local_batch
+        return MicroBatch(self.images[idx], torch.from_numpy(self.labels[idx[:n].numpy()]), idx[:n])
+
+    def run(self, steps: int, during_step=None) -> None:
+        """``steps`` optimizer steps; ``during_step``: a context entered around each step call only (the
+        sampler's draws run on the host, ahead of the step, as the DataLoader runs them in fit)."""
+        for _ in range(steps):
+            batches = [self.micro_batch(next(self.batches)) for _ in range(self.cfg.grad_accum)]
+            batches[-1].plan = self.sampler.take_plan(self.index)
+            if during_step is None:
+                self.step(batches, self.index)
+            else:
+                with during_step:
+                    self.step(batches, self.index)
+            self.index += 1
+
+    def weights(self) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in [*self.model.parameters(), *self.head.parameters()]]
+
+
+def test_accumulated_micro_batches_give_the_update_of_one_large_batch() -> None:
+    """grad_accum 4 x batch 6 against grad_accum 1 x batch 24 over the same 24 samples, two optimizer steps."""
+    small, large = _Setup(_cfg(6, grad_accum=4)), _Setup(_cfg(24))
+    order = np.random.default_rng(0).permutation(len(small.labels))[:48]
+    for step in range(2):
+        chunk = order[24 * step : 24 * (step + 1)].tolist()
+        small.step([small.micro_batch(chunk[i : i + 6]) for i in range(0, 24, 6)], step)
+        large.step([large.micro_batch(chunk)], step)
+    for a, b in zip(small.weights(), large.weights(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # the difficulty scores got the same EMA steps (one per sample and step)
+    torch.testing.assert_close(small.scores.scores, large.scores.scores, rtol=0, atol=1e-6)
+    # and the weights did move (the comparison is not between two untouched models)
+    assert not torch.equal(small.weights()[0], _Setup(_cfg(6)).weights()[0])
+
+
+def test_under_accumulation_the_cd_samples_ride_on_the_last_micro_batch_and_interval_counts_steps() -> None:
+    setup = _Setup(_cfg(8, grad_accum=3, method="cd"))
+    assert setup.sampler.steps_per_epoch == len(setup.labels) // 8 // 3 == 4
+    drawn = [next(setup.batches) for _ in range(3 * 4)]  # 4 optimizer steps of 3 micro-batches
+    sizes = [len(batch) for batch in drawn]
+    extra = 3 * (3 + 1)  # K classes x (NE + NH)
+    # interval 2: optimizer steps 0 and 2 are CD steps, and only their last micro-batch carries the samples
+    assert sizes == [8, 8, 8 + extra, 8, 8, 8, 8, 8, 8 + extra, 8, 8, 8]
+    plan = setup.sampler.take_plan(0)
+    assert plan is not None and setup.sampler.take_plan(1) is None and setup.sampler.take_plan(2) is not None
+    # the CD classes and their query rows come from that last micro-batch
+    last = setup.labels[drawn[2][:8]]
+    assert set(plan.classes) <= set(last) and all(last[plan.owner_row] == plan.classes)
+
+
+class _HostReads(TorchFunctionMode):
+    """Counts calls that read a tensor's value on the host (on a GPU each waits for the device), made directly
+    by cdface's code (calls inside torch or the test are not counted)."""
+
+    NAMES = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy", "cpu", "nonzero", "unique",
+             "masked_select", "_local_scalar_dense", "argwhere", "unique_consecutive", "repeat_interleave"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        bool_index = name in ("__getitem__", "__setitem__") and len(args) > 1 and _has_bool_tensor(args[1])
+        if name in self.NAMES or bool_index:
+            caller = sys._getframe(1)
+            if caller.f_code.co_filename.startswith(CDFACE_SRC):
+                self.calls.append(f"{name} at {Path(caller.f_code.co_filename).name}:{caller.f_lineno}")
+        return func(*args, **(kwargs or {}))
+
+
+def _has_bool_tensor(index) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in items)
+
+
+@pytest.mark.parametrize("method", ["arcface", "cd"])
+def test_steady_state_step_reads_nothing_on_the_host(method: str) -> None:
+    """Plain and CD steps (interval 2, so both kinds run) make no host read; reading the flags is one."""
+    setup = _Setup(_cfg(12, method=method))
+    setup.run(2)  # warm-up: first steps create optimizer state
+    reads = _HostReads()
+    setup.run(4, during_step=reads)
+    assert reads.calls == []
+    with _HostReads() as reads:  # the counter sees a host read where there is one: fit's read at log steps
+        setup.bad_steps.read()
+    assert reads.calls and reads.calls[0].startswith("tolist")
+
+
+def test_a_non_finite_step_changes_nothing_and_is_counted_on_the_device() -> None:
+    nan_at = {2, 3}
+    setup = _Setup(_cfg(12, method="cd"), fault_hook=lambda step, loss: loss * float("nan") if step in nan_at else loss)
+    setup.run(2)
+    before = setup.weights()
+    moments = {k: v.clone() for k, v in setup.optimizer.state[next(setup.model.parameters())].items()}
+    scores = setup.scores.scores.clone()
+    setup.run(2)  # steps 2 (a CD step) and 3: skipped
+    for a, b in zip(before, setup.weights(), strict=True):
+        assert torch.equal(a, b)
+    for key, value in setup.optimizer.state[next(setup.model.parameters())].items():
+        assert torch.equal(value, moments[key]), key
+    assert torch.equal(scores, setup.scores.scores)
+    assert setup.bad_steps.read() == (2, None, 3)
+    setup.run(1)  # a good step resets the streak and trains again
+    assert not torch.equal(before[0], setup.weights()[0])
+    assert setup.bad_steps.read() == (0, None, 3)
+
+
+def test_the_bad_step_limit_names_the_step_where_it_was_reached() -> None:
+    setup = _Setup(_cfg(12), fault_hook=lambda step, loss: loss * float("nan") if step >= 1 else loss)
+    setup.run(5)
+    assert setup.bad_steps.read() == (4, 3, 4)  # limit 3: steps 1, 2, 3 in a row
+
+
+def test_ddp_all_reduces_once_per_optimizer_step(tmp_path: Path) -> None:
+    """One process under DDP (gloo): a comm hook counts the gradient all-reduces of the backbone and the head."""
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        cfg = _cfg(6, grad_accum=3, method="cd")
+        setup = _Setup(cfg)
+        calls = []
+
+        def counting_hook(state, bucket):
+            calls.append(bucket.index())
+            future = torch.futures.Future()
+            future.set_result(bucket.buffer())
+            return future
+
+        model = nn.parallel.DistributedDataParallel(setup.model)
+        head = nn.parallel.DistributedDataParallel(setup.head)
+        for module in (model, head):
+            module.register_comm_hook(None, counting_hook)
+        setup.step = TrainStep(
+            cfg, DistInfo(), torch.device("cpu"), model, head, [model, head], setup.optimizer,
+            setup.step.scheduler, setup.step.scaler, setup.scores, setup.step.cd_loss, setup.step.health,
+            setup.bad_steps, local_batch=setup.sampler.local_batch,
+        )
+        for step in range(4):  # CD steps 0 and 2, plain steps 1 and 3
+            calls.clear()
+            setup.run(1)
+            assert len(calls) == 2, f"step {step}: {len(calls)} all-reduce buckets, want one per module"
+    finally:
+        dist.destroy_process_group()
