@@ -54,6 +54,19 @@ def _assert_bitwise_equal(a: dict, b: dict) -> None:
         assert torch.equal(a[key], b[key]), f"{key} differs"
 
 
+def _crash_then_resume(cfg: dict, crash_at: int):
+    """Run `cfg` until a simulated crash at step `crash_at`, then resume=auto to the end; the resumed result."""
+
+    def crash(step, loss):
+        if step == crash_at:
+            raise KeyboardInterrupt("simulated crash")
+        return loss
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(config_from_dict(cfg), fault_hook=crash)
+    return fit(config_from_dict({**cfg, "resume": "auto"}))
+
+
 @pytest.fixture(scope="module")
 def stage1(tiny_face_set, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("stage1")
@@ -90,17 +103,8 @@ def test_resume_is_bitwise_equal_to_uninterrupted(stage1, tiny_face_set, tmp_pat
     common = {"method": "cd", "init_from": str(stage1.run_dir), "data": {"num_workers": workers}}
     straight = fit(config_from_dict(_cfg(tmp_path, tiny_face_set, "straight", **common)))
 
-    crash_at = 7
-
-    def crash(step, loss):
-        if step == crash_at:
-            raise KeyboardInterrupt("simulated crash")
-        return loss
-
     cfg = _cfg(tmp_path, tiny_face_set, "interrupted", checkpoint_every=3, **common)
-    with pytest.raises(KeyboardInterrupt):
-        fit(config_from_dict(cfg), fault_hook=crash)
-    resumed = fit(config_from_dict({**cfg, "resume": "auto"}))
+    resumed = _crash_then_resume(cfg, crash_at=7)
     assert resumed.step == straight.step == 12
     _assert_bitwise_equal(_weights(straight.backbone), _weights(resumed.backbone))
     _assert_bitwise_equal(_weights(straight.head), _weights(resumed.head))
@@ -204,15 +208,8 @@ def test_partial_fc_resume_continues_the_sampling_stream(tiny_face_set, tmp_path
               "head": {"name": "cosface", "params": {"s": 64.0, "m": 0.4}, "sharded": True, "sample_rate": 0.5}}
     straight = fit(config_from_dict(_cfg(tmp_path, tiny_face_set, "pfc_straight", **common)))
 
-    def crash(step, loss):
-        if step == 7:
-            raise KeyboardInterrupt("simulated crash")
-        return loss
-
     cfg = _cfg(tmp_path, tiny_face_set, "pfc_interrupted", checkpoint_every=3, **common)
-    with pytest.raises(KeyboardInterrupt):
-        fit(config_from_dict(cfg), fault_hook=crash)
-    resumed = fit(config_from_dict({**cfg, "resume": "auto"}))
+    resumed = _crash_then_resume(cfg, crash_at=7)
     assert resumed.step == straight.step == 12
     _assert_bitwise_equal(_weights(straight.backbone), _weights(resumed.backbone))
     _assert_bitwise_equal(_weights(straight.head), _weights(resumed.head))
@@ -227,15 +224,8 @@ def test_gradient_accumulation_cd_run_counts_optimizer_steps_and_resumes_bitwise
     assert straight.step * 2 == plain.step  # an optimizer step takes two micro-batches of 8
     assert any(r.get("cd_closeness") is not None for r in straight.history)  # the CD branch ran
 
-    def crash(step, loss):
-        if step == 5:
-            raise KeyboardInterrupt("simulated crash")
-        return loss
-
     cfg = _cfg(tmp_path, tiny_face_set, "accum_interrupted", checkpoint_every=2, **common)
-    with pytest.raises(KeyboardInterrupt):
-        fit(config_from_dict(cfg), fault_hook=crash)
-    resumed = fit(config_from_dict({**cfg, "resume": "auto"}))
+    resumed = _crash_then_resume(cfg, crash_at=5)
     assert resumed.step == straight.step
     _assert_bitwise_equal(_weights(straight.backbone), _weights(resumed.backbone))
     _assert_bitwise_equal(_weights(straight.head), _weights(resumed.head))
