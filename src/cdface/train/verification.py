@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cdface.eval.verification import PairResult, count_nonfinite_rows, evaluate_pairs
-from cdface.models.input_contract import InputContract
+from cdface.models.input_contract import DEFAULT_INPUT_CFG, InputContract
 
 logger = logging.getLogger("cdface.train")
 
@@ -30,7 +30,8 @@ def load_pair_images(path: str, max_pixels: int | None = None) -> PairImages:
     from cdface.data.pairs_bin import decode_pairs, load_bin
 
     pair_set = load_bin(path)
-    size = decode_image(pair_set.images[0], path, "image 0", max_pixels).shape[:2] if pair_set.images else (112, 112)
+    first = decode_image(pair_set.images[0], path, "image 0", max_pixels) if pair_set.images else None
+    size = first.shape[:2] if first is not None else DEFAULT_INPUT_CFG["input_size"]
     images = decode_pairs(pair_set, size=(int(size[0]), int(size[1])), max_pixels=max_pixels)
     return PairImages(images=images, issame=np.asarray(pair_set.issame, dtype=bool), source=str(path))
 
