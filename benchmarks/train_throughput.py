@@ -49,10 +49,9 @@ from torch import Tensor
 
 from cdface.config import TrainConfig, config_from_dict
 from cdface.data.bad_samples import BadSampleTracker
-from cdface.data.transforms import normalize_uint8
 from cdface.heads import create_head
 from cdface.losses import ClosenessDiversityLoss
-from cdface.models import create_model
+from cdface.models import InputContract, create_model
 from cdface.train.cd_sampler import FaceBatchSampler
 from cdface.train.distributed import DistInfo
 from cdface.train.health import TrainingHealth
@@ -168,6 +167,7 @@ class Stage:
         backbone = backbone.to(device)
         if cfg.model.channels_last:
             backbone = backbone.to(memory_format=torch.channels_last)
+        self.preprocess = InputContract.from_model(backbone)  # as fit: the model's own input contract
         self.head = create_head(cfg.head.name, cfg.model.embedding_size, args.classes, **cfg.head.params).to(device)
         cd_loss = ClosenessDiversityLoss(s=resolve_cd_scale(cfg, self.head.margin), wc=cfg.cd.wc, wd=cfg.cd.wd)
         optimizer = build_optimizer(cfg.optim, [backbone, self.head])
@@ -233,8 +233,8 @@ class Stage:
         device, n = self.device, self.sampler.local_batch
         self.bad_samples.update(bad_index)
         images = images.to(device, non_blocking=True)
-        if images.dtype == torch.uint8:
-            images = normalize_uint8(images)
+        if images.dtype == torch.uint8:  # decoded crops (the random pool is already the model's input)
+            images = self.preprocess(images)
         if self.cfg.model.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         batch = MicroBatch(

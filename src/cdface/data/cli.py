@@ -186,7 +186,8 @@ def _pack(args: argparse.Namespace) -> int:
     paths = write_insightface_rec(args.out_dir, dataset.labels, get, image_size=first.shape[:2])
     print(f"packed {len(dataset)} images of {dataset.num_classes} classes into {paths['rec']}")
     if len(shapes) > 1:
-        print(f"warning: images have several sizes {sorted(shapes)[:5]}; training expects aligned 112x112")
+        print(f"warning: images have several sizes {sorted(shapes)[:5]}; training uses every crop at the "
+              "first one's size, which must be the model's input size (112x112 for cdface's models)")
     return 0
 
 

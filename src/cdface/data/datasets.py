@@ -1,7 +1,7 @@
 """Training datasets: RecordIO, image folder, image list, in-memory arrays.
 
-All share one contract (docs/architecture.md): an item is ``(image (3,112,112) float, label, index,
-bad_index)``; ``labels`` (int64, contiguous 0..C-1), ``num_classes`` and ``class_to_indices()`` need no
+All share one contract (docs/architecture.md): an item is ``(image (3,H,W) tensor from the transform, label,
+index, bad_index)``; ``labels`` (int64, contiguous 0..C-1), ``num_classes`` and ``class_to_indices()`` need no
 image decoded. A corrupt image is replaced by another sample of its class (deterministic choice), logged
 once, and reported through ``bad_index`` so the trainer's ``BadSampleTracker`` can count it.
 
@@ -98,6 +98,17 @@ class FaceDataset(Dataset):
         """Decoded (H, W, 3) uint8 RGB image; FormatError naming the file/record when it is corrupt or over
         the pixel cap (then substituted and counted like any corrupt image)."""
         raise NotImplementedError
+
+    def first_image_size(self, tries: int = 16) -> tuple[int, int] | None:
+        """(H, W) of the first decodable image among the first ``tries`` (None if all are corrupt): the set's
+        crop size, which the training pipeline checks against the model's input contract at start."""
+        for index in range(min(tries, len(self))):
+            try:
+                image = self.load_image(index)
+            except FormatError:
+                continue
+            return int(image.shape[0]), int(image.shape[1])
+        return None
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int, int, int]:
         index, epoch = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), self.epoch)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cdface.data.align import resize_bilinear
+from cdface.data.align import fit_to_size
 from cdface.data.decode import decode_image
 from cdface.errors import FormatError, UnsafeFileError
 
@@ -324,20 +324,19 @@ def make_bin_from_folder(root: str | os.PathLike, pairs_txt: str | os.PathLike, 
 
 
 def decode_pairs(
-    pairset: PairSet, size: int = 112, num_threads: int | None = None, max_pixels: int | None = None
+    pairset: PairSet, size: int | tuple[int, int] = 112, num_threads: int | None = None, max_pixels: int | None = None
 ) -> np.ndarray:
-    """All images as uint8 (2N, size, size, 3) RGB, decoded by a thread pool (the decoder drops the GIL).
+    """All images as uint8 (2N, H, W, 3) RGB at ``size`` ((H, W) or a square side; others resized bilinearly),
+    decoded by a thread pool (the decoder drops the GIL).
 
     Any undecodable image, or one over the pixel cap (``decode.resolve_max_pixels(max_pixels)``), is a
     ``FormatError`` naming the file and the image index: a pair set is scored whole or not at all.
     """
-    out = np.empty((len(pairset.images), size, size, 3), dtype=np.uint8)
+    height, width = (size, size) if isinstance(size, (int, np.integer)) else size
+    out = np.empty((len(pairset.images), height, width, 3), dtype=np.uint8)
 
     def work(i: int) -> None:
-        image = decode_image(pairset.images[i], pairset.path, f"image {i}", max_pixels)
-        if image.shape[:2] != (size, size):
-            image = resize_bilinear(image, size, size)
-        out[i] = image
+        out[i] = fit_to_size(decode_image(pairset.images[i], pairset.path, f"image {i}", max_pixels), (height, width))
 
     workers = num_threads or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -1,4 +1,8 @@
-"""Train/eval image transforms: uint8 (H, W, 3) RGB -> float tensor (3, H, W) in [-1, 1].
+"""Train/eval image transforms: uint8 (H, W, 3) RGB -> (3, H, W) tensor, uint8 or float in [-1, 1].
+
+The training pipeline takes uint8 out of its transform and normalises with the model's own input contract
+(`cdface.models.input_contract.InputContract`); the float outputs here (`to_tensor`, `normalize_uint8`) are that
+contract's project default (RGB, mean = std = 0.5), equal to it bit for bit.
 
 Randomness comes only from the ``numpy.random.Generator`` passed in. Datasets build it with
 ``sample_rng(seed, epoch, index)``, so an augmentation is a pure function of (seed, epoch, sample index):
@@ -30,7 +34,8 @@ def to_tensor(image: np.ndarray, mean: float = 0.5, std: float = 0.5) -> torch.T
 
 
 def normalize_uint8(images: torch.Tensor, mean: float = 0.5, std: float = 0.5) -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> float32 ``(x / 255 - mean) / std``, bit-identical to ``to_tensor``."""
+    """uint8 (N, 3, H, W) -> float32 ``(x / 255 - mean) / std``, bit-identical to ``to_tensor`` and to the default
+    ``InputContract`` (which the trainer applies: the model's own mean/std/colour order)."""
     return images.float().div_(255.0).sub_(mean).div_(std)
 
 
@@ -54,9 +59,9 @@ class TrainTransform:
       random position, resized back (one bilinear warp).
     - ``color_jitter=j``: brightness, contrast and saturation factors drawn from [1 - j, 1 + j].
     - ``low_res_prob=p``: with probability p, downsample by a factor in [2, 4] and upsample back.
-    - ``output="uint8"``: return the (3, H, W) uint8 tensor and let the consumer normalise it with
-      ``normalize_uint8`` (the trainer does, on its device): a quarter of the bytes between DataLoader
-      workers and the main process, the same numbers.
+    - ``output="uint8"``: return the (3, H, W) uint8 tensor and let the consumer normalise it (the trainer
+      does, on its device, with the model's ``InputContract``): a quarter of the bytes between DataLoader
+      workers and the main process. ``"float32"`` normalises with the default contract (``to_tensor``).
     """
 
     def __init__(

@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from cdface.errors import ConfigError, FormatError, UnsafeFileError
 from cdface.inference.input_config import read_model_json, resolve_input_cfg
+from cdface.models.input_contract import InputContract
 
 __all__ = [
     "EmbeddingModel",
@@ -82,15 +83,11 @@ class EmbeddingModel:
             x = x.unsqueeze(0)
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"expected images of shape (N, H, W, 3), got {tuple(x.shape)}")
-        x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-        if self.input_cfg["color"] == "BGR":
-            x = x.flip(1)
-        size = tuple(self.input_cfg["input_size"])
-        if tuple(x.shape[-2:]) != size:
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        mean = torch.tensor(self.input_cfg["mean"], device=x.device).view(1, 3, 1, 1) * 255.0
-        std = torch.tensor(self.input_cfg["std"], device=x.device).view(1, 3, 1, 1) * 255.0
-        return (x - mean) / std
+        x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        contract = InputContract.from_cfg(self.input_cfg)  # the one preprocessing training used too
+        if tuple(x.shape[-2:]) != contract.input_size:
+            x = F.interpolate(x.float(), size=contract.input_size, mode="bilinear", align_corners=False)
+        return contract(x)
 
     def __call__(self, images: np.ndarray | Tensor) -> np.ndarray:
         if len(images) == 0:

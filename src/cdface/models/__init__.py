@@ -3,8 +3,8 @@
 Architectures: insightface's IResNet (iresnet18..200), face.evoLVe's IR / IR-SE (ir18..152, ir_se50..152,
 the paper's backbone family), insightface's MobileFaceNet, insightface's face ViTs (vit_t .. vit_h and its
 WebFace42M variants), and `iresnet_tiny` / `vit_tiny` (narrow models for the CPU quickstart and tests).
-Every model takes float (N, 3, H, W) RGB images in [-1, 1] and returns un-normalised embeddings;
-`model.input_cfg` states its preprocessing.
+Every model takes float (N, 3, H, W) images and returns un-normalised embeddings; `model.input_cfg` states its
+preprocessing (by default RGB in [-1, 1]) and `InputContract.from_model(model)` applies it to uint8 crops.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 # importing an architecture module registers its models
 from cdface.models import ir, iresnet, mobilefacenet, tiny, vit  # noqa: F401
 from cdface.models.flops import count_flops, count_parameters, model_summary
+from cdface.models.input_contract import InputContract
 from cdface.models.loading import (
     infer_arch_from_state_dict,
     infer_model_config,
@@ -32,6 +33,7 @@ __all__ = [
     "register_model",
     "resolve_model_name",
     "default_input_cfg",
+    "InputContract",
     "model_summary",
     "count_flops",
     "count_parameters",

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from cdface.errors import ConfigError
+from cdface.models.input_contract import DEFAULT_INPUT_CFG
 
 __all__ = [
     "accepted_options", "create_model", "default_input_cfg", "list_models", "model_aliases", "register_model",
@@ -28,13 +29,9 @@ _ALIASES: dict[str, str] = {}
 
 
 def default_input_cfg(input_size: tuple[int, int] = (112, 112)) -> dict[str, Any]:
-    """The project's default preprocessing: RGB, (x/255 - 0.5) / 0.5, i.e. values in [-1, 1]."""
-    return {
-        "input_size": (int(input_size[0]), int(input_size[1])),
-        "mean": (0.5, 0.5, 0.5),
-        "std": (0.5, 0.5, 0.5),
-        "color": "RGB",
-    }
+    """The project's default preprocessing (`DEFAULT_INPUT_CFG`: RGB, (x/255 - 0.5) / 0.5, i.e. values in
+    [-1, 1]) at ``input_size``."""
+    return {**DEFAULT_INPUT_CFG, "input_size": (int(input_size[0]), int(input_size[1]))}
 
 
 def register_model(

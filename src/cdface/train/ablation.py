@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from cdface.config import TrainConfig, config_from_dict
 from cdface.eval.roc import roc_curve, tar_at_far
 from cdface.eval.verification import evaluate_pairs, kfold_bounds, pair_distances
+from cdface.models.input_contract import InputContract
 from cdface.threads import plan_threads, threads_applied
 from cdface.train import checkpoint as ckpt
 from cdface.train.data_setup import ensure_synthetic_set
@@ -224,9 +225,10 @@ def build_probe(cfg: TrainConfig, stage1_checkpoint: Path) -> Probe:
 @torch.no_grad()
 def embed(backbone: torch.nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 256) -> torch.Tensor:
     """L2-normalised embeddings (N, D) of uint8 RGB images, without flip (the training view)."""
-    out = []
+    out, contract = [], InputContract.from_model(backbone)
     for start in range(0, len(images), batch_size):
-        out.append(F.normalize(backbone(model_input(images[start : start + batch_size], device)).float(), dim=1))
+        x = model_input(images[start : start + batch_size], device, contract)
+        out.append(F.normalize(backbone(x).float(), dim=1))
     return torch.cat(out)
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from cdface.config import TrainConfig
 from cdface.errors import ConfigError
+from cdface.models.input_contract import DEFAULT_INPUT_CFG, InputContract
 from cdface.threads import plan_threads
 from cdface.train.distributed import DistInfo, barrier
 from cdface.train.verification import PairImages, load_pair_images
@@ -71,24 +74,57 @@ def build_training_data(cfg: TrainConfig, info: DistInfo):
     if not str(path).strip():
         raise ConfigError(f"data.path is empty: set it to the training set for data.kind={kind} "
                           "(a RecordIO .rec or its folder, an image folder, or an image list)")
-    transform = TrainTransform(
-        flip_p=cfg.data.flip_p,
-        random_resized_crop=tuple(cfg.data.random_resized_crop) or None,
-        color_jitter=cfg.data.color_jitter,
-        low_res_prob=cfg.data.low_res_prob,
-        output="uint8",  # normalised by the trainer on its device: 4x fewer bytes out of the workers
-    )
     dataset = build_train_dataset(
         kind,
         path,
-        transform=transform,
         cache_dir=cfg.data.cache_dir or None,
         cache_labels=cfg.data.label_cache,
         seed=cfg.seed,
         max_pixels=cfg.data.max_image_pixels or None,
+    )
+    # The crops are used at the set's own size (its first decodable image's; a stray image of another size is
+    # resized to it); `training_input_contract` then refuses a set whose size is not the model's input size.
+    size = dataset.first_image_size() or DEFAULT_INPUT_CFG["input_size"]
+    if size[0] != size[1]:
+        raise ConfigError(f"data.path {path}: the training images are {size[0]}x{size[1]}; training takes square "
+                          "aligned face crops (insightface's are 112x112)")
+    dataset.transform = TrainTransform(
+        flip_p=cfg.data.flip_p,
+        random_resized_crop=tuple(cfg.data.random_resized_crop) or None,
+        color_jitter=cfg.data.color_jitter,
+        low_res_prob=cfg.data.low_res_prob,
+        size=size[0],
+        output="uint8",  # the model's InputContract normalises on the trainer's device: 4x fewer bytes out of workers
     )
     val_sets: dict[str, PairImages] = {}
     if info.is_main:
         for target in val_targets:
             val_sets[Path(target).stem] = load_pair_images(target, max_pixels=cfg.data.max_image_pixels or None)
     return dataset, val_sets
+
+
+def training_input_contract(backbone: Any, dataset: Any, val_sets: Mapping[str, PairImages]) -> InputContract:
+    """The backbone's input contract, which the training loop applies to every batch; ConfigError at start when
+    the training crops or a verification set's are not of the model's input size.
+
+    A mismatch is refused, not resized: a resized aligned crop is not the crop the alignment template gives at
+    the model's size (insightface's 128x128 template is the 112x112 one shifted 8 px right, not a zoom), and
+    insightface trains on its 112x112 crops as they are. (`cdface eval` resizes, with a warning.)
+    """
+    contract = InputContract.from_model(backbone)
+    arch = getattr(backbone, "arch", type(backbone).__name__)
+    side = getattr(dataset.transform, "size", None)
+    if side is not None and (side, side) != contract.input_size:
+        raise ConfigError(
+            f"data.path {dataset.source}: the training images are {side}x{side} but model {arch} takes "
+            f"{contract.size_text()} crops (its input_cfg); train on aligned crops of the model's input size "
+            "or choose a model whose input size is the data's"
+        )
+    for name, pairs in val_sets.items():
+        size = tuple(pairs.images.shape[1:3])
+        if size != contract.input_size:
+            raise ConfigError(
+                f"data.val_targets {pairs.source or name}: the pair images are {size[0]}x{size[1]} but model {arch} "
+                f"takes {contract.size_text()} crops (its input_cfg); verify on a pair set of the model's input size"
+            )
+    return contract

@@ -22,16 +22,15 @@ from torch.nn.parallel import DistributedDataParallel
 from cdface import __version__
 from cdface.config import TrainConfig, check_world_size, config_to_dict
 from cdface.data.bad_samples import BadSampleTracker
-from cdface.data.transforms import normalize_uint8
 from cdface.errors import CdfaceError
 from cdface.heads import create_head, create_margin
 from cdface.losses import ClosenessDiversityLoss
-from cdface.models import create_model, load_state_dict_strict
+from cdface.models import InputContract, create_model, load_state_dict_strict
 from cdface.parallel import ShardedMarginHead, gather_full_state, load_full_state
 from cdface.threads import ThreadPlan, plan_threads, threads_applied
 from cdface.train import checkpoint as ckpt
 from cdface.train.cd_sampler import FaceBatchSampler
-from cdface.train.data_setup import build_training_data
+from cdface.train.data_setup import build_training_data, training_input_contract
 from cdface.train.distributed import (
     DistInfo,
     gather_objects,
@@ -139,6 +138,7 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
     backbone = create_model(cfg.model.arch, embedding_size=cfg.model.embedding_size, **model_options(cfg)).to(device)
     if cfg.model.channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)
+    preprocess = training_input_contract(backbone, dataset, val_sets)  # uint8 RGB batch -> the model's input
     sharded = cfg.head.sharded
     if sharded:  # class centres split over the ranks (Partial FC when sample_rate < 1); see cdface.parallel
         head = ShardedMarginHead(
@@ -301,8 +301,7 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
         for images, labels, indices, bad_index in loader:
             bad_samples.update(bad_index)
             images = images.to(device, non_blocking=True)
-            if images.dtype == torch.uint8:
-                images = normalize_uint8(images)
+            images = preprocess(images)
             if cfg.model.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             n = sampler.local_batch
@@ -532,7 +531,6 @@ def export_backbone(backbone: torch.nn.Module, cfg: TrainConfig, run_dir: Path, 
     tmp = path.with_name(path.name + ".tmp")
     torch.save({k: v.detach().cpu() for k, v in backbone.state_dict().items()}, tmp)
     tmp.replace(path)
-    input_cfg = dict(getattr(backbone, "input_cfg", {}) or {})
     card = {
         "arch": cfg.model.arch,
         "embedding_size": cfg.model.embedding_size,
@@ -542,10 +540,7 @@ def export_backbone(backbone: torch.nn.Module, cfg: TrainConfig, run_dir: Path, 
             for k, v in dict(getattr(backbone, "model_kwargs", model_options(cfg))).items()
             if k not in ("fp16", "gradient_checkpointing", "channels_last")
         },
-        "input_size": list(input_cfg.get("input_size", (112, 112))),
-        "mean": list(input_cfg.get("mean", (0.5, 0.5, 0.5))),
-        "std": list(input_cfg.get("std", (0.5, 0.5, 0.5))),
-        "color": input_cfg.get("color", "RGB"),
+        **InputContract.from_model(backbone).card_fields(),  # what the training loop applied
         "training": {
             "method": cfg.method,
             "head": cfg.head.name,

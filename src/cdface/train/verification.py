@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cdface.data.transforms import normalize_uint8
 from cdface.eval.verification import PairResult, count_nonfinite_rows, evaluate_pairs
+from cdface.models.input_contract import DEFAULT_INPUT_CFG, InputContract
 
 logger = logging.getLogger("cdface.train")
 
@@ -20,20 +20,25 @@ logger = logging.getLogger("cdface.train")
 class PairImages:
     images: np.ndarray  # (2N, H, W, 3) uint8 RGB
     issame: np.ndarray  # (N,) bool
+    source: str = ""  # the .bin it came from
 
 
 def load_pair_images(path: str, max_pixels: int | None = None) -> PairImages:
-    """Decode a `.bin` whole; an undecodable or over-the-cap image (`max_pixels`) is a FormatError naming it."""
+    """Decode a `.bin` whole at the size of its first image (a stray image of another size is resized to it);
+    an undecodable or over-the-cap image (`max_pixels`) is a FormatError naming it."""
+    from cdface.data.decode import decode_image
     from cdface.data.pairs_bin import decode_pairs, load_bin
 
     pair_set = load_bin(path)
-    images = decode_pairs(pair_set, max_pixels=max_pixels)
-    return PairImages(images=images, issame=np.asarray(pair_set.issame, dtype=bool))
+    first = decode_image(pair_set.images[0], path, "image 0", max_pixels) if pair_set.images else None
+    size = first.shape[:2] if first is not None else DEFAULT_INPUT_CFG["input_size"]
+    images = decode_pairs(pair_set, size=(int(size[0]), int(size[1])), max_pixels=max_pixels)
+    return PairImages(images=images, issame=np.asarray(pair_set.issame, dtype=bool), source=str(path))
 
 
-def model_input(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 RGB (N, H, W, 3) -> the trainer's float input (N, 3, H, W), ``(x/255 - 0.5) / 0.5``, on ``device``."""
-    return normalize_uint8(torch.from_numpy(images).to(device).permute(0, 3, 1, 2))
+def model_input(images: np.ndarray, device: torch.device, contract: InputContract) -> torch.Tensor:
+    """uint8 RGB (N, H, W, 3) -> the model's float input (N, 3, H, W) on ``device``, by its input contract."""
+    return contract(torch.from_numpy(images).to(device).permute(0, 3, 1, 2))
 
 
 @torch.no_grad()
@@ -42,8 +47,9 @@ def embed_with_flip(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings, embeddings of the horizontally flipped images), as insightface's test() computes them."""
     plain, flipped = [], []
+    contract = InputContract.from_model(backbone)  # the preprocessing the training loop applies
     for start in range(0, len(images), batch_size):
-        x = model_input(images[start : start + batch_size], device)
+        x = model_input(images[start : start + batch_size], device, contract)
         plain.append(backbone(x).float().cpu())
         flipped.append(backbone(torch.flip(x, dims=[3])).float().cpu())
     return torch.cat(plain).numpy(), torch.cat(flipped).numpy()
