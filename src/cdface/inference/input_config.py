@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cdface.errors import ConfigError, FormatError
+from cdface.files import atomic_write
 
 __all__ = ["DEFAULT_INPUT_CFG", "resolve_input_cfg", "read_model_json", "write_model_json", "parse_triple"]
 
@@ -94,5 +95,5 @@ def write_model_json(path: str | Path, input_cfg: Mapping[str, Any], **fields: A
     data = dict(fields)
     data.update(input_size=list(cfg["input_size"]), mean=list(cfg["mean"]), std=list(cfg["std"]), color=cfg["color"])
     path = Path(path)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path

@@ -3,16 +3,15 @@
 Sources: an `nn.Module`; a cdface run directory (`backbone.pt` + `model.json`); a cdface checkpoint (dict with
 "backbone" and "config"); a plain backbone state_dict (`.pt`/`.pth`: insightface IResNet, the paper's IR-100;
 architecture from `arch=`, a `model.json` beside it, or inferred from its keys); an ONNX file (onnxruntime).
-Files are read with `torch.load(weights_only=True)` only: a pickle that wants to build arbitrary objects is
-refused with UnsafeFileError, never executed. The model does its own normalisation from its input config,
-so callers only ever hand over aligned uint8 crops.
+Files are read with `torch.load(weights_only=True)` only (`cdface.files.load_weights`): a pickle that wants to
+build arbitrary objects is refused with UnsafeFileError, never executed. The model does its own normalisation
+from its input config, so callers only ever hand over aligned uint8 crops.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import pickle
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from cdface.errors import ConfigError, FormatError, UnsafeFileError
+from cdface.errors import ConfigError, FormatError
+from cdface.files import load_weights
 from cdface.inference.input_config import read_model_json, resolve_input_cfg
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     "TorchEmbeddingModel",
     "OnnxEmbeddingModel",
     "load_embedding_model",
-    "load_torch_file",
     "build_backbone",
     "resolve_device",
     "PRECISIONS",
@@ -217,22 +216,6 @@ class OnnxEmbeddingModel(EmbeddingModel):
 _TRAINING_ONLY_OPTIONS = ("fp16", "bf16", "gradient_checkpointing", "channels_last")
 
 
-def load_torch_file(path: str | Path) -> Any:
-    """`torch.load(weights_only=True)` code-carrying pickles -> UnsafeFileError, junk -> FormatError."""
-    path = Path(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UnsafeFileError(
-            f"{path}: refused to load: the file is a pickle that asks to build Python objects beyond tensors "
-            f"and plain containers ({reason}). Only weights are loaded (torch.load weights_only=True); "
-            "re-save it as a state_dict: torch.save(model.state_dict(), path)"
-        ) from exc
-    except Exception as exc:  # a malformed pickle/zip raises anything from EOFError to IndexError
-        raise FormatError(path, None, f"a PyTorch state_dict or checkpoint readable by torch.load ({exc})") from exc
-
-
 def load_embedding_model(
     path_or_module: str | Path | nn.Module | EmbeddingModel,
     arch: str | None = None,
@@ -274,7 +257,8 @@ def load_embedding_model(
                 path, "x".join(map(str, declared)), "x".join(map(str, model.input_cfg["input_size"])),
             )
         return model
-    module = build_backbone(load_torch_file(path), path, arch, embedding_size, meta, model_kwargs)
+    obj = load_weights(path, "a PyTorch state_dict or checkpoint readable by torch.load")
+    module = build_backbone(obj, path, arch, embedding_size, meta, model_kwargs)
     cfg = resolve_input_cfg(getattr(module, "input_cfg", None), meta, **overrides)
     module.eval()
     return TorchEmbeddingModel(module, cfg, dev, precision, source_path=path)

@@ -30,8 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from cdface.config import TrainConfig, config_from_dict
+from cdface.embedding import l2_normalize
 from cdface.eval.roc import roc_curve, tar_at_far
 from cdface.eval.verification import evaluate_pairs, kfold_bounds, pair_distances
+from cdface.files import atomic_write
 from cdface.threads import plan_threads, threads_applied
 from cdface.train import checkpoint as ckpt
 from cdface.train.data_setup import ensure_synthetic_set
@@ -297,7 +299,7 @@ def _evaluate_run(run_dir: Path, probe: Probe, device: torch.device) -> dict[str
     emb, emb_flip = embed_with_flip(backbone, probe.pairs.images, device)
     fused = emb + emb_flip
     result = evaluate_pairs(fused, probe.pairs.issame)
-    unit = fused / np.linalg.norm(fused, axis=1, keepdims=True)
+    unit = l2_normalize(fused)
     cosine = np.sum(unit[0::2] * unit[1::2], axis=1)
     fpr, tpr, _ = roc_curve(probe.pairs.issame.astype(np.int64), cosine)
     tar = tar_at_far(fpr, tpr, (0.01, 0.1))  # the evaluator's (insightface's) TAR@FAR rule
@@ -414,8 +416,8 @@ def run_ablation(
     summary = summarise(rows)
     result = {"preset": preset, "scale": scale, "stage1": _plain(stage1_row), "rows": [_plain(r) for r in rows],
               "summary": summary, "health": {"stage1": read_health(stage1.run_dir)}}
-    (out_dir / "ablation.json").write_text(json.dumps(result, indent=1, sort_keys=True, default=_json_default))
-    (out_dir / "ablation.md").write_text(format_ablation(result))
+    atomic_write(out_dir / "ablation.json", json.dumps(result, indent=1, sort_keys=True, default=_json_default))
+    atomic_write(out_dir / "ablation.md", format_ablation(result))
     return result
 
 

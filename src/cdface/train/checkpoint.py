@@ -1,9 +1,11 @@
 """Atomic, checksummed checkpoints: a killed run never leaves a half-written file that looks valid.
 
-Write order: `<name>.pt.tmp` -> fsync -> rename to `<name>.pt`; then the sha256 sidecar `<name>.pt.sha256`
-the same way. A checkpoint counts only when its sidecar exists and matches, so a kill between the two
-renames, or a truncated file, is skipped by `resume: auto`. A state holding a NaN or an infinity (weights,
-optimizer moments, scores) is never written: every checkpoint on disk is one a run can continue from.
+Write order: a temporary file beside it -> fsync -> rename to `<name>.pt` -> fsync the folder
+(`cdface.files.atomic_write`); then the sha256 sidecar `<name>.pt.sha256` the same way. A checkpoint counts
+only when its sidecar exists and matches, so a kill between the two renames, or a truncated file, is skipped
+by `resume: auto` (and by `init_from` and `cdface eval` given a run folder). A state holding a NaN or an
+infinity (weights, optimizer moments, scores) is never written: every checkpoint on disk is one a run can
+continue from.
 """
 
 from __future__ import annotations
@@ -11,46 +13,20 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import pickle
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cdface.errors import CdfaceError, UnsafeFileError
+from cdface.errors import CdfaceError, FormatError
+from cdface.files import atomic_write, load_weights, sha256_file
 
 _CKPT_RE = re.compile(r"^ckpt_(\d{8})\.pt$")
 
 
 class CheckpointError(CdfaceError):
     """A checkpoint could not be written or read."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def nonfinite_entries(state: Any, prefix: str = "") -> list[str]:
@@ -97,9 +73,9 @@ def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int, kee
     torch.save(state, buffer)
     payload = buffer.getvalue()
     try:
-        _write_atomic(path, payload)
+        atomic_write(path, payload)
         digest = hashlib.sha256(payload).hexdigest()
-        _write_atomic(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n".encode())
+        atomic_write(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n")
     except OSError as exc:
         previous = latest_valid_checkpoint(directory)
         kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
@@ -152,7 +128,7 @@ def is_valid(path: Path) -> bool:
     if not path.is_file() or not sidecar.is_file():
         return False
     expected = sidecar.read_text().split()
-    return bool(expected) and expected[0] == _sha256(path)
+    return bool(expected) and expected[0] == sha256_file(path)
 
 
 def latest_valid_checkpoint(directory: str | Path) -> Path | None:
@@ -170,14 +146,9 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> dict[str, Any]:
     if verify and path.with_name(path.name + ".sha256").exists() and not is_valid(path):
         raise CheckpointError(f"{path}: checksum does not match its .sha256 sidecar (truncated or corrupt)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise UnsafeFileError(
-            f"{path}: refused to load: it holds objects beyond tensors and plain containers "
-            f"(torch.load weights_only=True): {exc}"
-        ) from exc
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint: {exc}") from exc
+        state = load_weights(path, "a checkpoint written by cdface train")
+    except FormatError as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint: {exc.expected}") from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(state).__name__}")
     return state

@@ -27,6 +27,7 @@ from cdface.config import TrainConfig, check_world_size, config_to_dict
 from cdface.data.bad_samples import BadSampleTracker
 from cdface.data.transforms import normalize_uint8
 from cdface.errors import CdfaceError
+from cdface.files import atomic_write, atomic_writer
 from cdface.heads import create_head, create_margin
 from cdface.losses import ClosenessDiversityLoss
 from cdface.miners.hard_negatives import hard_negative_centres
@@ -632,9 +633,8 @@ def _verify(
 def export_backbone(backbone: torch.nn.Module, cfg: TrainConfig, run_dir: Path, num_classes: int, step: int) -> Path:
     """`backbone.pt` (a plain state_dict, loadable with weights_only=True) and its model card `model.json`."""
     path = run_dir / "backbone.pt"
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({k: v.detach().cpu() for k, v in backbone.state_dict().items()}, tmp)
-    tmp.replace(path)
+    with atomic_writer(path) as handle:
+        torch.save({k: v.detach().cpu() for k, v in backbone.state_dict().items()}, handle)
     input_cfg = dict(getattr(backbone, "input_cfg", {}) or {})
     card = {
         "arch": cfg.model.arch,
@@ -660,7 +660,7 @@ def export_backbone(backbone: torch.nn.Module, cfg: TrainConfig, run_dir: Path, 
         },
         "evaluation": {},
     }
-    (run_dir / "model.json").write_text(json.dumps(card, indent=2, sort_keys=True))
+    atomic_write(run_dir / "model.json", json.dumps(card, indent=2, sort_keys=True))
     return path
 
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from cdface.data.transforms import normalize_uint8
+from cdface.embedding import flip_embed
 from cdface.eval.verification import PairResult, count_nonfinite_rows, evaluate_pairs
 
 logger = logging.getLogger("cdface.train")
@@ -44,8 +45,9 @@ def embed_with_flip(
     plain, flipped = [], []
     for start in range(0, len(images), batch_size):
         x = model_input(images[start : start + batch_size], device)
-        plain.append(backbone(x).float().cpu())
-        flipped.append(backbone(torch.flip(x, dims=[3])).float().cpu())
+        a, b = flip_embed(backbone, x)  # one pass over [x; mirrored x]
+        plain.append(a.float().cpu())
+        flipped.append(b.float().cpu())
     return torch.cat(plain).numpy(), torch.cat(flipped).numpy()
 
 
