@@ -39,7 +39,6 @@ logger = logging.getLogger("cdface.inference")
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _WRAPPER_KEYS = ("backbone", "state_dict_backbone", "state_dict", "model")
-_PREFIXES = ("module.", "_orig_mod.", "backbone.")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -332,7 +331,10 @@ def build_backbone(
 
 
 def _unwrap(obj: Any, source: Path) -> tuple[dict[str, Tensor], Mapping[str, Any]]:
-    """Find the backbone's state_dict inside a checkpoint; strip DataParallel/compile prefixes."""
+    """Find the backbone's state_dict inside a checkpoint; strip DDP / compile / wrapper prefixes
+    (`cdface.models.strip_wrapper_prefixes`, as init_from and resume do)."""
+    from cdface.models import strip_wrapper_prefixes
+
     config: Mapping[str, Any] = {}
     if isinstance(obj, Mapping):
         if isinstance(obj.get("config"), Mapping):
@@ -351,11 +353,7 @@ def _unwrap(obj: Any, source: Path) -> tuple[dict[str, Tensor], Mapping[str, Any
             None,
             "a backbone state_dict (name -> tensor) or a checkpoint with a 'backbone' state_dict",
         )
-    state = dict(obj)
-    for prefix in _PREFIXES:
-        if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix) :]: v for k, v in state.items()}
-    return state, config
+    return strip_wrapper_prefixes(obj), config
 
 
 def _spec_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -395,13 +393,21 @@ def _infer_embedding_size(name: str, state_dict: Mapping[str, Tensor], kwargs: M
 
 
 def _model_file_in_dir(directory: Path) -> Path:
-    """A run directory: backbone.pt, else model.onnx, else the newest checkpoint."""
+    """A run directory: backbone.pt, else model.onnx, else its newest checkpoint whose checksum matches (the
+    rule of `resume=auto` and `init_from`: `cdface.train.checkpoint.newest_valid_checkpoint`)."""
+    from cdface.train.checkpoint import list_checkpoints, newest_valid_checkpoint
+
     for name in ("backbone.pt", "backbone.pth", "model.onnx"):
         if (directory / name).is_file():
             return directory / name
-    checkpoints = sorted((directory / "checkpoints").glob("ckpt_*.pt")) or sorted(directory.glob("ckpt_*.pt"))
-    if checkpoints:
-        return checkpoints[-1]
+    found = newest_valid_checkpoint(directory)  # logs each newer checkpoint it skips
+    if found is not None:
+        return found
+    candidates = list_checkpoints(directory / "checkpoints") or list_checkpoints(directory)
+    if candidates:
+        raise FormatError(candidates[-1], None, "a checkpoint whose .sha256 sidecar matches, and none of the "
+                          f"{len(candidates)} in the run has one (truncated or corrupt, or copied without it); "
+                          "pass the checkpoint file itself to load it without the check")
     raise FormatError(directory, None, "a run directory with backbone.pt, model.onnx or checkpoints/ckpt_*.pt")
 
 

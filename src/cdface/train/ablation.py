@@ -303,7 +303,7 @@ def _evaluate_run(run_dir: Path, probe: Probe, device: torch.device) -> dict[str
     cosine = np.sum(unit[0::2] * unit[1::2], axis=1)
     fpr, tpr, _ = roc_curve(probe.pairs.issame.astype(np.int64), cosine)
     tar = tar_at_far(fpr, tpr, (0.01, 0.1))  # the evaluator's (insightface's) TAR@FAR rule
-    state = ckpt.load_checkpoint(ckpt.latest_valid_checkpoint(run_dir / "checkpoints"))
+    state = ckpt.load_checkpoint(ckpt.newest_valid_checkpoint(run_dir))
     centres = state["head"]["core.weight"]
     features = embed(backbone, probe.train_images, device)
     row = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import re
 from pathlib import Path
@@ -23,6 +24,7 @@ from cdface.errors import CdfaceError, FormatError
 from cdface.files import atomic_write, load_weights, sha256_file
 
 _CKPT_RE = re.compile(r"^ckpt_(\d{8})\.pt$")
+log = logging.getLogger("cdface.train")
 
 
 class CheckpointError(CdfaceError):
@@ -132,10 +134,21 @@ def is_valid(path: Path) -> bool:
 
 
 def latest_valid_checkpoint(directory: str | Path) -> Path | None:
+    """The newest checkpoint of a checkpoints folder whose sha256 sidecar matches; newer ones that do not
+    (truncated, corrupt, or their sidecar missing) are skipped with a warning naming them."""
     for path in reversed(list_checkpoints(directory)):
         if is_valid(path):
             return path
+        log.warning("%s: skipped: no .sha256 sidecar matches it (truncated, corrupt, or copied without it)", path)
     return None
+
+
+def newest_valid_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint a run folder stands for: the newest valid one in `<run_dir>/checkpoints/`, else in
+    `run_dir` itself (a checkpoints folder given directly). The one rule for `resume=auto`'s folder, `init_from=RUN`
+    and `cdface eval --model RUN` (`latest_valid_checkpoint`'s checksum check included)."""
+    run_dir = Path(run_dir)
+    return latest_valid_checkpoint(run_dir / "checkpoints") or latest_valid_checkpoint(run_dir)
 
 
 def load_checkpoint(path: str | Path, verify: bool = True) -> dict[str, Any]:

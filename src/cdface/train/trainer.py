@@ -540,7 +540,7 @@ def _resolve_init(init_from: str) -> Path:
     """A checkpoint file, or a run folder / checkpoints folder whose newest valid checkpoint is taken."""
     path = Path(init_from)
     if path.is_dir():
-        found = ckpt.latest_valid_checkpoint(path / "checkpoints") or ckpt.latest_valid_checkpoint(path)
+        found = ckpt.newest_valid_checkpoint(path)
         if found is None:
             raise CdfaceError(f"init_from: no valid checkpoint in {path}")
         return found
