@@ -367,17 +367,19 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = (), sources: Sources | None 
     if not isinstance(base, str) or not base or "\0" in base:
         raise ConfigError(f"{path}: base: expected the path of another config file, got {base!r}")
     merged = _read_yaml(path.parent / base, (*seen, resolved), sources, referrer=path)
-    return _deep_merge(merged, data, sources, str(path))
+    return deep_merge(merged, data, sources, str(path))
 
 
-def _deep_merge(base: dict[str, Any], override: dict[str, Any], sources: Sources | None = None,
-                origin: str = "", prefix: str = "") -> dict[str, Any]:
-    """`override` over `base`, section by section (`params` is replaced whole); `sources` records `origin`."""
+def deep_merge(base: dict[str, Any], override: dict[str, Any], sources: Sources | None = None,
+               origin: str = "", prefix: str = "") -> dict[str, Any]:
+    """`override` over `base`, section by section; `head.params` is one value, replaced whole (as a
+    `head.params.m=0.4` override replaces it: a head's parameters belong to that head). `sources` (if given)
+    records that `origin` set each key. The one merge of configs: `base:` chains and `cdface ablate`'s presets."""
     out = dict(base)
     for key, value in override.items():
         full = f"{prefix}{key}"
         if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "params":
-            out[key] = _deep_merge(out[key], value, sources, origin, f"{full}.")
+            out[key] = deep_merge(out[key], value, sources, origin, f"{full}.")
         else:
             out[key] = value
             if sources is not None:

@@ -123,7 +123,7 @@ def test_bin_with_non_data_stays_refused():
 
 def test_bin_of_numpy_arrays_scores_like_bytes(tmp_path, tiny_face_set):
     """Same images as cv2.imencode-style arrays at protocol 5: the same accuracy as the bytes-and-bools file."""
-    from cdface.inference.pairs_target import verify_pairs
+    from cdface.eval import verify_pairs
     from cdface.models import create_model
 
     ref = load_bin(tiny_face_set["bin"])

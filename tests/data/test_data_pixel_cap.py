@@ -88,7 +88,7 @@ _PROBE = textwrap.dedent(
     from cdface.data.decode import decode_image
     from cdface.data.pairs_bin import decode_pairs, load_bin
     from cdface.inference.extract import ImageFiles
-    from cdface.inference.pairs_target import verify_pairs
+    from cdface.eval import verify_pairs
     from cdface.models import create_model
     from cdface.errors import FormatError
 
@@ -204,7 +204,7 @@ def test_pair_set_evaluation_stops_on_a_refused_image_with_or_without_workers(tm
     """The refusal reaches the caller as the same error from DataLoader workers too, never as a missing pair."""
     from cdface.data.pairs_bin import write_bin
     from cdface.errors import FormatError
-    from cdface.inference.pairs_target import verify_pairs
+    from cdface.eval import verify_pairs
     from cdface.models import create_model
 
     images = [flat_gray_jpeg(112, 112)] * 3 + [flat_gray_jpeg(200, 112)]  # image 3: 22400 pixels

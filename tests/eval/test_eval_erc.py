@@ -159,7 +159,7 @@ def test_cli_erc(tmp_path, capsys):
 def test_ijb_erc_agrees_with_template_loop():
     """IJB 1:1 ERC: the template-pair cosines of ijb_verification, template quality = mean of its images'."""
     from cdface.eval.ijb import ijb_verification
-    from cdface.inference.quality import ijb_erc
+    from cdface.eval.quality import ijb_erc
 
     rng = np.random.default_rng(7)
     n_img, n_tpl, dim = 900, 150, 8

@@ -11,8 +11,8 @@ from inference_helpers import tiny_net
 from inference_mock_data import write_ijb, write_pairs_bin
 
 from cdface.cli import main
+from cdface.eval import evaluate_model
 from cdface.eval.erc import error_versus_reject
-from cdface.inference import evaluate_model
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from inference_helpers import SHARED, MeanColor, tiny_net
 from inference_mock_data import write_ijb, write_megaface, write_pairs_bin
 
 from cdface.cli import main
-from cdface.inference import evaluate_model, verify_pairs
+from cdface.eval import evaluate_model, verify_pairs
 from cdface.inference.export import export_onnx
 
 

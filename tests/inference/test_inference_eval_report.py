@@ -13,9 +13,9 @@ from inference_helpers import MeanColor, run_cdface, tiny_net
 from inference_mock_data import write_pairs_bin
 
 from cdface.cli import main
+from cdface.eval import evaluate_model
 from cdface.eval.roc import roc_curve
 from cdface.eval.verification import evaluate_pairs, pair_distances
-from cdface.inference import evaluate_model
 from cdface.inference.export import export_onnx
 from cdface.inference.input_check import InputSizeError, check_input_sizes
 

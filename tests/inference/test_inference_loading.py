@@ -15,6 +15,7 @@ from cdface.errors import FormatError, UnsafeFileError
 from cdface.inference.export import export_onnx
 from cdface.inference.loading import load_embedding_model
 from cdface.models import create_model
+from cdface.train.checkpoint import save_checkpoint
 
 
 def _reference(module: torch.nn.Module, images: np.ndarray, **norm) -> np.ndarray:
@@ -116,7 +117,7 @@ def test_checkpoint_and_run_directory(tmp_path, mbf, mbf_ref):
         "step": 7,
         "config": {"model": {"arch": "iresnet_tiny", "embedding_size": 128}, "lr": 0.1},
     }
-    torch.save(ckpt, run / "checkpoints" / "ckpt_00000007.pt")
+    save_checkpoint(ckpt, run / "checkpoints", 7)  # atomic, with its sha256 sidecar
     faces, ref = mbf_ref
     from_ckpt = load_embedding_model(run / "checkpoints" / "ckpt_00000007.pt", device="cpu")
     _close(from_ckpt(faces), ref)
@@ -127,6 +128,42 @@ def test_checkpoint_and_run_directory(tmp_path, mbf, mbf_ref):
     from_dir = load_embedding_model(run, device="cpu")
     assert from_dir.source_path.name == "backbone.pt"
     _close(from_dir(faces), ref)
+
+
+def test_run_directory_skips_a_corrupt_newest_checkpoint_with_a_log_line(tmp_path, mbf, mbf_ref, caplog):
+    """The newest checkpoint of a run folder is chosen as resume=auto chooses it: checksum checked."""
+    run = tmp_path / "run"
+    state = {"backbone": mbf.state_dict(), "config": {"model": {"arch": "iresnet_tiny", "embedding_size": 128}}}
+    save_checkpoint(state, run / "checkpoints", 7)
+    other = create_model("iresnet_tiny", embedding_size=128).state_dict()
+    newest = save_checkpoint(state | {"backbone": other}, run / "checkpoints", 9)
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a bit flipped on disk: still a readable zip, wrong weights
+    newest.write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="cdface.train"):
+        model = load_embedding_model(run, device="cpu")
+    assert model.source_path.name == "ckpt_00000007.pt"
+    assert "ckpt_00000009.pt: skipped" in caplog.text
+    faces, ref = mbf_ref
+    _close(model(faces), ref)
+    (run / "checkpoints" / "ckpt_00000007.pt.sha256").unlink()  # no valid one left: refused, naming the file
+    with pytest.raises(FormatError, match=r"ckpt_00000009\.pt: a checkpoint whose \.sha256 sidecar matches"):
+        load_embedding_model(run, device="cpu")
+
+
+def test_compiled_and_ddp_prefixes_load_everywhere(tmp_path, mbf, mbf_ref):
+    """`_orig_mod.` (torch.compile) and `module.` (DDP) keys: eval's loader and init_from/resume's
+    `load_state_dict_strict` strip them with the same function."""
+    from cdface.models import load_state_dict_strict
+
+    compiled = {f"module._orig_mod.{k}": v for k, v in mbf.state_dict().items()}
+    path = tmp_path / "compiled.pt"
+    torch.save(compiled, path)
+    faces, ref = mbf_ref
+    _close(load_embedding_model(path, arch="iresnet_tiny", embedding_size=128, device="cpu")(faces), ref)
+    fresh = create_model("iresnet_tiny", embedding_size=128)
+    load_state_dict_strict(fresh, {f"_orig_mod.{k}": v for k, v in mbf.state_dict().items()}, "x.pt")
+    _close(_reference(fresh, faces), ref)
 
 
 def test_onnx_fixed_batch_runs_in_a_loop(tmp_path):

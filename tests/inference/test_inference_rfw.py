@@ -13,9 +13,9 @@ from inference_mock_data import IDENTITY_COLOURS, face, loose_crop
 from cdface.cli import main
 from cdface.data.decode import encode_jpeg
 from cdface.errors import FormatError
+from cdface.eval import evaluate_model
 from cdface.eval.rfw import RACES, find_rfw_test_dir, read_rfw_race
 from cdface.eval.verification import evaluate_pairs
-from cdface.inference import evaluate_model
 
 
 def write_rfw(root, seed=0, aligned_races=()):

@@ -13,9 +13,9 @@ from inference_mock_data import DISTRACTOR_COLOURS, IDENTITY_COLOURS
 from cdface.cli import main
 from cdface.data.decode import encode_jpeg
 from cdface.errors import FormatError
+from cdface.eval import evaluate_model
 from cdface.eval.identification import identification
 from cdface.eval.tinyface import read_tinyface_layout
-from cdface.inference import evaluate_model
 
 scipy_io = pytest.importorskip("scipy.io")
 

@@ -13,7 +13,7 @@ from cdface.models import (
     infer_arch_from_state_dict,
     infer_model_config,
     load_state_dict_strict,
-    strip_module_prefix,
+    strip_wrapper_prefixes,
 )
 
 
@@ -76,10 +76,24 @@ def test_non_tensor_values_are_rejected() -> None:
         load_state_dict_strict(model, state, "ckpt.pt")
 
 
-def test_strip_module_prefix_only_when_all_keys_have_it() -> None:
+def test_wrapper_prefixes_are_stripped_only_when_all_keys_have_them() -> None:
     t = torch.zeros(1)
-    assert list(strip_module_prefix({"module.a": t, "module.b": t})) == ["a", "b"]
-    assert list(strip_module_prefix({"module.a": t, "b": t})) == ["module.a", "b"]
+    assert list(strip_wrapper_prefixes({"module.a": t, "module.b": t})) == ["a", "b"]
+    assert list(strip_wrapper_prefixes({"module.a": t, "b": t})) == ["module.a", "b"]
+    # torch.compile inside DDP, and the other nesting
+    assert list(strip_wrapper_prefixes({"module._orig_mod.a": t, "module._orig_mod.b": t})) == ["a", "b"]
+    assert list(strip_wrapper_prefixes({"_orig_mod.module.a": t})) == ["a"]
+
+
+def test_a_model_whose_own_keys_carry_a_prefix_keeps_it() -> None:
+    class Wrapper(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = torch.nn.Linear(2, 2)
+
+    model = Wrapper()
+    load_state_dict_strict(model, {k: torch.ones_like(v) for k, v in model.state_dict().items()}, "w.pt")
+    assert torch.equal(model.backbone.weight, torch.ones(2, 2))
 
 
 @pytest.mark.parametrize("size,affine", [(224, True), (112, False)])

@@ -154,3 +154,22 @@ def test_gpu_preset_is_the_documented_one(tmp_path):
     assert stage1.model.arch == "iresnet50" and stage1.precision == "bf16" and stage1.device == "cuda"
     assert stage1.data.synthetic_identities >= 20_000 and stage1.batch_size == 512
     assert stage2["cd"]["num_classes"] == 64 and stage2["epochs"] < stage1.epochs
+
+
+@pytest.mark.parametrize("override", [["head.params.m=0.4"], ["optim.lr=0.2", "cd.wd=0.5"]])
+def test_ablation_presets_merge_overrides_as_the_config_loader_does(tmp_path, override):
+    """One deep merge: `cdface ablate`'s preset + key=value gives the config that `cdface train` gives for the
+    same preset as a YAML file + the same key=value (head.params replaced whole in both)."""
+    import yaml
+
+    from cdface.config import load_config, parse_overrides
+    from cdface.train.ablation import preset_base, stage_configs
+
+    base = preset_base("cpu", tmp_path, 0.2, 0)
+    stage1, _ = stage_configs("cpu", tmp_path, scale=0.2, overrides=parse_overrides(override))
+    (tmp_path / "preset.yaml").write_text(yaml.safe_dump(base))
+    loaded = load_config(tmp_path / "preset.yaml", override)
+    for item in override:
+        section, field = item.split("=")[0].split(".")[:2]  # head.params.m: the whole of head.params
+        assert getattr(getattr(stage1, section), field) == getattr(getattr(loaded, section), field)
+    assert stage1.head.params == ({"m": 0.4} if override == ["head.params.m=0.4"] else base["head"]["params"])

@@ -52,7 +52,7 @@ def test_pickle_payload_is_refused(tmp_path):
 
 def test_out_of_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):
     first = ckpt.save_checkpoint(_state(1), tmp_path, 1)
-    real_write = ckpt._write_atomic
+    real_write = ckpt.atomic_write
 
     def full_disk(path, data):
         if path.name.endswith(".pt"):
@@ -62,7 +62,7 @@ def test_out_of_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         real_write(path, data)
 
-    monkeypatch.setattr(ckpt, "_write_atomic", full_disk)
+    monkeypatch.setattr(ckpt, "atomic_write", full_disk)
     with pytest.raises(ckpt.CheckpointError, match="previous checkpoint .*ckpt_00000001.pt is intact"):
         ckpt.save_checkpoint(_state(2), tmp_path, 2)
     assert ckpt.latest_valid_checkpoint(tmp_path) == first

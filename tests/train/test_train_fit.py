@@ -98,6 +98,18 @@ def test_stage2_cd_runs_from_stage1_and_changes_scores(stage1, tiny_face_set, tm
     assert not torch.equal(before, after)
 
 
+def test_init_from_a_compiled_ddp_checkpoint_loads(stage1, tiny_face_set, tmp_path):
+    """Backbone keys saved from a compiled model (`_orig_mod.`) and a head saved under DDP (`module.`) are
+    stripped as `cdface eval` strips them; the run starts from those very weights."""
+    state = ckpt.load_checkpoint(stage1.checkpoint)
+    state["backbone"] = {f"_orig_mod.{k}": v for k, v in state["backbone"].items()}
+    state["head"] = {f"module.{k}": v for k, v in state["head"].items()}
+    ckpt.save_checkpoint(state, tmp_path / "compiled" / "checkpoints", int(state["step"]))
+    cfg = _cfg(tmp_path, tiny_face_set, "from_compiled", method="cd", init_from=str(tmp_path / "compiled"),
+               max_steps=1)
+    assert fit(config_from_dict(cfg)).step == 1  # before: FormatError, 'unexpected key(s): _orig_mod.conv1...'
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_is_bitwise_equal_to_uninterrupted(stage1, tiny_face_set, tmp_path, workers):
     common = {"method": "cd", "init_from": str(stage1.run_dir), "data": {"num_workers": workers}}

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cdface.cli import main
-from cdface.inference import verify_pairs
+from cdface.eval import verify_pairs
 
 pytestmark = pytest.mark.slow
 

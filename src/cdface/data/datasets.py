@@ -12,7 +12,6 @@ An item can be requested as ``dataset[i]`` (augmentation seeded by ``(seed, data
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from cdface.data.lists import read_image_list
 from cdface.data.recordio import RecordIOReader
 from cdface.data.transforms import EvalTransform, sample_rng
 from cdface.errors import ConfigError, FormatError
+from cdface.files import atomic_writer
 
 __all__ = [
     "FaceDataset",
@@ -229,15 +229,12 @@ class RecordIODataset(FaceDataset):
                 pass  # unreadable cache: rebuild it
         keys, raw = self._labels_from_records()
         if cache is not None:
-            tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp.npz")
             try:
                 cache.parent.mkdir(parents=True, exist_ok=True)
-                np.savez(tmp, keys=keys, labels=raw)
-                os.replace(tmp, cache)
+                with atomic_writer(cache) as handle:
+                    np.savez(handle, keys=keys, labels=raw)
             except OSError as exc:  # unwritable cache directory: work without a cache
                 logger.info("label cache not written (%s): %s", cache, exc.strerror or exc)
-                with contextlib.suppress(OSError):
-                    tmp.unlink(missing_ok=True)
         return keys, raw
 
     def _labels_from_records(self) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cdface.errors import ConfigError, FormatError
+from cdface.files import atomic_write
 
 __all__ = ["ExtractSummary", "extract_recordio", "parse_class_list"]
 
@@ -121,8 +122,6 @@ def extract_recordio(
         if target.is_file() and target.stat().st_size == len(payload):
             skipped += 1
             continue
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_bytes(payload)
-        tmp.replace(target)
+        atomic_write(target, payload, durable=False)  # a re-run rewrites any file of the wrong size
         written += 1
     return ExtractSummary(out, written + skipped, int(np.unique(labels_int[order]).size), skipped)

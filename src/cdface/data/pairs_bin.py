@@ -24,6 +24,7 @@ import numpy as np
 from cdface.data.align import fit_to_size
 from cdface.data.decode import decode_image
 from cdface.errors import FormatError, UnsafeFileError
+from cdface.files import atomic_write
 
 __all__ = [
     "PairSet",
@@ -270,7 +271,7 @@ def write_bin(path: str | os.PathLike, images: Sequence[bytes], issame: Sequence
     data = dumps_bin(images, issame)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    atomic_write(path, data)
     return path
 
 

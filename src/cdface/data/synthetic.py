@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from cdface.data.decode import encode_jpeg
 from cdface.data.pairs_bin import write_bin
 from cdface.data.recordio import write_insightface_rec
+from cdface.files import atomic_write
 
 __all__ = [
     "Identities", "build_synthetic_benchmark", "eval_hard_flags", "make_identities", "render_images", "render_jpegs",
@@ -519,5 +520,5 @@ def build_synthetic_benchmark(
         "pairs": int(issame.size),
     }
     paths["manifest"] = out / "manifest.json"
-    paths["manifest"].write_text(json.dumps(manifest, indent=1) + "\n")
+    atomic_write(paths["manifest"], json.dumps(manifest, indent=1) + "\n")
     return paths

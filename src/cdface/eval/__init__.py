@@ -1,8 +1,16 @@
-"""cdface.eval: protocol-exact scoring from saved features (pairs, IJB-B/C 1:1 and 1:N, MegaFace, 1:N
-identification / TinyFace, RFW, error-versus-reject).
+"""cdface.eval: evaluation, from a model to a report, in the order of the pipeline.
 
-Pure functions, numpy in (torch accepted), a small result dataclass out (``to_dict()`` for JSON).
-MegaFace and identification need torch and are imported lazily, like the other newer protocols.
+- scoring functions, protocol-exact, from saved features (pairs, IJB-B/C 1:1 and 1:N, MegaFace, 1:N
+  identification / TinyFace, RFW, error-versus-reject): pure functions, numpy in (torch accepted), a small
+  result dataclass out (``to_dict()`` for JSON) -- `verification`, `roc`, `ijb*`, `megaface`, `identification`,
+  `ranking`, `rfw`, `erc`; `cdface score` runs them on feature files;
+- readers of each benchmark's layout: `ijb_meta`, `megaface_layout`, `megaface_io`, `tinyface`, `rfw`;
+- targets that extract features from a model and score them as each reference does: `targets/` (pairs, ijb,
+  megaface, rfw, tinyface), driven by `evaluate` (`evaluate_model`, `evaluate_models`; `cdface eval`);
+- the report: `report` (results.json, results.md, plots); `thresholds` reads a pair threshold back.
+
+Model loading, the embedder and feature extraction are `cdface.inference`'s. Everything that needs torch
+or a model is imported lazily.
 """
 
 from __future__ import annotations
@@ -25,6 +33,10 @@ _LAZY = {
     "error_versus_reject": "cdface.eval.erc",
     "evaluate_rfw": "cdface.eval.rfw",
     "read_tinyface_layout": "cdface.eval.tinyface",
+    "evaluate_model": "cdface.eval.evaluate",
+    "evaluate_models": "cdface.eval.evaluate",
+    "verify_pairs": "cdface.eval.targets.pairs",
+    "TargetResult": "cdface.eval.results",
 }
 
 

@@ -1,4 +1,5 @@
-"""`cdface score ...`: metrics from saved features (no model): pairs, IJB-B/C 1:1 and 1:N, MegaFace."""
+"""`cdface score ...`: metrics from saved features (no model): pairs, IJB-B/C 1:1 and 1:N, MegaFace; and
+`cdface eval` (from a model: `cdface.eval.cli_eval`)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import numpy as np
 
 from cdface.cli_args import add_allow_nonfinite, far_list, int_list, nonfinite_exit, positive_int
 from cdface.errors import FormatError
+from cdface.files import atomic_write
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``score`` command and its ``pairs`` / ``ijb`` / ``megaface`` subcommands."""
+    """Add the ``score`` command (its ``pairs`` / ``ijb`` / ``megaface`` / ... subcommands) and ``eval``."""
     score = subparsers.add_parser("score", help="compute protocol metrics from saved feature arrays")
     sub = score.add_subparsers(dest="protocol_name", metavar="PROTOCOL")
     score.set_defaults(func=lambda args: (score.print_help(), 2)[1])
@@ -77,6 +79,10 @@ def register(subparsers: Any) -> None:
 
     register_protocols(sub, _add_out)  # identification (TinyFace), erc, rfw
 
+    from cdface.eval.cli_eval import register_eval
+
+    register_eval(subparsers)
+
 
 def _add_out(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="also write the JSON to this file")
@@ -104,7 +110,7 @@ def _emit(result: dict[str, Any], out: str | None, nonfinite: dict[str, tuple[in
     text = json.dumps(result, sort_keys=True, indent=2, allow_nan=False)
     print(text)
     if out:
-        Path(out).write_text(text + "\n", encoding="utf-8")
+        atomic_write(out, text + "\n")
     return nonfinite_exit("score", nonfinite, allow)
 
 

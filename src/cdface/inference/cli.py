@@ -1,112 +1,26 @@
-"""`cdface eval | embed | compare | search | export`: evaluation, feature extraction, 1:1 comparison, search
-and ONNX export."""
+"""`cdface embed | compare | search | export`: feature extraction, 1:1 comparison, search and ONNX export
+(`cdface eval` is `cdface.eval.cli_eval`'s)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cdface.cli_args import (
-    INVALID_RESULT_EXIT,
-    add_allow_nonfinite,
-    far_list,
-    int_list,
-    nonfinite_exit,
-    nonnegative_int,
-    positive_int,
-)
+from cdface.cli_args import add_allow_nonfinite, nonfinite_exit, positive_int
 from cdface.errors import ConfigError, FormatError
+from cdface.files import atomic_write, atomic_writer
+from cdface.inference.cli_options import add_model_options, cpu_threads, make_embedder
 
 __all__ = ["register"]
 
-_MODEL_HELP = "a run directory, checkpoint, backbone state_dict (.pt/.pth) or .onnx"
-
-
-def _add_model_options(parser: argparse.ArgumentParser, multiple: bool = False, workers: bool = True) -> None:
-    if multiple:
-        parser.add_argument("--model", action="append", required=True, metavar="PATH",
-                            help=_MODEL_HELP + " (repeat --model to compare several models)")
-    else:
-        parser.add_argument("--model", required=True, metavar="PATH", help=_MODEL_HELP)
-    parser.add_argument("--arch", help="architecture of a plain state_dict (default: from model.json or the keys)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: the GPU when present)")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                        help="inference precision (autocast)")
-    parser.add_argument("--input-mean", metavar="C1,C2,C3",
-                        help="normalisation mean in 0..1 units, in the model's input channel order (R,G,B; "
-                        "B,G,R with --bgr) (default: the model card's, else 0.5)")
-    parser.add_argument("--input-std", metavar="C1,C2,C3",
-                        help="normalisation std in 0..1 units, in the model's input channel order (default: the "
-                        "model card's, else 0.5)")
-    parser.add_argument("--bgr", action="store_true", default=None,
-                        help="the model expects BGR channel order (default: the model card's, else RGB)")
-    parser.add_argument("--no-flip", action="store_true",
-                        help="no flip fusion (by default each image's and its mirror's embeddings are summed)")
-    parser.add_argument("--strict", action="store_true",
-                        help="images that are not at the model's input size are an error instead of a warning")
-    if workers:
-        from cdface.threads import available_cores
-
-        parser.add_argument("--workers", type=nonnegative_int, default=min(4, available_cores() - 1),
-                            help="DataLoader workers decoding/aligning images (torch threads get the other cores)")
-
-
-def _load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    from cdface.inference.input_config import parse_triple
-
-    return {
-        "arch": args.arch,
-        "input_mean": parse_triple(args.input_mean, "--input-mean"),
-        "input_std": parse_triple(args.input_std, "--input-std"),
-        "bgr": args.bgr,
-    }
-
-
-def _embedder(args: argparse.Namespace) -> Any:
-    from cdface.inference.embedder import FaceEmbedder
-
-    return FaceEmbedder(args.model, device=args.device, precision=args.precision, batch_size=args.batch_size,
-                        flip=not args.no_flip, **_load_kwargs(args))
-
 
 def register(subparsers: Any) -> None:
-    """Add `eval`, `embed`, `compare`, `search` and `export`."""
-    p = subparsers.add_parser(
-        "eval",
-        help="evaluate model(s) on LFW-family .bin, IJB-B/C and MegaFace",
-        description="Evaluate one or more models with the field's protocols (insightface's numbers). Writes "
-        "results.json (all metrics, provenance, the preprocessing used), results.md (a paper-style table) "
-        f"and plots with --out. Exit status: 0, 2 for a user mistake, {INVALID_RESULT_EXIT} when embeddings "
-        "were non-finite (see --allow-nonfinite).",
-    )
-    _add_model_options(p, multiple=True)
-    p.add_argument("--targets", required=True,
-                   help="comma list: lfw,cfp_fp,agedb_30,calfw,cplfw (with --data-root), ijbb, ijbc, megaface, "
-                   "tinyface, rfw, or .bin paths")
-    p.add_argument("--data-root", help="directory holding <name>.bin, IJBB/, IJBC/, megaface/")
-    p.add_argument("--out", help="write results.json, results.md and plots (ROC, score histograms) here")
-    p.add_argument("--json", action="store_true", help="print {target: metrics} as JSON on stdout")
-    p.add_argument("--ijb-protocols", type=_ijb_protocols, default=("11", "1n"), metavar="11,1n",
-                   help="IJB protocols to run: 11, 1n or 11,1n (default: both)")
-    p.add_argument("--megaface-sizes", type=int_list, default=(), metavar="N1,N2,...",
-                   help="distractor subset sizes for the size curve (default: 10,100,...,all)")
-    p.add_argument("--far", type=far_list, default=None, metavar="F1,F2,...",
-                   help="TAR at these FARs for every protocol (pair sets: besides insightface's val at 1e-3) "
-                   "(default: pair sets none, IJB 1e-6,...,1e-1, MegaFace 1e-4,...,1e-9)")
-    add_allow_nonfinite(p)
-    p.add_argument("--quality", help="error-versus-reject on pair sets and IJB 1:1 with this per-image quality: "
-                   "norm, faceness (IJB detector score) or a .npy file")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_run_eval)
-
+    """Add `embed`, `compare`, `search` and `export`."""
     e = subparsers.add_parser(
         "embed",
         help="embed face images (one image, a folder, a list file or a .rec) into .npy",
@@ -115,7 +29,7 @@ def register(subparsers: Any) -> None:
         "Unaligned photos: give 5-point landmarks with --landmarks to align them to the ArcFace template.",
     )
     e.add_argument("source", help="an image, a folder, a list file (one path per line) or a .rec")
-    _add_model_options(e)
+    add_model_options(e)
     e.add_argument("--out", required=True, help="features .npy (N, D); names in <out>.paths.txt, one per row")
     e.add_argument("--landmarks", help="'<path> x1 y1 ... x5 y5' per line: align the images first")
     add_allow_nonfinite(e)
@@ -132,7 +46,7 @@ def register(subparsers: Any) -> None:
     )
     c.add_argument("image_a", help="first image (an aligned face crop, or any photo with --landmarks)")
     c.add_argument("image_b", help="second image")
-    _add_model_options(c, workers=False)
+    add_model_options(c, workers=False)
     group = c.add_mutually_exclusive_group()
     group.add_argument("--threshold", type=float, help="cosine cut-off: same when cosine > threshold")
     group.add_argument("--threshold-from", metavar="RESULTS_JSON",
@@ -181,97 +95,6 @@ def register(subparsers: Any) -> None:
     x.set_defaults(func=_run_export)
 
 
-def _ijb_protocols(text: str) -> tuple[str, ...]:
-    items = tuple(dict.fromkeys(v.strip().lower() for v in text.split(",") if v.strip()))
-    if not items or set(items) - {"11", "1n"}:
-        raise argparse.ArgumentTypeError(f"IJB protocols are 11 and/or 1n, e.g. 11,1n; got {text!r}")
-    return items
-
-
-# ---------------------------------------------------------------------------------------------------- eval
-
-
-def _cpu_threads(args: argparse.Namespace):
-    """Torch threads + `--workers` within this process's cores (`cdface.threads`); lowers args.workers if it
-    would oversubscribe them, and gives a block that restores the thread count."""
-    from cdface.threads import plan_threads, threads_applied
-
-    plan = plan_threads(args.workers, processes_per_node=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    if plan.note:
-        print(f"cdface: {plan.note.replace('data.num_workers', '--workers')}", file=sys.stderr)
-    args.workers = plan.workers
-    return threads_applied(plan)
-
-
-def _run_eval(args: argparse.Namespace) -> int:
-    with _cpu_threads(args):
-        return _evaluate(args)
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from cdface.inference.distributed import eval_process_group
-    from cdface.inference.evaluate import evaluate_models
-    from cdface.inference.report import to_json_safe
-
-    rank, _, args.device = eval_process_group(args.device)  # torchrun: extract on every rank, rank 0 reports
-    if rank != 0:
-        args.out, args.json, args.no_progress = None, False, True
-
-    document = evaluate_models(
-        args.model,
-        args.targets,
-        args.data_root,
-        args.out,
-        plots=not args.no_plots,
-        batch_size=args.batch_size,
-        device=args.device,
-        precision=args.precision,
-        flip=not args.no_flip,
-        num_workers=args.workers,
-        progress=not args.no_progress,
-        ijb_protocols=args.ijb_protocols,
-        megaface_sizes=args.megaface_sizes,
-        far_levels=args.far,
-        strict=args.strict,
-        quality=args.quality,
-        **_load_kwargs(args),
-    )
-    if rank != 0:
-        return 0
-    if args.json:
-        models = document["models"]
-        payload = models[0]["results"] if len(models) == 1 else {m["model"]: m["results"] for m in models}
-        print(json.dumps(to_json_safe(payload), indent=2, allow_nan=False))
-    else:
-        for entry in document["models"]:
-            for target, metrics in entry["results"].items():
-                print(f"{entry['model']}  {target}: {_one_line(metrics)}")
-        if args.out:
-            print(f"wrote {Path(args.out) / 'results.json'}, results.md and plots", file=sys.stderr)
-    counts = {}
-    for entry in document["models"]:
-        for target, metrics in entry["results"].items():
-            n_images = (entry["provenance"].get(target) or {}).get("num_images", 0)
-            counts[f"{entry['model']} {target}"] = (int(metrics.get("nonfinite_embeddings") or 0), int(n_images))
-    return nonfinite_exit("eval", counts, args.allow_nonfinite)
-
-
-def _one_line(metrics: dict[str, Any]) -> str:
-    invalid = " (INVALID: non-finite embeddings)" if metrics.get("valid") is False else ""
-    if "accuracy" in metrics:
-        text = f"accuracy {metrics['accuracy']:.5f} +- {metrics['accuracy_std']:.5f}"
-        tars = metrics.get("tar_at_far") or {}
-        if tars:
-            text += ", " + ", ".join(f"TAR@{far} {v:.5f}" for far, v in tars.items() if v is not None)
-        return text + invalid
-    tars = metrics.get("tar_at_far") or (metrics.get("verification") or {}).get("tar_at_far") or {}
-    parts = [f"TAR@{far} {v:.5f}" for far, v in tars.items() if v is not None]
-    rank1 = metrics.get("rank1", (metrics.get("identification") or {}).get("rank1"))
-    if rank1 is not None:
-        parts.insert(0, f"rank-1 {rank1:.5f}")
-    return (", ".join(parts) or json.dumps(metrics)[:200]) + invalid
-
-
 # ---------------------------------------------------------------------------------------------------- embed
 
 
@@ -293,14 +116,14 @@ def _landmarks_for(path: str | None, names: list[str], root: Path) -> np.ndarray
 
 
 def _run_embed(args: argparse.Namespace) -> int:
-    from cdface.inference.embedder import l2_normalize
+    from cdface.embedding import l2_normalize
     from cdface.inference.extract import ImageFiles, RecordImages, extract_features
     from cdface.inference.input_check import check_input_sizes
     from cdface.inference.sources import resolve_image_source
 
     source = resolve_image_source(args.source)
     names = source.names
-    embedder = _embedder(args)
+    embedder = make_embedder(args)
     size = tuple(embedder.input_cfg["input_size"])
     if source.kind == "recordio":
         if args.landmarks:
@@ -310,14 +133,14 @@ def _run_embed(args: argparse.Namespace) -> int:
     else:
         root = source.origin if source.kind == "folder" else source.origin.parent
         dataset = ImageFiles(source.paths, _landmarks_for(args.landmarks, names, root), size, skip_errors=True)
-    with _cpu_threads(args):
+    with cpu_threads(args):
         feats = extract_features(embedder, dataset, args.batch_size, args.workers, not args.no_progress, "embed")
     out = Path(args.out)
     stem = out.name.removesuffix(".npy")
     if feats.errors:
         out.parent.mkdir(parents=True, exist_ok=True)
         skipped_path = out.with_name(stem + ".skipped.txt")
-        skipped_path.write_text("".join(f"{e}\n" for e in feats.errors), encoding="utf-8")
+        atomic_write(skipped_path, "".join(f"{e}\n" for e in feats.errors))
         print(f"skipped {len(feats.errors)} unreadable image(s), listed in {skipped_path}:", file=sys.stderr)
         for err in feats.errors[:10]:
             print(f"  {err}", file=sys.stderr)
@@ -331,9 +154,11 @@ def _run_embed(args: argparse.Namespace) -> int:
 
     nonfinite = count_nonfinite_rows(fused)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, l2_normalize(fused).astype(np.float32))
+    out = out.with_name(stem + ".npy")  # np.save's rule: the .npy suffix is added when missing
+    with atomic_writer(out) as handle:
+        np.save(handle, l2_normalize(fused).astype(np.float32))
     index_path = out.with_name(stem + ".paths.txt")
-    index_path.write_text("".join(f"{names[i]}\n" for i in keep), encoding="utf-8")
+    atomic_write(index_path, "".join(f"{names[i]}\n" for i in keep))
     print(
         f"wrote {len(keep)} features to {out} (names in {index_path}), {feats.images_per_second:.1f} images/s",
         file=sys.stderr,
@@ -352,12 +177,12 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
+    from cdface.eval.thresholds import CosineThreshold, threshold_from_results
     from cdface.eval.verification import count_nonfinite_rows
     from cdface.inference.embedder import compare
     from cdface.inference.extract import ImageFiles, extract_features
     from cdface.inference.input_check import check_input_sizes
     from cdface.inference.sources import is_image_file
-    from cdface.inference.thresholds import CosineThreshold, threshold_from_results
 
     paths = [Path(args.image_a), Path(args.image_b)]
     for path in paths:
@@ -374,7 +199,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         threshold = CosineThreshold(args.threshold, None, "--threshold (cosine)")
     elif args.threshold_from:
         threshold = threshold_from_results(args.threshold_from, args.target, model=args.model)
-    embedder = _embedder(args)
+    embedder = make_embedder(args)
     size = tuple(embedder.input_cfg["input_size"])
     landmarks = _landmarks_for(args.landmarks, [str(p) for p in paths], paths[0].parent)
     feats = extract_features(embedder, ImageFiles(paths, landmarks, size), 2, 0, False, "compare")
@@ -441,8 +266,12 @@ def _run_search(args: argparse.Namespace) -> int:
     query_names = _read_names(args.query, args.query_paths, query.shape[0])
     scores, indices = topk_search(np.asarray(query), gallery, k=args.k, device=args.device, backend=args.backend)
     if args.out:
-        np.savez(args.out, scores=scores, indices=indices)
-        print(f"wrote {args.out}", file=sys.stderr)
+        out_path = Path(args.out)
+        if out_path.suffix != ".npz":  # np.savez's rule: the .npz suffix is added when missing
+            out_path = out_path.with_name(out_path.name + ".npz")
+        with atomic_writer(out_path) as handle:
+            np.savez(handle, scores=scores, indices=indices)
+        print(f"wrote {out_path}", file=sys.stderr)
     rows = []
     for q in range(len(indices)):
         hits = [

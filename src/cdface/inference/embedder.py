@@ -18,17 +18,12 @@ import torch
 from torch import Tensor, nn
 
 from cdface.data.align import fit_to_size
+from cdface.embedding import flip_embed, l2_normalize
 from cdface.inference.loading import EmbeddingModel, _writable, load_embedding_model
 
-__all__ = ["FaceEmbedder", "compare", "l2_normalize", "read_image_file"]
+__all__ = ["FaceEmbedder", "compare", "read_image_file"]
 
 ImagesLike = np.ndarray | Tensor | Sequence[np.ndarray | Tensor | str | os.PathLike]
-
-
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Row-wise L2 normalisation (zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
 def compare(a: np.ndarray | Tensor | Sequence[float], b: np.ndarray | Tensor | Sequence[float]) -> float:
@@ -110,7 +105,8 @@ class FaceEmbedder:
     def embed_pair(self, batch: np.ndarray | Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """(embeddings, embeddings of the mirrored images or None without flip), un-normalised float32.
 
-        One forward pass carries both halves; the evaluator fuses them as each protocol's reference does.
+        One forward pass carries both halves (`cdface.embedding.flip_embed`); the evaluator fuses them as
+        each protocol's reference does.
         """
         x = torch.from_numpy(_writable(batch)) if isinstance(batch, np.ndarray) else torch.as_tensor(batch)
         if x.ndim == 3:
@@ -119,9 +115,10 @@ class FaceEmbedder:
             x = x.permute(0, 2, 3, 1)  # NCHW uint8 -> NHWC
         if not self.flip:
             return self.model(x), None
-        both = self.model(torch.cat([x, x.flip(2)]))  # NHWC: axis 2 is the width
-        n = len(x)
-        return both[:n], both[n:]
+        if len(x) == 0:
+            empty = self.model(x)
+            return empty, empty.copy()
+        return flip_embed(self.model.forward_normalized, self.model.preprocess(x))
 
     def align(self, image: np.ndarray, landmarks5: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
         """Warp a full image (HWC uint8) to the model's crop with the ArcFace 5-point template."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cdface.errors import FormatError
+from cdface.files import atomic_write
 from cdface.models.input_contract import DEFAULT_INPUT_CFG, InputContract, parse_triple, resolve_input_cfg
 
 __all__ = ["DEFAULT_INPUT_CFG", "InputContract", "resolve_input_cfg", "read_model_json", "write_model_json",
@@ -38,5 +39,5 @@ def write_model_json(path: str | Path, input_cfg: Mapping[str, Any], **fields: A
     data = dict(fields)
     data.update(InputContract.from_cfg(input_cfg).card_fields())
     path = Path(path)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path

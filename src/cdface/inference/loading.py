@@ -3,16 +3,15 @@
 Sources: an `nn.Module`; a cdface run directory (`backbone.pt` + `model.json`); a cdface checkpoint (dict with
 "backbone" and "config"); a plain backbone state_dict (`.pt`/`.pth`: insightface IResNet, the paper's IR-100;
 architecture from `arch=`, a `model.json` beside it, or inferred from its keys); an ONNX file (onnxruntime).
-Files are read with `torch.load(weights_only=True)` only: a pickle that wants to build arbitrary objects is
-refused with UnsafeFileError, never executed. The model does its own normalisation from its input config,
-so callers only ever hand over aligned uint8 crops.
+Files are read with `torch.load(weights_only=True)` only (`cdface.files.load_weights`): a pickle that wants to
+build arbitrary objects is refused with UnsafeFileError, never executed. The model does its own normalisation
+from its input config, so callers only ever hand over aligned uint8 crops.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import pickle
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from cdface.errors import ConfigError, FormatError, UnsafeFileError
+from cdface.errors import ConfigError, FormatError
+from cdface.files import load_weights
 from cdface.inference.input_config import read_model_json, resolve_input_cfg
 from cdface.models.input_contract import InputContract
 
@@ -31,7 +31,6 @@ __all__ = [
     "TorchEmbeddingModel",
     "OnnxEmbeddingModel",
     "load_embedding_model",
-    "load_torch_file",
     "build_backbone",
     "resolve_device",
     "PRECISIONS",
@@ -41,7 +40,6 @@ logger = logging.getLogger("cdface.inference")
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _WRAPPER_KEYS = ("backbone", "state_dict_backbone", "state_dict", "model")
-_PREFIXES = ("module.", "_orig_mod.", "backbone.")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -214,22 +212,6 @@ class OnnxEmbeddingModel(EmbeddingModel):
 _TRAINING_ONLY_OPTIONS = ("fp16", "bf16", "gradient_checkpointing", "channels_last")
 
 
-def load_torch_file(path: str | Path) -> Any:
-    """`torch.load(weights_only=True)` code-carrying pickles -> UnsafeFileError, junk -> FormatError."""
-    path = Path(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UnsafeFileError(
-            f"{path}: refused to load: the file is a pickle that asks to build Python objects beyond tensors "
-            f"and plain containers ({reason}). Only weights are loaded (torch.load weights_only=True); "
-            "re-save it as a state_dict: torch.save(model.state_dict(), path)"
-        ) from exc
-    except Exception as exc:  # a malformed pickle/zip raises anything from EOFError to IndexError
-        raise FormatError(path, None, f"a PyTorch state_dict or checkpoint readable by torch.load ({exc})") from exc
-
-
 def load_embedding_model(
     path_or_module: str | Path | nn.Module | EmbeddingModel,
     arch: str | None = None,
@@ -271,7 +253,8 @@ def load_embedding_model(
                 path, "x".join(map(str, declared)), "x".join(map(str, model.input_cfg["input_size"])),
             )
         return model
-    module = build_backbone(load_torch_file(path), path, arch, embedding_size, meta, model_kwargs)
+    obj = load_weights(path, "a PyTorch state_dict or checkpoint readable by torch.load")
+    module = build_backbone(obj, path, arch, embedding_size, meta, model_kwargs)
     cfg = resolve_input_cfg(getattr(module, "input_cfg", None), meta, **overrides)
     module.eval()
     return TorchEmbeddingModel(module, cfg, dev, precision, source_path=path)
@@ -345,7 +328,10 @@ def build_backbone(
 
 
 def _unwrap(obj: Any, source: Path) -> tuple[dict[str, Tensor], Mapping[str, Any]]:
-    """Find the backbone's state_dict inside a checkpoint; strip DataParallel/compile prefixes."""
+    """Find the backbone's state_dict inside a checkpoint; strip DDP / compile / wrapper prefixes
+    (`cdface.models.strip_wrapper_prefixes`, as init_from and resume do)."""
+    from cdface.models import strip_wrapper_prefixes
+
     config: Mapping[str, Any] = {}
     if isinstance(obj, Mapping):
         if isinstance(obj.get("config"), Mapping):
@@ -364,11 +350,7 @@ def _unwrap(obj: Any, source: Path) -> tuple[dict[str, Tensor], Mapping[str, Any
             None,
             "a backbone state_dict (name -> tensor) or a checkpoint with a 'backbone' state_dict",
         )
-    state = dict(obj)
-    for prefix in _PREFIXES:
-        if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix) :]: v for k, v in state.items()}
-    return state, config
+    return strip_wrapper_prefixes(obj), config
 
 
 def _spec_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -408,13 +390,21 @@ def _infer_embedding_size(name: str, state_dict: Mapping[str, Tensor], kwargs: M
 
 
 def _model_file_in_dir(directory: Path) -> Path:
-    """A run directory: backbone.pt, else model.onnx, else the newest checkpoint."""
+    """A run directory: backbone.pt, else model.onnx, else its newest checkpoint whose checksum matches (the
+    rule of `resume=auto` and `init_from`: `cdface.train.checkpoint.newest_valid_checkpoint`)."""
+    from cdface.train.checkpoint import list_checkpoints, newest_valid_checkpoint
+
     for name in ("backbone.pt", "backbone.pth", "model.onnx"):
         if (directory / name).is_file():
             return directory / name
-    checkpoints = sorted((directory / "checkpoints").glob("ckpt_*.pt")) or sorted(directory.glob("ckpt_*.pt"))
-    if checkpoints:
-        return checkpoints[-1]
+    found = newest_valid_checkpoint(directory)  # logs each newer checkpoint it skips
+    if found is not None:
+        return found
+    candidates = list_checkpoints(directory / "checkpoints") or list_checkpoints(directory)
+    if candidates:
+        raise FormatError(candidates[-1], None, "a checkpoint whose .sha256 sidecar matches, and none of the "
+                          f"{len(candidates)} in the run has one (truncated or corrupt, or copied without it); "
+                          "pass the checkpoint file itself to load it without the check")
     raise FormatError(directory, None, "a run directory with backbone.pt, model.onnx or checkpoints/ckpt_*.pt")
 
 

@@ -17,7 +17,7 @@ from cdface.models.loading import (
     infer_arch_from_state_dict,
     infer_model_config,
     load_state_dict_strict,
-    strip_module_prefix,
+    strip_wrapper_prefixes,
 )
 from cdface.models.registry import (
     create_model,
@@ -40,5 +40,5 @@ __all__ = [
     "load_state_dict_strict",
     "infer_arch_from_state_dict",
     "infer_model_config",
-    "strip_module_prefix",
+    "strip_wrapper_prefixes",
 ]

@@ -22,7 +22,8 @@ from cdface.models.iresnet import IRESNET_LAYERS
 from cdface.models.vit import VIT_SETTINGS
 
 __all__ = [
-    "strip_module_prefix",
+    "WRAPPER_PREFIXES",
+    "strip_wrapper_prefixes",
     "load_state_dict_strict",
     "infer_arch_from_state_dict",
     "infer_model_config",
@@ -41,12 +42,26 @@ _IRESNET_BLOCK = re.compile(r"^layer([1-4])\.(\d+)\.")
 _MBF_RESIDUAL = re.compile(r"^layers\.(\d+)\.layers\.(\d+)\.layers\.0\.layers\.0\.weight$")
 
 
-def strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop the leading "module." that DataParallel/DDP put on every key (only if all keys have it)."""
-    keys = list(state_dict)
-    if keys and all(k.startswith("module.") for k in keys):
-        return {k[len("module."):]: v for k, v in state_dict.items()}
-    return dict(state_dict)
+# What wrappers put in front of every key: DataParallel / DDP ("module."), torch.compile ("_orig_mod."), and a
+# model holding the backbone as an attribute ("backbone.", e.g. insightface-style training wrappers).
+WRAPPER_PREFIXES = ("module.", "_orig_mod.", "backbone.")
+
+
+def strip_wrapper_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """The state_dict without the wrapper prefixes (`WRAPPER_PREFIXES`) that every key carries, in any nesting
+    (a compiled DDP model saves `module._orig_mod.x`); a prefix only some keys have is kept.
+
+    The one implementation behind `load_state_dict_strict` (so `init_from`, resume and `cdface eval` accept
+    the same files) and the architecture inference."""
+    state = dict(state_dict)
+    stripped = True
+    while stripped and state:
+        stripped = False
+        for prefix in WRAPPER_PREFIXES:
+            if all(isinstance(k, str) and k.startswith(prefix) for k in state):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                stripped = True
+    return state
 
 
 def _shape(value: Any) -> tuple[int, ...] | None:
@@ -64,12 +79,13 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Any], sour
     On any difference raise FormatError naming `source`, the first few missing keys, unexpected keys and
     shape mismatches, and (when recognisable) the architecture the checkpoint looks like.
     """
-    state = strip_module_prefix(state_dict)
+    expected = model.state_dict()
+    # a model whose own keys carry a wrapper prefix keeps it; otherwise DDP / torch.compile prefixes go
+    state = dict(state_dict) if set(state_dict) == set(expected) else strip_wrapper_prefixes(state_dict)
     non_tensors = [k for k, v in state.items() if not isinstance(v, Tensor)]
     if non_tensors:
         raise FormatError(source, f"key {non_tensors[0]!r}",
                           f"a state_dict of tensors; {len(non_tensors)} value(s) are not tensors")
-    expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     mismatched = [
@@ -106,7 +122,7 @@ def infer_model_config(state_dict: Mapping[str, Any]) -> dict[str, Any] | None:
     `model_kwargs` carries what the keys reveal beyond the name (the IR family's input size and whether
     its output BatchNorm1d is affine); pass it to `create_model(arch, embedding_size, **model_kwargs)`.
     """
-    state = strip_module_prefix(state_dict)
+    state = strip_wrapper_prefixes(state_dict)
     for infer in (_infer_iresnet, _infer_ir, _infer_mobilefacenet, _infer_vit):
         config = infer(state)
         if config is not None:

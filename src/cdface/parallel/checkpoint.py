@@ -12,9 +12,7 @@ this rank's rows (``reshard``).
 from __future__ import annotations
 
 import os
-import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from cdface.errors import FormatError, UnsafeFileError
+from cdface.errors import FormatError
+from cdface.files import atomic_writer
+from cdface.files import load_weights as _safe_load
 
 from .comm import is_distributed
 from .sharded_head import ShardedMarginHead
@@ -95,17 +95,11 @@ def load_full_state(
 
 
 def write_full_state(path: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
-    """Atomic ``torch.save`` of a full state (write to a temporary file in the same folder, rename)."""
+    """Atomic ``torch.save`` of a full state (`cdface.files.atomic_writer`: temporary file, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(dict(state), tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_writer(path) as handle:
+        torch.save(dict(state), handle)
 
 
 def read_full_state(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -236,21 +230,6 @@ def _head_optimizer_rows(optimizer_state: Any, weight: Tensor) -> dict[str, Tens
     if not isinstance(entry, Mapping):
         return {}
     return {k: v for k, v in entry.items() if isinstance(v, Tensor) and v.shape == weight.shape}
-
-
-def _safe_load(path: str | os.PathLike[str], mmap: bool = False) -> Any:
-    """``torch.load(weights_only=True)``: code-carrying pickles -> UnsafeFileError, junk -> FormatError."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UnsafeFileError(
-            f"{path}: refused to load: it holds objects beyond tensors and plain containers ({reason})"
-        ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise FormatError(path, None, f"a file written by torch.save ({exc})") from exc
 
 
 def _is_row_state(value: Any, head: ShardedMarginHead) -> bool:

@@ -29,9 +29,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cdface.config import TrainConfig, config_from_dict
+from cdface.config import TrainConfig, config_from_dict, deep_merge
+from cdface.embedding import l2_normalize
 from cdface.eval.roc import roc_curve, tar_at_far
 from cdface.eval.verification import evaluate_pairs, kfold_bounds, pair_distances
+from cdface.files import atomic_write
 from cdface.models.input_contract import InputContract
 from cdface.threads import plan_threads, threads_applied
 from cdface.train import checkpoint as ckpt
@@ -151,7 +153,7 @@ def stage_configs(
 ) -> tuple[TrainConfig, dict[str, Any]]:
     """(the stage-1 config, the stage-2 base mapping that each variant overrides); ``overrides`` (a nested
     mapping, e.g. from ``key=value`` arguments) apply to every run."""
-    base = merge(preset_base(preset, out_dir, scale, seed), overrides or {})
+    base = deep_merge(preset_base(preset, out_dir, scale, seed), overrides or {})
     if preset == "cpu":
         # 7 epochs, lr x0.1 at 4.5 and 6 (scaled with the epochs), after a half-epoch warm-up
         stage1_epochs = max(1.0, round(7 * scale))
@@ -161,8 +163,8 @@ def stage_configs(
     else:
         stage1_epochs, stage2_epochs = 3.0, 1.0
         stage1 = {"epochs": stage1_epochs, "optim": {"milestones": [2.0, 2.6]}}
-    stage1_cfg = config_from_dict(merge(base, stage1 | {"name": "stage1_arcface", "method": "arcface"}))
-    stage2 = merge(base, {"epochs": stage2_epochs, "optim": {"lr": 0.01, "milestones": [stage2_epochs * 0.75]}})
+    stage1_cfg = config_from_dict(deep_merge(base, stage1 | {"name": "stage1_arcface", "method": "arcface"}))
+    stage2 = deep_merge(base, {"epochs": stage2_epochs, "optim": {"lr": 0.01, "milestones": [stage2_epochs * 0.75]}})
     return stage1_cfg, stage2
 
 
@@ -173,16 +175,8 @@ def variant_config(stage2: dict[str, Any], variant: str, seed: int, init_from: s
     _, override = VARIANTS[variant]
     name = f"stage2_{variant}" + (f"_seed{seed}" if seed else "")
     return config_from_dict(
-        merge(stage2, override | {"name": name, "seed": seed, "init_from": init_from, "resume": "auto"})
+        deep_merge(stage2, override | {"name": name, "seed": seed, "init_from": init_from, "resume": "auto"})
     )
-
-
-def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """``override`` over ``base``, section by section."""
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 # ---- what every model is measured on -------------------------------------------------------------------
@@ -299,11 +293,11 @@ def _evaluate_run(run_dir: Path, probe: Probe, device: torch.device) -> dict[str
     emb, emb_flip = embed_with_flip(backbone, probe.pairs.images, device)
     fused = emb + emb_flip
     result = evaluate_pairs(fused, probe.pairs.issame)
-    unit = fused / np.linalg.norm(fused, axis=1, keepdims=True)
+    unit = l2_normalize(fused)
     cosine = np.sum(unit[0::2] * unit[1::2], axis=1)
     fpr, tpr, _ = roc_curve(probe.pairs.issame.astype(np.int64), cosine)
     tar = tar_at_far(fpr, tpr, (0.01, 0.1))  # the evaluator's (insightface's) TAR@FAR rule
-    state = ckpt.load_checkpoint(ckpt.latest_valid_checkpoint(run_dir / "checkpoints"))
+    state = ckpt.load_checkpoint(ckpt.newest_valid_checkpoint(run_dir))
     centres = state["head"]["core.weight"]
     features = embed(backbone, probe.train_images, device)
     row = {
@@ -416,8 +410,8 @@ def run_ablation(
     summary = summarise(rows)
     result = {"preset": preset, "scale": scale, "stage1": _plain(stage1_row), "rows": [_plain(r) for r in rows],
               "summary": summary, "health": {"stage1": read_health(stage1.run_dir)}}
-    (out_dir / "ablation.json").write_text(json.dumps(result, indent=1, sort_keys=True, default=_json_default))
-    (out_dir / "ablation.md").write_text(format_ablation(result))
+    atomic_write(out_dir / "ablation.json", json.dumps(result, indent=1, sort_keys=True, default=_json_default))
+    atomic_write(out_dir / "ablation.md", format_ablation(result))
     return result
 
 

@@ -1,56 +1,34 @@
 """Atomic, checksummed checkpoints: a killed run never leaves a half-written file that looks valid.
 
-Write order: `<name>.pt.tmp` -> fsync -> rename to `<name>.pt`; then the sha256 sidecar `<name>.pt.sha256`
-the same way. A checkpoint counts only when its sidecar exists and matches, so a kill between the two
-renames, or a truncated file, is skipped by `resume: auto`. A state holding a NaN or an infinity (weights,
-optimizer moments, scores) is never written: every checkpoint on disk is one a run can continue from.
+Write order: a temporary file beside it -> fsync -> rename to `<name>.pt` -> fsync the folder
+(`cdface.files.atomic_write`); then the sha256 sidecar `<name>.pt.sha256` the same way. A checkpoint counts
+only when its sidecar exists and matches, so a kill between the two renames, or a truncated file, is skipped
+by `resume: auto` (and by `init_from` and `cdface eval` given a run folder). A state holding a NaN or an
+infinity (weights, optimizer moments, scores) is never written: every checkpoint on disk is one a run can
+continue from.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
-import pickle
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cdface.errors import CdfaceError, UnsafeFileError
+from cdface.errors import CdfaceError, FormatError
+from cdface.files import atomic_write, load_weights, sha256_file
 
 _CKPT_RE = re.compile(r"^ckpt_(\d{8})\.pt$")
+log = logging.getLogger("cdface.train")
 
 
 class CheckpointError(CdfaceError):
     """A checkpoint could not be written or read."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def nonfinite_entries(state: Any, prefix: str = "") -> list[str]:
@@ -97,9 +75,9 @@ def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int, kee
     torch.save(state, buffer)
     payload = buffer.getvalue()
     try:
-        _write_atomic(path, payload)
+        atomic_write(path, payload)
         digest = hashlib.sha256(payload).hexdigest()
-        _write_atomic(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n".encode())
+        atomic_write(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n")
     except OSError as exc:
         previous = latest_valid_checkpoint(directory)
         kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
@@ -152,14 +130,25 @@ def is_valid(path: Path) -> bool:
     if not path.is_file() or not sidecar.is_file():
         return False
     expected = sidecar.read_text().split()
-    return bool(expected) and expected[0] == _sha256(path)
+    return bool(expected) and expected[0] == sha256_file(path)
 
 
 def latest_valid_checkpoint(directory: str | Path) -> Path | None:
+    """The newest checkpoint of a checkpoints folder whose sha256 sidecar matches; newer ones that do not
+    (truncated, corrupt, or their sidecar missing) are skipped with a warning naming them."""
     for path in reversed(list_checkpoints(directory)):
         if is_valid(path):
             return path
+        log.warning("%s: skipped: no .sha256 sidecar matches it (truncated, corrupt, or copied without it)", path)
     return None
+
+
+def newest_valid_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint a run folder stands for: the newest valid one in `<run_dir>/checkpoints/`, else in
+    `run_dir` itself (a checkpoints folder given directly). The one rule for `resume=auto`'s folder, `init_from=RUN`
+    and `cdface eval --model RUN` (`latest_valid_checkpoint`'s checksum check included)."""
+    run_dir = Path(run_dir)
+    return latest_valid_checkpoint(run_dir / "checkpoints") or latest_valid_checkpoint(run_dir)
 
 
 def load_checkpoint(path: str | Path, verify: bool = True) -> dict[str, Any]:
@@ -170,14 +159,9 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> dict[str, Any]:
     if verify and path.with_name(path.name + ".sha256").exists() and not is_valid(path):
         raise CheckpointError(f"{path}: checksum does not match its .sha256 sidecar (truncated or corrupt)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise UnsafeFileError(
-            f"{path}: refused to load: it holds objects beyond tensors and plain containers "
-            f"(torch.load weights_only=True): {exc}"
-        ) from exc
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint: {exc}") from exc
+        state = load_weights(path, "a checkpoint written by cdface train")
+    except FormatError as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint: {exc.expected}") from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(state).__name__}")
     return state

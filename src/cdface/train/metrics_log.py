@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cdface.files import atomic_write
+
 log = logging.getLogger("cdface.train")
 
 
@@ -22,7 +24,7 @@ class MetricsLog:
         self.start_step = start_step
         path = run_dir / "metrics.jsonl"
         if enabled and path.exists():
-            _drop_records_after(path, start_step)
+            truncate_metrics(path, start_step)
         self._file = open(path, "a") if enabled else None  # noqa: SIM115
         self._tb = None
         if enabled and tensorboard:
@@ -74,17 +76,19 @@ class MetricsLog:
             self._tb.close()
 
 
-def _drop_records_after(path: Path, step: int) -> None:
-    """Keep only the records of steps <= ``step`` (atomically): a resumed run rewrites what follows."""
-    lines = path.read_text().splitlines()
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep the JSONL records of steps <= `step`, atomically (a resumed run logs the later steps again; a line
+    that is not a record, e.g. cut by a kill, goes too)."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
     kept = []
     for line in lines:
         try:
-            if int(json.loads(line)["step"]) <= step:
-                kept.append(line)
-        except (ValueError, KeyError, TypeError):
-            continue  # a torn last line of a killed run
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            kept.append(line + "\n")
     if len(kept) != len(lines):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(f"{line}\n" for line in kept))
-        tmp.replace(path)
+        atomic_write(path, "".join(kept))

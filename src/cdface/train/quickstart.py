@@ -23,6 +23,7 @@ import torch
 
 from cdface.config import TrainConfig
 from cdface.eval.roc import roc_curve
+from cdface.files import atomic_write
 from cdface.train.ablation import (
     build_probe,
     cd_terms,
@@ -106,8 +107,8 @@ def write_report(
         "![ROC](roc.png)\n\n![training](training.png)\n"
     )
     path = out_dir / "report.md"
-    path.write_text(text)
-    (out_dir / "results.json").write_text(json.dumps(rows, indent=2, sort_keys=True, default=_plain))
+    atomic_write(path, text)
+    atomic_write(out_dir / "results.json", json.dumps(rows, indent=2, sort_keys=True, default=_plain))
     return path
 
 

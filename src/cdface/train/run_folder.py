@@ -10,7 +10,6 @@ folder as it was.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -18,8 +17,9 @@ import torch
 
 from cdface.config import TrainConfig, dump_config
 from cdface.errors import ConfigError
-from cdface.train.checkpoint import _write_atomic
+from cdface.files import atomic_write
 from cdface.train.distributed import DistInfo
+from cdface.train.metrics_log import truncate_metrics
 
 # What a run writes into its folder (and what `overwrite: true` removes); anything else is left alone.
 RUN_FILES = ("config.yaml", "checkpoints", "metrics.jsonl", "backbone.pt", "model.json", "tensorboard")
@@ -62,19 +62,4 @@ def write_run_config(cfg: TrainConfig, run_dir: Path, resumed_step: int | None =
                 path.unlink(missing_ok=True)
     if resumed_step is not None:
         truncate_metrics(run_dir / "metrics.jsonl", resumed_step)
-    _write_atomic(run_dir / "config.yaml", dump_config(cfg).encode())
-
-
-def truncate_metrics(path: Path, step: int) -> None:
-    """Keep the JSONL records of steps <= `step` (a line that is not a record, e.g. cut by a kill, goes too)."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
-            kept.append(line + "\n")
-    _write_atomic(path, "".join(kept).encode())
+    atomic_write(run_dir / "config.yaml", dump_config(cfg))

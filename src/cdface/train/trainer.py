@@ -23,6 +23,7 @@ from cdface import __version__
 from cdface.config import TrainConfig, check_world_size, config_to_dict
 from cdface.data.bad_samples import BadSampleTracker
 from cdface.errors import CdfaceError
+from cdface.files import atomic_write, atomic_writer
 from cdface.heads import create_head, create_margin
 from cdface.losses import ClosenessDiversityLoss
 from cdface.models import InputContract, create_model, load_state_dict_strict
@@ -485,7 +486,7 @@ def _resolve_init(init_from: str) -> Path:
     """A checkpoint file, or a run folder / checkpoints folder whose newest valid checkpoint is taken."""
     path = Path(init_from)
     if path.is_dir():
-        found = ckpt.latest_valid_checkpoint(path / "checkpoints") or ckpt.latest_valid_checkpoint(path)
+        found = ckpt.newest_valid_checkpoint(path)
         if found is None:
             raise CdfaceError(f"init_from: no valid checkpoint in {path}")
         return found
@@ -528,9 +529,8 @@ def _verify(
 def export_backbone(backbone: torch.nn.Module, cfg: TrainConfig, run_dir: Path, num_classes: int, step: int) -> Path:
     """`backbone.pt` (a plain state_dict, loadable with weights_only=True) and its model card `model.json`."""
     path = run_dir / "backbone.pt"
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({k: v.detach().cpu() for k, v in backbone.state_dict().items()}, tmp)
-    tmp.replace(path)
+    with atomic_writer(path) as handle:
+        torch.save({k: v.detach().cpu() for k, v in backbone.state_dict().items()}, handle)
     card = {
         "arch": cfg.model.arch,
         "embedding_size": cfg.model.embedding_size,
@@ -552,7 +552,7 @@ def export_backbone(backbone: torch.nn.Module, cfg: TrainConfig, run_dir: Path, 
         },
         "evaluation": {},
     }
-    (run_dir / "model.json").write_text(json.dumps(card, indent=2, sort_keys=True))
+    atomic_write(run_dir / "model.json", json.dumps(card, indent=2, sort_keys=True))
     return path
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cdface.embedding import flip_embed
 from cdface.eval.verification import PairResult, count_nonfinite_rows, evaluate_pairs
 from cdface.models.input_contract import DEFAULT_INPUT_CFG, InputContract
 
@@ -50,8 +51,9 @@ def embed_with_flip(
     contract = InputContract.from_model(backbone)  # the preprocessing the training loop applies
     for start in range(0, len(images), batch_size):
         x = model_input(images[start : start + batch_size], device, contract)
-        plain.append(backbone(x).float().cpu())
-        flipped.append(backbone(torch.flip(x, dims=[3])).float().cpu())
+        a, b = flip_embed(backbone, x)  # one pass over [x; mirrored x]
+        plain.append(a.float().cpu())
+        flipped.append(b.float().cpu())
     return torch.cat(plain).numpy(), torch.cat(flipped).numpy()
 
 

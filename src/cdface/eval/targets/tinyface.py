@@ -19,11 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cdface.embedding import l2_normalize
 from cdface.eval.identification import DEFAULT_RANKS, identification
+from cdface.eval.results import TargetResult
 from cdface.eval.tinyface import read_tinyface_layout
-from cdface.inference.embedder import FaceEmbedder, l2_normalize
+from cdface.files import sha256_file
+from cdface.inference.embedder import FaceEmbedder
 from cdface.inference.extract import ImageFiles, extract_features
-from cdface.inference.results import TargetResult, sha256_file
 
 __all__ = ["evaluate_tinyface_target"]
 

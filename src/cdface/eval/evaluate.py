@@ -1,9 +1,9 @@
 """End-to-end evaluation: model(s) x targets -> metrics, provenance, results.json / results.md / plots.
 
 A target is a pair-set name (`lfw`, `cfp_fp`, `agedb_30`, `calfw`, `cplfw`: `<data_root>/<name>.bin`), the
-path of any `.bin`, `ijbb` / `ijbc` (`<data_root>/IJBB|IJBC`, the IJB_release layout), or `megaface`
-(`<data_root>/megaface`, see docs/evaluation.md). Scoring is delegated to `cdface.eval`; this module only
-turns images into features the way each protocol's reference does.
+path of any `.bin`, `ijbb` / `ijbc` (`<data_root>/IJBB|IJBC`, the IJB_release layout), `megaface`
+(`<data_root>/megaface`), `tinyface` or `rfw` (see docs/evaluation.md). Each target is run by its module in
+`cdface.eval.targets`; this module picks them, loads the models and writes the report (`cdface.eval.report`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from torch import nn
 
 import cdface
 from cdface.errors import ConfigError
+from cdface.eval.results import TargetResult
+from cdface.eval.targets.pairs import evaluate_pair_target, resolve_pair_target
+from cdface.files import sha256_file
 from cdface.inference.embedder import FaceEmbedder
 from cdface.inference.loading import EmbeddingModel, load_embedding_model
-from cdface.inference.pairs_target import evaluate_pair_target, resolve_pair_target
-from cdface.inference.results import TargetResult, sha256_file
 
 __all__ = ["evaluate_model", "evaluate_models", "parse_targets", "IJB_TARGETS", "MEGAFACE_TARGETS"]
 
@@ -78,7 +79,7 @@ def evaluate_model(
     for target in parse_targets(targets):
         key = target.lower()
         if key in IJB_TARGETS:
-            from cdface.inference.ijb_target import evaluate_ijb_target
+            from cdface.eval.targets.ijb import evaluate_ijb_target
 
             root = _require_root(data_root, target)
             results[target] = evaluate_ijb_target(
@@ -86,18 +87,19 @@ def evaluate_model(
                 quality=quality, **common,
             )
         elif key in MEGAFACE_TARGETS:
-            from cdface.inference.megaface_target import evaluate_megaface_target, find_megaface_root
+            from cdface.eval.megaface_layout import find_megaface_root
+            from cdface.eval.targets.megaface import evaluate_megaface_target
 
             root = find_megaface_root(_require_root(data_root, target))
             results[target] = evaluate_megaface_target(
                 embedder, root, sizes=megaface_sizes, far_levels=far_levels, strict=strict, **common
             )
         elif key == "tinyface":
-            from cdface.inference.tinyface_target import evaluate_tinyface_target
+            from cdface.eval.targets.tinyface import evaluate_tinyface_target
 
             results[target] = evaluate_tinyface_target(embedder, _require_root(data_root, target), **common)
         elif key == "rfw":
-            from cdface.inference.rfw_target import evaluate_rfw_target
+            from cdface.eval.targets.rfw import evaluate_rfw_target
 
             results[target] = evaluate_rfw_target(embedder, _require_root(data_root, target), **common)
         else:
@@ -133,7 +135,7 @@ def evaluate_models(
     Returns the results.json document: {"cdface_version", "created", "environment", "protocol_options",
     "models": [{"model", "sha256", "model_info", "results": {target: metrics}, "provenance": {...}}]}.
     """
-    from cdface.inference import report
+    from cdface.eval import report
 
     load_keys = ("arch", "input_mean", "input_std", "bgr", "embedding_size")
     load_kwargs = {k: options.pop(k) for k in load_keys if options.get(k) is not None}

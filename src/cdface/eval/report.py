@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cdface.inference.results import TargetResult
+from cdface.eval.results import TargetResult
+from cdface.files import atomic_write
 
 __all__ = ["write_outputs", "headline", "to_json_safe", "markdown_table"]
 
@@ -113,7 +114,7 @@ def write_outputs(
     """Write results.json, results.md and the plots; returns the paths written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "results.json", out_dir / "results.md"]
-    written[0].write_text(json.dumps(to_json_safe(document), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    atomic_write(written[0], json.dumps(to_json_safe(document), indent=2, allow_nan=False) + "\n")
     rows = []
     for model, results in per_model:
         cols: dict[str, str] = {}
@@ -125,7 +126,7 @@ def write_outputs(
         "Numbers in percent (pair sets: mean ± std over the folds); full metrics and provenance in "
         "results.json.\n\n"
     )
-    written[1].write_text(header + markdown_table(rows), encoding="utf-8")
+    atomic_write(written[1], header + markdown_table(rows))
     if plots:
         written.extend(_plots(out_dir, per_model))
     return written

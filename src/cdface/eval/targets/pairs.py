@@ -13,12 +13,13 @@ from typing import Any
 from torch import nn
 
 from cdface.errors import FormatError
+from cdface.eval.results import TargetResult
 from cdface.eval.verification import embedding_norm_stats, evaluate_pairs, pair_distances
+from cdface.files import sha256_file
 from cdface.inference.embedder import FaceEmbedder
 from cdface.inference.extract import EncodedImages, extract_features
 from cdface.inference.input_check import check_input_sizes
 from cdface.inference.loading import EmbeddingModel
-from cdface.inference.results import TargetResult, sha256_file
 
 __all__ = ["PAIR_TARGETS", "resolve_pair_target", "verify_pairs", "evaluate_pair_target"]
 
@@ -68,7 +69,7 @@ def pair_score_curves(fused: Any, issame: Any, threshold: float) -> dict[str, An
     import numpy as np
 
     from cdface.eval.roc import roc_curve
-    from cdface.inference.ijb_target import log_spaced_curve
+    from cdface.eval.targets.ijb import log_spaced_curve
 
     cosine = 1.0 - pair_distances(fused) / 2.0
     same = np.asarray(issame, dtype=bool).reshape(-1)
@@ -132,7 +133,7 @@ def evaluate_pair_target(
 
     `far_levels`: TAR at these FARs too (`tar_at_far`). `strict`: images of another size than the model's
     input raise InputSizeError instead of a warning. `quality` (norm or a .npy): also the error-versus-reject
-    curve (`cdface.inference.quality`). Raises FormatError for a missing file or fewer pairs than folds.
+    curve (`cdface.eval.quality`). Raises FormatError for a missing file or fewer pairs than folds.
     """
     if not path.is_file():
         raise FormatError(path, None, f"the pair set of target {target!r} (file not found)")
@@ -159,7 +160,7 @@ def evaluate_pair_target(
     metrics["xnorm"] = embedding_norm_stats(feats.plain, feats.flipped)
     if quality is not None:
         from cdface.data.pairs_bin import load_bin
-        from cdface.inference.quality import erc_outputs, pair_set_erc
+        from cdface.eval.quality import erc_outputs, pair_set_erc
 
         erc = pair_set_erc(feats.fused(), load_bin(path).issame, quality, target)
         metrics["erc"], curves["erc"] = erc_outputs(*erc)

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
+from cdface.eval.results import TargetResult
 from cdface.eval.rfw import RACES, RfwRace, evaluate_rfw, find_rfw_test_dir, read_rfw_race
+from cdface.files import sha256_file
 from cdface.inference.embedder import FaceEmbedder
 from cdface.inference.extract import extract_features
-from cdface.inference.results import TargetResult, sha256_file
 
 __all__ = ["RfwImages", "evaluate_rfw_target"]
 

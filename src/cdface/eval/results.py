@@ -1,13 +1,11 @@
-"""The result of evaluating one model on one target, and file fingerprints for provenance."""
+"""The result of evaluating one model on one target (what every `cdface.eval.targets` runner returns)."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-__all__ = ["TargetResult", "sha256_file"]
+__all__ = ["TargetResult"]
 
 
 @dataclass
@@ -19,16 +17,7 @@ class TargetResult:
     """
 
     target: str
-    kind: str  # "pairs" | "ijb" | "megaface"
+    kind: str  # "pairs" | "ijb" | "megaface" | "rfw" | "identification"
     metrics: dict[str, Any]
     provenance: dict[str, Any] = field(default_factory=dict)
     curves: dict[str, Any] = field(default_factory=dict)
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()

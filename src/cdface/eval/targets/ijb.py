@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from cdface.errors import FormatError
+from cdface.eval.results import TargetResult
+from cdface.files import sha256_file
 from cdface.inference.embedder import FaceEmbedder
 from cdface.inference.extract import ImageFiles, extract_features
-from cdface.inference.results import TargetResult, sha256_file
 
 __all__ = ["evaluate_ijb_target", "log_spaced_curve"]
 
@@ -52,7 +53,7 @@ def evaluate_ijb_target(
     """Embed every loose crop of an IJB release directory and run the 1:1 and/or 1:N protocols.
 
     `far_levels`: the 1:1 TAR table's FARs (default insightface's 1e-6 ... 1e-1). `quality`: also the
-    error-versus-reject curve on the template pairs (`cdface.inference.quality`). The metrics carry
+    error-versus-reject curve on the template pairs (`cdface.eval.quality`). The metrics carry
     `valid` and `nonfinite_embeddings` (images whose fused feature has NaN/inf).
     """
     from cdface.eval.ijb import ijb_identification, ijb_verification
@@ -87,8 +88,8 @@ def evaluate_ijb_target(
         )
         metrics["verification"] = ver.to_dict()
         curves["roc"] = log_spaced_curve(ver.fpr, ver.tpr)
-        if quality is not None:  # error-versus-reject on the template pairs (cdface.inference.quality)
-            from cdface.inference.quality import erc_outputs, ijb_erc
+        if quality is not None:  # error-versus-reject on the template pairs (cdface.eval.quality)
+            from cdface.eval.quality import erc_outputs, ijb_erc
 
             metrics["erc"], curves["erc"] = erc_outputs(*ijb_erc(
                 features, meta.faceness, meta.templates, meta.medias, meta.pairs, meta.labels, quality,

@@ -1,0 +1,106 @@
+"""Files read and written the one safe way: weights-only `torch.load`, atomic writes, sha256 fingerprints.
+
+- `load_weights`: the only `torch.load` of the package. `weights_only=True`, so a pickle that asks to build
+  Python objects beyond tensors and plain containers is refused (UnsafeFileError naming the file), never run;
+  anything else that is not a `torch.save` file is a FormatError naming the file.
+- `atomic_write` / `atomic_writer`: write a temporary file in the target's folder, flush and fsync it, rename it
+  over the target (`os.replace`, atomic on POSIX and Windows), then fsync the folder so the rename itself
+  survives a power cut. A reader sees the old file or the new one, never half of one; a failed write leaves
+  the old file and no temporary behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import pickle
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from cdface.errors import FormatError, UnsafeFileError
+
+__all__ = ["load_weights", "atomic_write", "atomic_writer", "sha256_file"]
+
+
+def load_weights(path: str | os.PathLike[str], expected: str = "a file written by torch.save",
+                 mmap: bool = False) -> Any:
+    """`torch.load(path, map_location="cpu", weights_only=True)`, with clean errors.
+
+    Raises UnsafeFileError (a pickle that wants to build arbitrary objects), FileNotFoundError (no such file,
+    as `open` does), or FormatError(path, None, `expected` + the reason) for anything unreadable.
+    `mmap`: map the tensors' storage instead of reading it (only the rows used are read from disk).
+    """
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UnsafeFileError(
+            f"{path}: refused to load: the file is a pickle that asks to build Python objects beyond tensors "
+            f"and plain containers ({reason}). Only weights are loaded (torch.load weights_only=True); "
+            "re-save it as a state_dict: torch.save(model.state_dict(), path)"
+        ) from exc
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # a malformed pickle/zip raises anything from EOFError to IndexError
+        raise FormatError(path, None, f"{expected} ({exc})") from exc
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike[str], durable: bool = True) -> Iterator[IO[bytes]]:
+    """`with atomic_writer(p) as fh: torch.save(obj, fh)`: `p` appears whole when the block ends without error.
+
+    The temporary file (`<name>.<pid>.<random>.tmp` in the same folder, so the rename never crosses
+    filesystems) is flushed and fsynced before `os.replace`, then the folder is fsynced; on any error it is
+    removed and `p` is left as it was. The folder must exist. `durable=False` skips the two fsyncs (the
+    rename stays atomic): for bulk writes of many small files that a re-run checks anyway.
+    """
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # os.open with 0o666 keeps the umask's permissions (mkstemp would make every written file private)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        _fsync_dir(path.parent)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str, durable: bool = True) -> None:
+    """Write `data` (str: UTF-8) to `path` atomically and, unless `durable=False`, durably (`atomic_writer`)."""
+    with atomic_writer(path, durable) as handle:
+        handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable; a no-op where folders cannot be opened (Windows)."""
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:  # some filesystems (network mounts) refuse fsync on a folder: the rename is done anyway
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
