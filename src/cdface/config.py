@@ -372,13 +372,20 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = (), sources: Sources | None 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any], sources: Sources | None = None,
                origin: str = "", prefix: str = "") -> dict[str, Any]:
-    """`override` over `base`, section by section; `head.params` is one value, replaced whole (as a
-    `head.params.m=0.4` override replaces it: a head's parameters belong to that head). `sources` (if given)
-    records that `origin` set each key. The one merge of configs: `base:` chains and `cdface ablate`'s presets."""
+    """`override` over `base`, section by section and key by key (`head.params.m=0.4` keeps the other
+    parameters). One exception: when `override` names another margin (`head.name`), `head.params` is
+    replaced whole by the override's (empty: the new margin's defaults), since a head's parameters belong to
+    that head. `sources` (if given) records that `origin` set each key. The one merge of configs: `base:`
+    chains, `key=value` overrides and `cdface ablate`'s presets."""
     out = dict(base)
+    new_head = prefix == "head." and "name" in override and override["name"] != base.get("name")
+    if new_head:
+        out["params"] = {}
+        if sources is not None:
+            _set_source(sources, f"{prefix}params", origin)
     for key, value in override.items():
         full = f"{prefix}{key}"
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "params":
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = deep_merge(out[key], value, sources, origin, f"{full}.")
         else:
             out[key] = value
@@ -417,20 +424,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """
     cfg = TrainConfig()
     sources: Sources = {}
+    # one merge for everything: defaults <- the file (and its base: chain) <- each override, in order
+    values = config_to_dict(cfg)
     if path is not None:
-        _apply(cfg, _read_yaml(Path(path), sources=sources), sources=sources)
-    if overrides:
-        values = parse_overrides(overrides)
-        for item in overrides:
-            _set_source(sources, item.split("=", 1)[0].strip(), f"override {item!r}")
-        _apply(cfg, values, sources=sources)
+        values = deep_merge(values, _read_yaml(Path(path), sources=sources))
+    for item in overrides or []:
+        values = deep_merge(values, parse_overrides([item]), sources, f"override {item!r}")
+    _apply(cfg, values, sources=sources)
     validate(cfg, sources)
     return cfg
 
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """A config from nested values over the defaults, merged as ``load_config`` merges a file."""
     cfg = TrainConfig()
-    _apply(cfg, values)
+    _apply(cfg, deep_merge(config_to_dict(cfg), values))
     validate(cfg)
     return cfg
 

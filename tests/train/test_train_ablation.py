@@ -159,7 +159,7 @@ def test_gpu_preset_is_the_documented_one(tmp_path):
 @pytest.mark.parametrize("override", [["head.params.m=0.4"], ["optim.lr=0.2", "cd.wd=0.5"]])
 def test_ablation_presets_merge_overrides_as_the_config_loader_does(tmp_path, override):
     """One deep merge: `cdface ablate`'s preset + key=value gives the config that `cdface train` gives for the
-    same preset as a YAML file + the same key=value (head.params replaced whole in both)."""
+    same preset as a YAML file + the same key=value (head.params merged key by key in both)."""
     import yaml
 
     from cdface.config import load_config, parse_overrides
@@ -170,6 +170,7 @@ def test_ablation_presets_merge_overrides_as_the_config_loader_does(tmp_path, ov
     (tmp_path / "preset.yaml").write_text(yaml.safe_dump(base))
     loaded = load_config(tmp_path / "preset.yaml", override)
     for item in override:
-        section, field = item.split("=")[0].split(".")[:2]  # head.params.m: the whole of head.params
+        section, field = item.split("=")[0].split(".")[:2]  # head.params.m: compare the whole of head.params
         assert getattr(getattr(stage1, section), field) == getattr(getattr(loaded, section), field)
-    assert stage1.head.params == ({"m": 0.4} if override == ["head.params.m=0.4"] else base["head"]["params"])
+    want = {**base["head"]["params"], "m": 0.4} if override == ["head.params.m=0.4"] else base["head"]["params"]
+    assert stage1.head.params == want  # the preset's s stays

@@ -142,3 +142,18 @@ def test_an_option_the_architecture_lacks_is_a_config_error():
     cfg = load_config(None, ["model.arch=mobilefacenet", "model.dropout=0.2"])
     with pytest.raises(ConfigError, match="model.dropout: mobilefacenet has no dropout option .*leave it at 0.0"):
         model_options(cfg)
+
+
+def test_head_params_merge_key_by_key_unless_the_margin_changes(tmp_path):
+    """`head.params.m=0.4` over a file with s=16 keeps s (replacing the dict dropped s to the margin's default
+    64: the collapse regime at small class counts); naming another margin starts from its own parameters."""
+    (tmp_path / "base.yaml").write_text("head: {name: arcface, params: {s: 16.0, m: 0.5}}\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nhead: {params: {m: 0.3}}\n")
+    assert load_config(tmp_path / "base.yaml", ["head.params.m=0.4"]).head.params == {"s": 16.0, "m": 0.4}
+    assert load_config(tmp_path / "child.yaml").head.params == {"s": 16.0, "m": 0.3}
+    assert load_config(tmp_path / "base.yaml", ["head.name=cosface"]).head.params == {}
+    cosface = load_config(tmp_path / "base.yaml", ["head.name=cosface", "head.params.m=0.35"])
+    assert cosface.head.name == "cosface" and cosface.head.params == {"m": 0.35}
+    # a file naming another margin than the defaults' does not inherit arcface's default m=0.5
+    (tmp_path / "cos.yaml").write_text("head: {name: cosface}\n")
+    assert load_config(tmp_path / "cos.yaml").head.params == {}
