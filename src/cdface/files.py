@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import pickle
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from cdface.errors import FormatError, UnsafeFileError
 
-__all__ = ["load_weights", "atomic_write", "atomic_writer", "sha256_file"]
+__all__ = ["load_weights", "atomic_write", "atomic_writer", "sha256_file", "to_json_safe"]
 
 
 def load_weights(path: str | os.PathLike[str], expected: str = "a file written by torch.save",
@@ -104,3 +105,16 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def to_json_safe(value: Any) -> Any:
+    """Plain JSON types; NaN/inf become null (strict JSON has no NaN)."""
+    if isinstance(value, Mapping):
+        return {str(k): to_json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json_safe(v) for v in value]
+    if hasattr(value, "tolist"):
+        return to_json_safe(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

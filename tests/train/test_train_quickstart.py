@@ -12,6 +12,10 @@ from cdface.eval import verify_pairs
 pytestmark = pytest.mark.slow
 
 
+def _refuse_non_json(name: str) -> None:
+    raise AssertionError(f"results.json holds {name}, which strict JSON parsers refuse")
+
+
 def test_quickstart_report_matches_an_independent_evaluation(tmp_path, capsys):
     out = tmp_path / "qs"
     assert main(["quickstart", "--out", str(out), "--scale", "0.1"]) == 0
@@ -20,7 +24,8 @@ def test_quickstart_report_matches_an_independent_evaluation(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "![ROC](roc.png)" in report and (out / "roc.png").stat().st_size > 0
     assert (out / "training.png").stat().st_size > 0
-    rows = json.loads((out / "results.json").read_text())
+    rows = json.loads((out / "results.json").read_text(), parse_constant=_refuse_non_json)  # strict JSON
+    assert rows[0]["cd_closeness"] is None and rows[1]["cd_closeness"] > 0  # ArcFace has no CD term: null
     assert [r["model"] for r in rows] == [
         "stage 1: ArcFace", "stage 2: closeness & diversity", "stage 2: ArcFace continued"
     ]

@@ -61,7 +61,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from cdface.eval.evaluate import evaluate_models
-    from cdface.eval.report import to_json_safe
+    from cdface.files import to_json_safe
     from cdface.inference.distributed import eval_process_group
 
     rank, _, args.device = eval_process_group(args.device)  # torchrun: extract on every rank, rank 0 reports

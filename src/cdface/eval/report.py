@@ -17,22 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from cdface.eval.results import TargetResult
-from cdface.files import atomic_write
+from cdface.files import atomic_write, to_json_safe
 
 __all__ = ["write_outputs", "headline", "to_json_safe", "markdown_table"]
-
-
-def to_json_safe(value: Any) -> Any:
-    """Plain JSON types; NaN/inf become null (strict JSON has no NaN)."""
-    if isinstance(value, Mapping):
-        return {str(k): to_json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json_safe(v) for v in value]
-    if hasattr(value, "tolist"):
-        return to_json_safe(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _pct(value: Any) -> str:

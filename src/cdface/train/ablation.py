@@ -33,7 +33,7 @@ from cdface.config import TrainConfig, config_from_dict, deep_merge
 from cdface.embedding import l2_normalize
 from cdface.eval.roc import roc_curve, tar_at_far
 from cdface.eval.verification import evaluate_pairs, kfold_bounds, pair_distances
-from cdface.files import atomic_write
+from cdface.files import atomic_write, to_json_safe
 from cdface.models.input_contract import InputContract
 from cdface.threads import plan_threads, threads_applied
 from cdface.train import checkpoint as ckpt
@@ -410,19 +410,13 @@ def run_ablation(
     summary = summarise(rows)
     result = {"preset": preset, "scale": scale, "stage1": _plain(stage1_row), "rows": [_plain(r) for r in rows],
               "summary": summary, "health": {"stage1": read_health(stage1.run_dir)}}
-    atomic_write(out_dir / "ablation.json", json.dumps(result, indent=1, sort_keys=True, default=_json_default))
+    atomic_write(out_dir / "ablation.json", json.dumps(to_json_safe(result), indent=1, sort_keys=True, allow_nan=False))
     atomic_write(out_dir / "ablation.md", format_ablation(result))
     return result
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k != "scores"}
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def _pct(stat: dict[str, float]) -> str:

@@ -23,7 +23,7 @@ import torch
 
 from cdface.config import TrainConfig
 from cdface.eval.roc import roc_curve
-from cdface.files import atomic_write
+from cdface.files import atomic_write, to_json_safe
 from cdface.train.ablation import (
     build_probe,
     cd_terms,
@@ -108,14 +108,9 @@ def write_report(
     )
     path = out_dir / "report.md"
     atomic_write(path, text)
-    atomic_write(out_dir / "results.json", json.dumps(rows, indent=2, sort_keys=True, default=_plain))
+    # strict JSON: a metric a model does not have (CD terms of an ArcFace run) is null, not NaN
+    atomic_write(out_dir / "results.json", json.dumps(to_json_safe(rows), indent=2, sort_keys=True, allow_nan=False))
     return path
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
