@@ -8,6 +8,7 @@ file (or `override`) the value came from.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -234,6 +235,11 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+# A decimal number with an exponent but no dot (1e-3, 5E-4, 1e6): a float in YAML 1.2 and to every user, a string
+# to PyYAML's YAML 1.1 resolver.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check `value` against the annotation `tp`; ints are accepted where floats are expected."""
     origin = typing.get_origin(tp)
@@ -267,6 +273,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value):  # YAML 1.1 reads 1e-3 as a string
             return float(value)
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:

@@ -157,3 +157,15 @@ def test_head_params_merge_key_by_key_unless_the_margin_changes(tmp_path):
     # a file naming another margin than the defaults' does not inherit arcface's default m=0.5
     (tmp_path / "cos.yaml").write_text("head: {name: cosface}\n")
     assert load_config(tmp_path / "cos.yaml").head.params == {}
+
+
+@pytest.mark.parametrize("text, value", [("1e-3", 1e-3), ("5E-4", 5e-4), ("1e6", 1e6), ("+2.5e1", 25.0)])
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path, text, value):
+    # YAML 1.1 (PyYAML) reads 1e-3 as a string: optim.lr=1e-3 was refused as "expected a number, got '1e-3'"
+    assert load_config(None, [f"optim.lr={text}"]).optim.lr == value
+    (tmp_path / "c.yaml").write_text(f"optim: {{weight_decay: {text}}}\n")
+    assert load_config(tmp_path / "c.yaml").optim.weight_decay == value
+    with pytest.raises(ConfigError, match="optim.lr: expected a number, got '1e'"):
+        load_config(None, ["optim.lr=1e"])
+    with pytest.raises(ConfigError, match="max_steps: expected an integer, got '1e3'"):
+        load_config(None, ["max_steps=1e3"])
