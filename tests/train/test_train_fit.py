@@ -145,7 +145,8 @@ def test_nan_losses_and_nan_weights_stop_the_run_naming_a_finite_checkpoint(tiny
         return loss
 
     cfg = _cfg(tmp_path, tiny_face_set, "nan", checkpoint_every=3, max_bad_steps=3, epochs=2.0)
-    with pytest.raises(TrainingStopped, match="stopped at step 6: 3 bad steps in a row") as info:
+    # bad: step 2 (index 1) and steps 5, 6, 7 (indices 4, 5, 6), numbered as metrics.jsonl and ckpt_* number them
+    with pytest.raises(TrainingStopped, match="stopped at step 7: 3 bad steps in a row") as info:
         fit(config_from_dict(cfg), fault_hook=poison)
     ckpt_dir = tmp_path / "runs" / "nan" / "checkpoints"
     # the epoch-end save at step 6 would have held the NaN weights of step 4's update: it is not written
