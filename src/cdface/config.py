@@ -457,6 +457,10 @@ def validate(cfg: TrainConfig, sources: Sources | None = None) -> None:
         raise _located(sources, "batch_size", f"batch_size: must be positive, got {cfg.batch_size}")
     if not 0.0 < cfg.head.sample_rate <= 1.0:
         raise _located(sources, "head.sample_rate", f"head.sample_rate: must be in (0, 1], got {cfg.head.sample_rate}")
+    if cfg.head.sample_rate < 1.0 and not cfg.head.sharded:
+        raise _located(sources, "head.sample_rate",
+                       f"head.sample_rate: {cfg.head.sample_rate} needs head.sharded: true (Partial FC samples the "
+                       "centres of the sharded head; the replicated head always uses every centre)")
     if cfg.cd.interval <= 0:
         raise _located(sources, "cd.interval", f"cd.interval: must be positive, got {cfg.cd.interval}")
     if cfg.cd.s is not None and cfg.cd.s <= 0:

@@ -169,3 +169,10 @@ def test_exponent_floats_without_a_dot_are_numbers(tmp_path, text, value):
         load_config(None, ["optim.lr=1e"])
     with pytest.raises(ConfigError, match="max_steps: expected an integer, got '1e3'"):
         load_config(None, ["max_steps=1e3"])
+
+
+def test_partial_fc_without_the_sharded_head_is_refused_naming_the_key():
+    # the replicated head has no Partial FC: head.sample_rate=0.3 alone trained the full softmax without a word
+    with pytest.raises(ConfigError, match="head.sample_rate: 0.3 needs head.sharded: true"):
+        load_config(None, ["head.sample_rate=0.3"])
+    assert load_config(None, ["head.sample_rate=0.3", "head.sharded=true"]).head.sample_rate == 0.3
