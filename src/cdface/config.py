@@ -327,6 +327,12 @@ def _apply(obj: Any, values: dict[str, Any], prefix: str = "", sources: Sources 
                 raise _located(sources, full, f"{full}: expected a mapping of {fields}")
             _apply(getattr(obj, key), value, prefix=f"{full}.", sources=sources)
             continue
+        if typing.get_origin(tp) is dict and isinstance(value, dict):
+            for item, item_value in value.items():  # merged key by key (head.params): each has its own origin
+                try:
+                    _coerce(item_value, typing.get_args(tp)[1], f"{full}.{item}")
+                except ConfigError as exc:
+                    raise _located(sources, f"{full}.{item}", str(exc)) from None
         try:
             value = _coerce(value, tp, full)
         except ConfigError as exc:

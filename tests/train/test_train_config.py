@@ -176,3 +176,13 @@ def test_partial_fc_without_the_sharded_head_is_refused_naming_the_key():
     with pytest.raises(ConfigError, match="head.sample_rate: 0.3 needs head.sharded: true"):
         load_config(None, ["head.sample_rate=0.3"])
     assert load_config(None, ["head.sample_rate=0.3", "head.sharded=true"]).head.sample_rate == 0.3
+
+
+def test_a_bad_head_parameter_names_the_override_it_came_from(tmp_path):
+    # head.params is a mapping merged key by key: the error named the file of the section, not the override
+    (tmp_path / "c.yaml").write_text("head: {name: arcface, params: {s: 16.0, m: 0.5}}\n")
+    with pytest.raises(ConfigError, match=r"^override 'head.params.s=abc': head.params.s: expected a number"):
+        load_config(tmp_path / "c.yaml", ["head.params.s=abc"])
+    (tmp_path / "d.yaml").write_text("base: c.yaml\nhead: {params: {m: oops}}\n")
+    with pytest.raises(ConfigError, match=r"d.yaml: head.params.m: expected a number"):
+        load_config(tmp_path / "d.yaml")
