@@ -107,7 +107,12 @@ def test_init_from_a_compiled_ddp_checkpoint_loads(stage1, tiny_face_set, tmp_pa
     ckpt.save_checkpoint(state, tmp_path / "compiled" / "checkpoints", int(state["step"]))
     cfg = _cfg(tmp_path, tiny_face_set, "from_compiled", method="cd", init_from=str(tmp_path / "compiled"),
                max_steps=1)
-    assert fit(config_from_dict(cfg)).step == 1  # before: FormatError, 'unexpected key(s): _orig_mod.conv1...'
+    replicated = fit(config_from_dict(cfg))
+    assert replicated.step == 1  # before: FormatError, 'unexpected key(s): _orig_mod.conv1...'
+    # the sharded head takes the same file (it read state["head"]["core.weight"]: KeyError, a traceback) and,
+    # in one process, trains the same step
+    sharded = fit(config_from_dict({**cfg, "name": "from_compiled_sharded", "head": {"sharded": True}}))
+    torch.testing.assert_close(sharded.head.weight, replicated.head.core.weight)
 
 
 @pytest.mark.parametrize("workers", [0, 2])

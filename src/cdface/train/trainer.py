@@ -22,11 +22,11 @@ from torch.nn.parallel import DistributedDataParallel
 from cdface import __version__
 from cdface.config import TrainConfig, check_world_size, config_to_dict
 from cdface.data.bad_samples import BadSampleTracker
-from cdface.errors import CdfaceError
+from cdface.errors import CdfaceError, ConfigError
 from cdface.files import atomic_write, atomic_writer
 from cdface.heads import create_head, create_margin
 from cdface.losses import ClosenessDiversityLoss
-from cdface.models import InputContract, create_model, load_state_dict_strict
+from cdface.models import InputContract, create_model, load_state_dict_strict, strip_wrapper_prefixes
 from cdface.parallel import ShardedMarginHead, gather_full_state, load_full_state
 from cdface.threads import ThreadPlan, plan_threads, threads_applied
 from cdface.train import checkpoint as ckpt
@@ -476,8 +476,14 @@ def _load_head(
     if state.get("head_sharded"):
         load_full_state(head, state["head_sharded"], optimizer)
         return
-    head.load_full_weight(state["head"]["core.weight"])  # from a replicated-head run (e.g. stage 1)
-    margin_state = {k[len("margin.") :]: v for k, v in state["head"].items() if k.startswith("margin.")}
+    replicated = strip_wrapper_prefixes(state["head"])  # from a replicated-head run (e.g. stage 1), maybe DDP's
+    if "core.weight" not in replicated:
+        raise ckpt.CheckpointError(f"{path}: the head holds no class centres (core.weight)")
+    try:
+        head.load_full_weight(replicated["core.weight"])
+    except ConfigError as exc:  # another training set's classes
+        raise ckpt.CheckpointError(f"{path}: head: {exc}") from None
+    margin_state = {k[len("margin.") :]: v for k, v in replicated.items() if k.startswith("margin.")}
     if margin_state:
         head.margin.load_state_dict(margin_state)
 
