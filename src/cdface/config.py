@@ -442,7 +442,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     values = config_to_dict(cfg)
     if path is not None:
         values = deep_merge(values, _read_yaml(Path(path), sources=sources))
-    for item in overrides or []:
+    # a margin named on the command line comes first: the head.params given with it (before or after) are its own
+    ordered = sorted(overrides or [], key=lambda item: item.split("=", 1)[0].strip() not in ("head", "head.name"))
+    for item in ordered:
         values = deep_merge(values, parse_overrides([item]), sources, f"override {item!r}")
     _apply(cfg, values, sources=sources)
     validate(cfg, sources)

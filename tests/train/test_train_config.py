@@ -154,6 +154,10 @@ def test_head_params_merge_key_by_key_unless_the_margin_changes(tmp_path):
     assert load_config(tmp_path / "base.yaml", ["head.name=cosface"]).head.params == {}
     cosface = load_config(tmp_path / "base.yaml", ["head.name=cosface", "head.params.m=0.35"])
     assert cosface.head.name == "cosface" and cosface.head.params == {"m": 0.35}
+    # the parameters given on the command line belong to the margin named there, in whichever order they come
+    # (head.params.m=0.35 before head.name=cosface was dropped: cosface ran with its default m)
+    for order in (["head.params.m=0.35", "head.name=cosface"], ["head.name=cosface", "head.params.m=0.35"]):
+        assert load_config(tmp_path / "base.yaml", order).head.params == {"m": 0.35}, order
     # a file naming another margin than the defaults' does not inherit arcface's default m=0.5
     (tmp_path / "cos.yaml").write_text("head: {name: cosface}\n")
     assert load_config(tmp_path / "cos.yaml").head.params == {}
