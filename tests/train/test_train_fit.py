@@ -247,3 +247,17 @@ def test_gradient_accumulation_cd_run_counts_optimizer_steps_and_resumes_bitwise
     assert resumed.step == straight.step
     _assert_bitwise_equal(_weights(straight.backbone), _weights(resumed.backbone))
     _assert_bitwise_equal(_weights(straight.head), _weights(resumed.head))
+
+
+def test_a_sharded_run_resumes_with_a_replicated_head_and_its_momentum(tiny_face_set, tmp_path):
+    """head.sharded true -> false on resume (applied, says the resume policy): the sharded checkpoint keeps the
+    head's momentum in head_sharded, not in the optimizer state; the replicated head must get it back (the fused
+    SGD step failed on the missing buffer: TypeError, a traceback). In one process both layouts train the same
+    step, so the resumed run ends where a replicated run does."""
+    common = {"batch_size": 16, "max_steps": 2, "epochs": 1.0, "checkpoint_every": 1}
+    straight = fit(config_from_dict(_cfg(tmp_path, tiny_face_set, "replicated", **common)))
+    cfg = _cfg(tmp_path, tiny_face_set, "layout", **{**common, "max_steps": 1, "head": {"sharded": True}})
+    fit(config_from_dict(cfg))
+    resumed = fit(config_from_dict({**cfg, "max_steps": 2, "head": {"sharded": False}, "resume": "auto"}))
+    assert resumed.step == 2
+    torch.testing.assert_close(resumed.head.core.weight, straight.head.core.weight)

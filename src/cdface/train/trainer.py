@@ -181,6 +181,10 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
         load_state_dict_strict(backbone, state["backbone"], resume_path)
         _load_scores(scores, state, resume_path)
         configured = optimizer_hyperparameters(optimizer)
+        if not sharded and (moments := (state.get("head_sharded") or {}).get("optimizer_state")):
+            # a sharded run kept its head's moments in head_sharded (see _head_entries): back where a replicated
+            # head's are, so the load casts them as any other parameter's
+            state["optimizer"]["state"][_param_index(optimizer, head.get_parameter("core.weight"))] = moments
         optimizer.load_state_dict(state["optimizer"])
         _load_head(head, state, resume_path, optimizer, info)
         scheduler.load_state_dict(state["scheduler"])
