@@ -27,7 +27,7 @@ from cdface.files import atomic_write, atomic_writer
 from cdface.heads import create_head, create_margin
 from cdface.losses import ClosenessDiversityLoss
 from cdface.models import InputContract, create_model, load_state_dict_strict, strip_wrapper_prefixes
-from cdface.parallel import ShardedMarginHead, gather_full_state, load_full_state
+from cdface.parallel import ShardedMarginHead, gather_full_state, load_full_state, reshard
 from cdface.threads import ThreadPlan, plan_threads, threads_applied
 from cdface.train import checkpoint as ckpt
 from cdface.train.cd_sampler import FaceBatchSampler
@@ -487,6 +487,11 @@ def _load_head(
         head.load_full_weight(replicated["core.weight"])
     except ConfigError as exc:  # another training set's classes
         raise ckpt.CheckpointError(f"{path}: head: {exc}") from None
+    if optimizer is not None and head.weight in optimizer.state:  # a resumed replicated run: all C rows' moments
+        optimizer.state[head.weight] = {
+            k: reshard(v, head.rank, head.world) if torch.is_tensor(v) and v.dim() and len(v) == head.num_classes else v
+            for k, v in optimizer.state[head.weight].items()
+        }
     margin_state = {k[len("margin.") :]: v for k, v in replicated.items() if k.startswith("margin.")}
     if margin_state:
         head.margin.load_state_dict(margin_state)
