@@ -125,6 +125,22 @@ def _pair_set(out: Path) -> None:
     write_bin(out / "x.bin", [b"a", b"b"], np.array([True]))
 
 
+def test_a_corrupt_checkpoint_is_a_format_error_not_an_unsafe_pickle(tmp_path):
+    """A torch.save zip whose pickle is damaged (here: APPEND on a tuple) builds nothing unsafe: it is reported
+    as unreadable with the unpickler's reason, not as code to refuse with 're-save it as a state_dict'."""
+    import zipfile
+
+    good = tmp_path / "good.pt"
+    torch.save({"w": 1}, good)
+    bad = tmp_path / "bad.pt"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w", zipfile.ZIP_STORED) as out:
+        for name in src.namelist():
+            out.writestr(name, b"\x80\x02)K\x01a." if name.endswith("data.pkl") else src.read(name))
+    with pytest.raises(FormatError, match=r"bad\.pt: a checkpoint \(corrupt: Can only append to lists") as info:
+        load_weights(bad, "a checkpoint")
+    assert not isinstance(info.value, UnsafeFileError)
+
+
 @pytest.mark.parametrize(
     ("writer", "files"),
     [(_export_backbone, 2), (_report, 2), (_sharded_head_state, 1), (_model_card, 1), (_checkpoint, 2),

@@ -8,6 +8,7 @@ file (or `override`) the value came from.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -234,6 +235,11 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+# A decimal number with an exponent but no dot (1e-3, 5E-4, 1e6): a float in YAML 1.2 and to every user, a string
+# to PyYAML's YAML 1.1 resolver.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check `value` against the annotation `tp`; ints are accepted where floats are expected."""
     origin = typing.get_origin(tp)
@@ -267,6 +273,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value):  # YAML 1.1 reads 1e-3 as a string
             return float(value)
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:
@@ -319,6 +327,12 @@ def _apply(obj: Any, values: dict[str, Any], prefix: str = "", sources: Sources 
                 raise _located(sources, full, f"{full}: expected a mapping of {fields}")
             _apply(getattr(obj, key), value, prefix=f"{full}.", sources=sources)
             continue
+        if typing.get_origin(tp) is dict and isinstance(value, dict):
+            for item, item_value in value.items():  # merged key by key (head.params): each has its own origin
+                try:
+                    _coerce(item_value, typing.get_args(tp)[1], f"{full}.{item}")
+                except ConfigError as exc:
+                    raise _located(sources, f"{full}.{item}", str(exc)) from None
         try:
             value = _coerce(value, tp, full)
         except ConfigError as exc:
@@ -428,7 +442,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     values = config_to_dict(cfg)
     if path is not None:
         values = deep_merge(values, _read_yaml(Path(path), sources=sources))
-    for item in overrides or []:
+    # a margin named on the command line comes first: the head.params given with it (before or after) are its own
+    ordered = sorted(overrides or [], key=lambda item: item.split("=", 1)[0].strip() not in ("head", "head.name"))
+    for item in ordered:
         values = deep_merge(values, parse_overrides([item]), sources, f"override {item!r}")
     _apply(cfg, values, sources=sources)
     validate(cfg, sources)
@@ -449,6 +465,10 @@ def validate(cfg: TrainConfig, sources: Sources | None = None) -> None:
         raise _located(sources, "batch_size", f"batch_size: must be positive, got {cfg.batch_size}")
     if not 0.0 < cfg.head.sample_rate <= 1.0:
         raise _located(sources, "head.sample_rate", f"head.sample_rate: must be in (0, 1], got {cfg.head.sample_rate}")
+    if cfg.head.sample_rate < 1.0 and not cfg.head.sharded:
+        raise _located(sources, "head.sample_rate",
+                       f"head.sample_rate: {cfg.head.sample_rate} needs head.sharded: true (Partial FC samples the "
+                       "centres of the sharded head; the replicated head always uses every centre)")
     if cfg.cd.interval <= 0:
         raise _located(sources, "cd.interval", f"cd.interval: must be positive, got {cfg.cd.interval}")
     if cfg.cd.s is not None and cfg.cd.s <= 0:

@@ -39,7 +39,9 @@ def load_weights(path: str | os.PathLike[str], expected: str = "a file written b
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = _unpickler_reason(exc)
+        if not any(mark in reason for mark in _UNSAFE_MARKS):  # damaged data, not a request to build objects
+            raise FormatError(path, None, f"{expected} (corrupt: {reason})") from exc
         raise UnsafeFileError(
             f"{path}: refused to load: the file is a pickle that asks to build Python objects beyond tensors "
             f"and plain containers ({reason}). Only weights are loaded (torch.load weights_only=True); "
@@ -49,6 +51,20 @@ def load_weights(path: str | os.PathLike[str], expected: str = "a file written b
         raise
     except Exception as exc:  # a malformed pickle/zip raises anything from EOFError to IndexError
         raise FormatError(path, None, f"{expected} ({exc})") from exc
+
+
+# The weights-only unpickler's reasons for a pickle that asks for a global (a class, a function), an object
+# beyond tensors and containers, or an opcode it does not run (a plain pickle's FRAME, INST, ...); its other
+# reasons (APPEND on a tuple, a string too long, a bad persistent id) mean damaged data.
+_UNSAFE_MARKS = ("GLOBAL", "Can only create new object", "Can only build", "Unsupported operand")
+
+
+def _unpickler_reason(exc: pickle.UnpicklingError) -> str:
+    """The weights-only unpickler's own reason inside torch's long message (else its first line)."""
+    text = str(exc)
+    _, found, rest = text.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in (rest if found else text).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 @contextlib.contextmanager

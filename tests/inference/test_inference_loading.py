@@ -219,3 +219,14 @@ def test_embedding_size_read_off_the_weights(mbf):
     from cdface.inference.loading import _infer_embedding_size
 
     assert _infer_embedding_size("iresnet_tiny", mbf.state_dict(), {}) == 128
+
+
+@pytest.mark.parametrize("card, where", [({"arch": "iresnet_tiny", "embedding_size": "x"}, "key 'embedding_size'"),
+                                         ({"arch": "iresnet_tiny", "embedding_size": 0}, "key 'embedding_size'"),
+                                         ({"arch": 5}, "key 'arch'")])
+def test_a_model_card_with_a_bad_arch_or_embedding_size_is_a_format_error(tmp_path, mbf, card, where):
+    # embedding_size "x" reached int(): ValueError, a traceback from cdface eval --model RUN
+    torch.save(mbf.state_dict(), tmp_path / "backbone.pt")
+    (tmp_path / "model.json").write_text(json.dumps(card))
+    with pytest.raises(FormatError, match=rf"model\.json, {where}: "):
+        load_embedding_model(tmp_path, device="cpu")

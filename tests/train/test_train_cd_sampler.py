@@ -94,6 +94,14 @@ def test_a_batch_larger_than_the_set_is_a_config_error_naming_the_key():
         _sampler(labels, cti, scores)
 
 
+def test_an_accumulated_step_larger_than_the_set_is_a_config_error_naming_grad_accum():
+    # 100 samples hold 2 micro-batches of 40 but no step of 3: before, the run trained 0 steps and exited 0
+    labels, cti, scores = _setup(num_classes=10, per_class=10)
+    with pytest.raises(ConfigError, match=r"grad_accum: 3 micro-batches of batch_size 40 \(120 samples\) are more "
+                                          r"than the training set \(100 samples\)"):
+        FaceBatchSampler(labels, cti, 40, seed=5, grad_accum=3)
+
+
 def test_a_batch_with_fewer_classes_than_ranks_skips_the_cd_draw():
     labels = np.zeros(64, dtype=np.int64)  # one class only
     cti = [np.arange(64)]

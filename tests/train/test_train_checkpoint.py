@@ -35,6 +35,17 @@ def test_truncated_or_unsigned_checkpoints_are_skipped(tmp_path):
         ckpt.load_checkpoint(later)
 
 
+def test_a_damaged_sidecar_is_skipped_like_a_mismatched_one(tmp_path):
+    # bytes that are not text in a .sha256 (a disk fault): UnicodeDecodeError, a traceback from resume=auto,
+    # init_from=RUN and cdface eval --model RUN
+    good = ckpt.save_checkpoint(_state(1), tmp_path, 1, keep=0)
+    bad = ckpt.save_checkpoint(_state(2), tmp_path, 2, keep=0)
+    bad.with_name(bad.name + ".sha256").write_bytes(b"\xff\xfe\x00garbage")
+    assert ckpt.latest_valid_checkpoint(tmp_path) == good
+    with pytest.raises(ckpt.CheckpointError, match="checksum"):
+        ckpt.load_checkpoint(bad)
+
+
 def test_pickle_payload_is_refused(tmp_path):
     marker = tmp_path / "marker"
 

@@ -121,3 +121,11 @@ def test_out_of_memory_is_named_with_what_to_lower():
     explained = explain_runtime_error(oom, None)
     assert isinstance(explained, CdfaceError) and not isinstance(explained, DistributedRunError)
     assert "out of memory (CUDA out of memory. Tried to allocate 2.00 GiB); lower batch_size" in str(explained)
+
+
+def test_no_help_text_shows_a_doubled_percent_sign():
+    # argparse %-formats help strings but prints descriptions as written: ablate's said "95%% t-interval"
+    from cdface.cli import _all_parsers, build_parser
+
+    for parser in _all_parsers(build_parser()):
+        assert "%%" not in parser.format_help(), parser.prog

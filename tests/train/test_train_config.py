@@ -154,6 +154,39 @@ def test_head_params_merge_key_by_key_unless_the_margin_changes(tmp_path):
     assert load_config(tmp_path / "base.yaml", ["head.name=cosface"]).head.params == {}
     cosface = load_config(tmp_path / "base.yaml", ["head.name=cosface", "head.params.m=0.35"])
     assert cosface.head.name == "cosface" and cosface.head.params == {"m": 0.35}
+    # the parameters given on the command line belong to the margin named there, in whichever order they come
+    # (head.params.m=0.35 before head.name=cosface was dropped: cosface ran with its default m)
+    for order in (["head.params.m=0.35", "head.name=cosface"], ["head.name=cosface", "head.params.m=0.35"]):
+        assert load_config(tmp_path / "base.yaml", order).head.params == {"m": 0.35}, order
     # a file naming another margin than the defaults' does not inherit arcface's default m=0.5
     (tmp_path / "cos.yaml").write_text("head: {name: cosface}\n")
     assert load_config(tmp_path / "cos.yaml").head.params == {}
+
+
+@pytest.mark.parametrize("text, value", [("1e-3", 1e-3), ("5E-4", 5e-4), ("1e6", 1e6), ("+2.5e1", 25.0)])
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path, text, value):
+    # YAML 1.1 (PyYAML) reads 1e-3 as a string: optim.lr=1e-3 was refused as "expected a number, got '1e-3'"
+    assert load_config(None, [f"optim.lr={text}"]).optim.lr == value
+    (tmp_path / "c.yaml").write_text(f"optim: {{weight_decay: {text}}}\n")
+    assert load_config(tmp_path / "c.yaml").optim.weight_decay == value
+    with pytest.raises(ConfigError, match="optim.lr: expected a number, got '1e'"):
+        load_config(None, ["optim.lr=1e"])
+    with pytest.raises(ConfigError, match="max_steps: expected an integer, got '1e3'"):
+        load_config(None, ["max_steps=1e3"])
+
+
+def test_partial_fc_without_the_sharded_head_is_refused_naming_the_key():
+    # the replicated head has no Partial FC: head.sample_rate=0.3 alone trained the full softmax without a word
+    with pytest.raises(ConfigError, match="head.sample_rate: 0.3 needs head.sharded: true"):
+        load_config(None, ["head.sample_rate=0.3"])
+    assert load_config(None, ["head.sample_rate=0.3", "head.sharded=true"]).head.sample_rate == 0.3
+
+
+def test_a_bad_head_parameter_names_the_override_it_came_from(tmp_path):
+    # head.params is a mapping merged key by key: the error named the file of the section, not the override
+    (tmp_path / "c.yaml").write_text("head: {name: arcface, params: {s: 16.0, m: 0.5}}\n")
+    with pytest.raises(ConfigError, match=r"^override 'head.params.s=abc': head.params.s: expected a number"):
+        load_config(tmp_path / "c.yaml", ["head.params.s=abc"])
+    (tmp_path / "d.yaml").write_text("base: c.yaml\nhead: {params: {m: oops}}\n")
+    with pytest.raises(ConfigError, match=r"d.yaml: head.params.m: expected a number"):
+        load_config(tmp_path / "d.yaml")

@@ -198,3 +198,18 @@ def test_two_ranks_match_one_process_on_the_same_global_batch(tiny_face_set, tmp
     for key in one["params"]:
         torch.testing.assert_close(two["params"][key], one["params"][key], rtol=1e-4, atol=1e-5, msg=key)
     torch.testing.assert_close(two["scores"], one["scores"], rtol=1e-4, atol=1e-5)
+
+
+def test_a_replicated_run_resumes_sharded_on_two_ranks(tiny_face_set, tmp_path):
+    """head.sharded false -> true on resume (applied, says the resume policy) over 2 gloo ranks: the replicated
+    checkpoint's head momentum holds all C rows; each rank must take its own rows. (Before, each rank's fused SGD
+    silently read the first C/2 rows, so rank 1 stepped its centres with rank 0's momentum.) A sharded head
+    computes what the replicated one does, so the run ends where a replicated run ends."""
+    base = _base_config(tmp_path, tiny_face_set, method="arcface", epochs=1.0)
+    layout = {**base, "name": "layout"}
+    resumed = {**layout, "epochs": 2.0, "resume": "auto", "head": {"sharded": True}}
+    straight = {**base, "name": "straight", "epochs": 2.0}
+    mp.spawn(_worker, args=(2, _free_port(), [layout, resumed, straight], str(tmp_path)), nprocs=2, join=True)
+    shards = [torch.load(tmp_path / f"stage1_rank{r}.pt", weights_only=True)["params"]["head.weight"] for r in (0, 1)]
+    full = torch.load(tmp_path / "stage2_rank0.pt", weights_only=True)["params"]["head.core.weight"]
+    torch.testing.assert_close(torch.cat(shards), full, atol=1e-5, rtol=1e-4)

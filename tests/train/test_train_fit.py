@@ -107,7 +107,12 @@ def test_init_from_a_compiled_ddp_checkpoint_loads(stage1, tiny_face_set, tmp_pa
     ckpt.save_checkpoint(state, tmp_path / "compiled" / "checkpoints", int(state["step"]))
     cfg = _cfg(tmp_path, tiny_face_set, "from_compiled", method="cd", init_from=str(tmp_path / "compiled"),
                max_steps=1)
-    assert fit(config_from_dict(cfg)).step == 1  # before: FormatError, 'unexpected key(s): _orig_mod.conv1...'
+    replicated = fit(config_from_dict(cfg))
+    assert replicated.step == 1  # before: FormatError, 'unexpected key(s): _orig_mod.conv1...'
+    # the sharded head takes the same file (it read state["head"]["core.weight"]: KeyError, a traceback) and,
+    # in one process, trains the same step
+    sharded = fit(config_from_dict({**cfg, "name": "from_compiled_sharded", "head": {"sharded": True}}))
+    torch.testing.assert_close(sharded.head.weight, replicated.head.core.weight)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -145,7 +150,8 @@ def test_nan_losses_and_nan_weights_stop_the_run_naming_a_finite_checkpoint(tiny
         return loss
 
     cfg = _cfg(tmp_path, tiny_face_set, "nan", checkpoint_every=3, max_bad_steps=3, epochs=2.0)
-    with pytest.raises(TrainingStopped, match="stopped at step 6: 3 bad steps in a row") as info:
+    # bad: step 2 (index 1) and steps 5, 6, 7 (indices 4, 5, 6), numbered as metrics.jsonl and ckpt_* number them
+    with pytest.raises(TrainingStopped, match="stopped at step 7: 3 bad steps in a row") as info:
         fit(config_from_dict(cfg), fault_hook=poison)
     ckpt_dir = tmp_path / "runs" / "nan" / "checkpoints"
     # the epoch-end save at step 6 would have held the NaN weights of step 4's update: it is not written
@@ -241,3 +247,17 @@ def test_gradient_accumulation_cd_run_counts_optimizer_steps_and_resumes_bitwise
     assert resumed.step == straight.step
     _assert_bitwise_equal(_weights(straight.backbone), _weights(resumed.backbone))
     _assert_bitwise_equal(_weights(straight.head), _weights(resumed.head))
+
+
+def test_a_sharded_run_resumes_with_a_replicated_head_and_its_momentum(tiny_face_set, tmp_path):
+    """head.sharded true -> false on resume (applied, says the resume policy): the sharded checkpoint keeps the
+    head's momentum in head_sharded, not in the optimizer state; the replicated head must get it back (the fused
+    SGD step failed on the missing buffer: TypeError, a traceback). In one process both layouts train the same
+    step, so the resumed run ends where a replicated run does."""
+    common = {"batch_size": 16, "max_steps": 2, "epochs": 1.0, "checkpoint_every": 1}
+    straight = fit(config_from_dict(_cfg(tmp_path, tiny_face_set, "replicated", **common)))
+    cfg = _cfg(tmp_path, tiny_face_set, "layout", **{**common, "max_steps": 1, "head": {"sharded": True}})
+    fit(config_from_dict(cfg))
+    resumed = fit(config_from_dict({**cfg, "max_steps": 2, "head": {"sharded": False}, "resume": "auto"}))
+    assert resumed.step == 2
+    torch.testing.assert_close(resumed.head.core.weight, straight.head.core.weight)

@@ -181,16 +181,18 @@ def test_a_non_finite_step_changes_nothing_and_is_counted_on_the_device() -> Non
     for key, value in setup.optimizer.state[next(setup.model.parameters())].items():
         assert torch.equal(value, moments[key]), key
     assert torch.equal(scores, setup.scores.scores)
-    assert setup.bad_steps.read() == (2, None, 3)
+    assert setup.bad_steps.read() == (2, None, 4)  # steps are numbered as logged and checkpointed: the 4th
     setup.run(1)  # a good step resets the streak and trains again
     assert not torch.equal(before[0], setup.weights()[0])
-    assert setup.bad_steps.read() == (0, None, 3)
+    assert setup.bad_steps.read() == (0, None, 4)
 
 
 def test_the_bad_step_limit_names_the_step_where_it_was_reached() -> None:
     setup = _Setup(_cfg(12), fault_hook=lambda step, loss: loss * float("nan") if step >= 1 else loss)
     setup.run(5)
-    assert setup.bad_steps.read() == (4, 3, 4)  # limit 3: steps 1, 2, 3 in a row
+    # limit 3: the 2nd, 3rd and 4th steps in a row; named as the log and the checkpoints number them (the step
+    # count once done: 4), not by the 0-based index fit passes in (3), which named the step before
+    assert setup.bad_steps.read() == (4, 4, 5)
 
 
 def test_ddp_all_reduces_once_per_optimizer_step(tmp_path: Path) -> None:

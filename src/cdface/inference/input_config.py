@@ -31,6 +31,11 @@ def read_model_json(path: str | Path) -> dict[str, Any]:
     kwargs = data.get("model_kwargs") or {}
     if not isinstance(kwargs, dict):
         raise FormatError(path, "key 'model_kwargs'", "a JSON object")
+    if data.get("arch") is not None and not isinstance(data["arch"], str):
+        raise FormatError(path, "key 'arch'", f"a model name (a string), got {data['arch']!r}")
+    size = data.get("embedding_size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+        raise FormatError(path, "key 'embedding_size'", f"a positive integer, got {size!r}")
     return data
 
 

@@ -62,6 +62,11 @@ class FaceBatchSampler(torch.utils.data.Sampler[list[int]]):
                 f"batch_size: {batch_size} is larger than the training set ({len(labels)} samples); "
                 "lower batch_size or check data.path"
             )
+        if len(labels) < batch_size * int(grad_accum):  # else 0 steps per epoch: a run that trains nothing
+            raise ConfigError(
+                f"grad_accum: {grad_accum} micro-batches of batch_size {batch_size} ({batch_size * grad_accum} "
+                f"samples) are more than the training set ({len(labels)} samples); lower grad_accum or batch_size"
+            )
         self.labels = np.asarray(labels, dtype=np.int64)
         self.class_to_indices = class_to_indices
         self.batch_size = batch_size

@@ -129,7 +129,7 @@ def is_valid(path: Path) -> bool:
     sidecar = path.with_name(path.name + ".sha256")
     if not path.is_file() or not sidecar.is_file():
         return False
-    expected = sidecar.read_text().split()
+    expected = sidecar.read_text(errors="replace").split()  # a damaged sidecar is a mismatch, not a crash
     return bool(expected) and expected[0] == sha256_file(path)
 
 

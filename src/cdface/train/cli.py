@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="stage-2 variants x seeds from one shared stage 1 on the synthetic set: accuracy and mechanism metrics",
         description="Train stage 1 once, then every variant for every seed from its checkpoint, evaluate all, "
         "and write ablation.md / ablation.json (mean ± std over seeds, paired difference to ArcFace continued "
-        "with a 95%% t-interval, mechanism metrics). Interrupted studies continue where they stopped.",
+        "with a 95% t-interval, mechanism metrics). Interrupted studies continue where they stopped.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     ablate.add_argument("--out", default="runs/ablate", help="output folder")

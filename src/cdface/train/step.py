@@ -188,7 +188,7 @@ class TrainStep:
         # a finite loss can still overflow the weights: a bad step too (and never checkpointed, see fit's save)
         bad = bad | self._weights_not_finite()
         good = ~bad
-        self.bad_steps.record(bad, step)
+        self.bad_steps.record(bad, step + 1)  # numbered as the log and the checkpoints number it: steps done
         loss = torch.stack(losses).mean()
         self.health.update(loss, torch.cat(correct), torch.cat(target_cosines), apply=good)
         if cd_terms is not None:

@@ -22,12 +22,12 @@ from torch.nn.parallel import DistributedDataParallel
 from cdface import __version__
 from cdface.config import TrainConfig, check_world_size, config_to_dict
 from cdface.data.bad_samples import BadSampleTracker
-from cdface.errors import CdfaceError
+from cdface.errors import CdfaceError, ConfigError
 from cdface.files import atomic_write, atomic_writer
 from cdface.heads import create_head, create_margin
 from cdface.losses import ClosenessDiversityLoss
-from cdface.models import InputContract, create_model, load_state_dict_strict
-from cdface.parallel import ShardedMarginHead, gather_full_state, load_full_state
+from cdface.models import InputContract, create_model, load_state_dict_strict, strip_wrapper_prefixes
+from cdface.parallel import ShardedMarginHead, gather_full_state, load_full_state, reshard
 from cdface.threads import ThreadPlan, plan_threads, threads_applied
 from cdface.train import checkpoint as ckpt
 from cdface.train.cd_sampler import FaceBatchSampler
@@ -181,6 +181,10 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
         load_state_dict_strict(backbone, state["backbone"], resume_path)
         _load_scores(scores, state, resume_path)
         configured = optimizer_hyperparameters(optimizer)
+        if not sharded and (moments := (state.get("head_sharded") or {}).get("optimizer_state")):
+            # a sharded run kept its head's moments in head_sharded (see _head_entries): back where a replicated
+            # head's are, so the load casts them as any other parameter's
+            state["optimizer"]["state"][_param_index(optimizer, head.get_parameter("core.weight"))] = moments
         optimizer.load_state_dict(state["optimizer"])
         _load_head(head, state, resume_path, optimizer, info)
         scheduler.load_state_dict(state["scheduler"])
@@ -476,8 +480,19 @@ def _load_head(
     if state.get("head_sharded"):
         load_full_state(head, state["head_sharded"], optimizer)
         return
-    head.load_full_weight(state["head"]["core.weight"])  # from a replicated-head run (e.g. stage 1)
-    margin_state = {k[len("margin.") :]: v for k, v in state["head"].items() if k.startswith("margin.")}
+    replicated = strip_wrapper_prefixes(state["head"])  # from a replicated-head run (e.g. stage 1), maybe DDP's
+    if "core.weight" not in replicated:
+        raise ckpt.CheckpointError(f"{path}: the head holds no class centres (core.weight)")
+    try:
+        head.load_full_weight(replicated["core.weight"])
+    except ConfigError as exc:  # another training set's classes
+        raise ckpt.CheckpointError(f"{path}: head: {exc}") from None
+    if optimizer is not None and head.weight in optimizer.state:  # a resumed replicated run: all C rows' moments
+        optimizer.state[head.weight] = {
+            k: reshard(v, head.rank, head.world) if torch.is_tensor(v) and v.dim() and len(v) == head.num_classes else v
+            for k, v in optimizer.state[head.weight].items()
+        }
+    margin_state = {k[len("margin.") :]: v for k, v in replicated.items() if k.startswith("margin.")}
     if margin_state:
         head.margin.load_state_dict(margin_state)
 
