@@ -48,15 +48,26 @@ def _cfg(batch_size: int, grad_accum: int = 1, method: str = "arcface", **extra)
     })
 
 
+class _FlatBN(_Flat):
+    """With a BatchNorm: its running statistics change in every training forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(DIM)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(super().forward(x))
+
+
 class _Setup:
     """A TrainStep with its collaborators, on random images of CLASSES x PER_CLASS samples."""
 
-    def __init__(self, cfg, seed: int = 0, fault_hook=None) -> None:
+    def __init__(self, cfg, seed: int = 0, fault_hook=None, model: type[nn.Module] = _Flat) -> None:
         torch.manual_seed(seed)
         self.cfg = cfg
         self.labels = np.repeat(np.arange(CLASSES), PER_CLASS)
         self.images = torch.randn(len(self.labels), 3, SIDE, SIDE, generator=torch.Generator().manual_seed(1))
-        self.model = _Flat()
+        self.model = model()
         self.head = create_head("arcface", DIM, CLASSES, s=16.0, m=0.3)
         self.optimizer = build_optimizer(cfg.optim, [self.model, self.head])
         scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
@@ -170,14 +181,18 @@ def test_steady_state_step_reads_nothing_on_the_host(method: str) -> None:
 
 def test_a_non_finite_step_changes_nothing_and_is_counted_on_the_device() -> None:
     nan_at = {2, 3}
-    setup = _Setup(_cfg(12, method="cd"), fault_hook=lambda step, loss: loss * float("nan") if step in nan_at else loss)
+    setup = _Setup(_cfg(12, method="cd"), fault_hook=lambda step, loss: loss * float("nan") if step in nan_at else loss,
+                   model=_FlatBN)
     setup.run(2)
     before = setup.weights()
+    running = {k: v.clone() for k, v in setup.model.bn.state_dict().items() if v.is_floating_point()}
     moments = {k: v.clone() for k, v in setup.optimizer.state[next(setup.model.parameters())].items()}
     scores = setup.scores.scores.clone()
     setup.run(2)  # steps 2 (a CD step) and 3: skipped
     for a, b in zip(before, setup.weights(), strict=True):
         assert torch.equal(a, b)
+    for key, value in running.items():  # the skipped forwards' BatchNorm statistics are put back too
+        assert torch.equal(setup.model.bn.state_dict()[key], value), key
     for key, value in setup.optimizer.state[next(setup.model.parameters())].items():
         assert torch.equal(value, moments[key]), key
     assert torch.equal(scores, setup.scores.scores)

@@ -17,9 +17,10 @@ accumulation. ``cd.interval`` counts optimizer steps.
 
 No host read in a steady-state step: the finite checks stay on the device as flags; a step whose loss is
 not finite (on any rank) is skipped by the fused optimizer's ``found_inf`` path (no parameter, momentum or
-step counter changes); the score bank and the health sums take the flag as a mask. ``BadSteps.read()`` is
-the one host read, done by ``fit`` at logging, checkpoint and epoch-end steps. An optimizer that cannot run
-fused falls back to reading the flag every step (logged once).
+step counter changes; the running statistics its forwards updated are put back); the score bank and the
+health sums take the flag as a mask. ``BadSteps.read()`` is the one host read, done by ``fit`` at logging,
+checkpoint and epoch-end steps. An optimizer that cannot run fused falls back to reading the flag every step
+(logged once).
 """
 
 from __future__ import annotations
@@ -151,6 +152,9 @@ class TrainStep:
 
     def __call__(self, micro_batches: Sequence[MicroBatch], step: int) -> Tensor:
         cfg, n, count = self.cfg, self.local_batch, len(micro_batches)
+        # running statistics the forward updates (BatchNorm, a margin's running t/norm): put back on a bad step
+        state = [b for module in (self.model, self.head_module) for b in module.buffers() if b.is_floating_point()]
+        saved = [b.detach().clone() for b in state]
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
         losses, correct, target_cosines, indices = [], [], [], []
         cd_terms = None
@@ -185,6 +189,9 @@ class TrainStep:
             bad = flag > 0
 
         self._update(bad)
+        with torch.no_grad():  # device-side: a skipped step leaves no trace in the running statistics either
+            for buffer, before in zip(state, saved, strict=True):
+                buffer.copy_(torch.where(bad, before, buffer))
         # a finite loss can still overflow the weights: a bad step too (and never checkpointed, see fit's save)
         bad = bad | self._weights_not_finite()
         good = ~bad
