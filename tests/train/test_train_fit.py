@@ -261,3 +261,12 @@ def test_a_sharded_run_resumes_with_a_replicated_head_and_its_momentum(tiny_face
     resumed = fit(config_from_dict({**cfg, "max_steps": 2, "head": {"sharded": False}, "resume": "auto"}))
     assert resumed.step == 2
     torch.testing.assert_close(resumed.head.core.weight, straight.head.core.weight)
+
+
+def test_fp16_on_a_cpu_is_refused_before_anything_is_written(tiny_face_set, tmp_path):
+    """torch's GradScaler works on CUDA only: fp16 on a CPU would train without one (underflowing gradients)."""
+    from cdface.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="precision: fp16 needs a CUDA device.*bf16"):
+        fit(config_from_dict(_cfg(tmp_path, tiny_face_set, "fp16_cpu", precision="fp16")))
+    assert not (tmp_path / "runs" / "fp16_cpu").exists()

@@ -101,6 +101,10 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     check_world_size(cfg.batch_size, info.world_size)
+    if cfg.precision == "fp16" and device.type != "cuda":
+        # torch's gradient scaler works on CUDA only: fp16 without it lets small gradients underflow to zero
+        raise ConfigError(f"precision: fp16 needs a CUDA device (its gradient scaler), this run is on {device.type}; "
+                          "use precision: bf16 (no scaler needed) or fp32")
     run_dir = Path(cfg.output_dir) / cfg.name
     ckpt_dir = run_dir / "checkpoints"
     claim_run_folder(cfg, run_dir, info)  # nothing is written into the run folder before the run has started
