@@ -348,14 +348,15 @@ def part_sync(part: Part, sizes: dict, device_name: str, dry: bool, emit: Callab
     reads: dict[str, int] = {}
     for _ in range(max(sizes["sync_steps"], args.interval)):
         counter = _host_read_counter(device_only=cuda)
-        batch = stage.next_batch()  # the sampler's draw runs on the host ahead of the step (the DataLoader's job)
+        # the loop's work before the step (the sampler's draw, the loader's host tensors) is not the step's
+        batch = stage.prepare(*stage.next_batch())
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if cuda:
                 torch.cuda.set_sync_debug_mode("warn")
             try:
                 with counter:  # the step alone: Stage.run's own torch.cuda.synchronize would be counted
-                    cd_images = stage.train_one(*batch)
+                    cd_images = stage.step_on(batch)
             finally:
                 if cuda:
                     torch.cuda.set_sync_debug_mode("default")

@@ -229,7 +229,11 @@ class Stage:
         return seconds, cd_images
 
     def train_one(self, images: Tensor, labels: Tensor, indices: Tensor, bad_index: Tensor) -> int:
-        """What `fit`'s loop does with one loader batch (grad_accum 1): to the device, then the trainer's step."""
+        """What `fit`'s loop does with one loader batch (grad_accum 1): ``prepare``, then the trainer's step."""
+        return self.step_on(self.prepare(images, labels, indices, bad_index))
+
+    def prepare(self, images: Tensor, labels: Tensor, indices: Tensor, bad_index: Tensor) -> MicroBatch:
+        """The loop's part before the step: bad-sample accounting, to the device, the model's preprocessing."""
         device, n = self.device, self.sampler.local_batch
         self.bad_samples.update(bad_index)
         images = images.to(device, non_blocking=True)
@@ -237,13 +241,16 @@ class Stage:
             images = self.preprocess(images)
         if self.cfg.model.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        batch = MicroBatch(
+        return MicroBatch(
             images, labels[:n].to(device, non_blocking=True), indices[:n].to(device, non_blocking=True),
             plan=self.sampler.take_plan(self.step),
         )
+
+    def step_on(self, batch: MicroBatch) -> int:
+        """The trainer's step on ``batch``; returns the CD images it carried (0 on a plain step)."""
         self.train_step([batch], self.step)
         self.step += 1
-        return len(images) - n
+        return len(batch.images) - self.sampler.local_batch
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

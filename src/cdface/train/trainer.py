@@ -216,7 +216,7 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
         _load_head(head, state, init_path)
         _load_scores(scores, state, init_path)
         if info.is_main:
-            log.info("initialised backbone, head and difficulty scores from %s", cfg.init_from)
+            log.info("initialised backbone, head and difficulty scores from %s", init_path)
 
     if info.is_main:
         # the config in force; an overwritten run's files (or a resumed one's log after `step`) go now, not before
