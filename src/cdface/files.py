@@ -60,11 +60,19 @@ _UNSAFE_MARKS = ("GLOBAL", "Can only create new object", "Can only build", "Unsu
 
 
 def _unpickler_reason(exc: pickle.UnpicklingError) -> str:
-    """The weights-only unpickler's own reason inside torch's long message (else its first line)."""
+    """The weights-only unpickler's own reason inside torch's long message: after "WeightsUnpickler error:"
+    when torch marks it, else the first line that is not torch's boilerplate (a blocked module's global comes
+    as "Trying to load unsupported GLOBAL posix.system whose module posix is blocked.")."""
     text = str(exc)
     _, found, rest = text.partition("WeightsUnpickler error:")
     lines = [line.strip() for line in (rest if found else text).splitlines() if line.strip()]
+    if not found:
+        lines = [line for line in lines if not line.startswith(_TORCH_BOILERPLATE)] or lines
     return lines[0] if lines else type(exc).__name__
+
+
+# torch's own lines around the unpickler's reason
+_TORCH_BOILERPLATE = ("Weights only load failed", "Check the documentation of torch.load", "Please file an issue")
 
 
 @contextlib.contextmanager
