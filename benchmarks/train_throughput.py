@@ -1,6 +1,6 @@
 """Training throughput of stage 1 (plain ArcFace) and stage 2 (closeness & diversity), in samples/s.
 
-Both stages run the trainer's own step on synthetic inputs: random images already on the device, random
+Both stages run the trainer's own step on synthetic inputs: random uint8 crops already on the device, random
 labels (``--classes`` identities of ``--images-per-class`` samples each), a random (uniform) score bank.
 Stage 2 is the full cost of the method: every ``--interval``-th step draws K classes from the batch and
 their NE easy / NH hard samples from the score bank (the real ``FaceBatchSampler`` and ``EasyHardMiner``),
@@ -58,7 +58,7 @@ from cdface.train.health import TrainingHealth
 from cdface.train.optim import build_optimizer
 from cdface.train.schedule import lr_multiplier
 from cdface.train.score_bank import ScoreBank
-from cdface.train.step import BadSteps, MicroBatch, TrainStep
+from cdface.train.step import BadSteps, MicroBatch, TrainStep, to_micro_batch
 from cdface.train.trainer import model_options, resolve_cd_scale
 
 # Defaults per device: the GPU target of the paper's MS1MV2 run, and a CPU run that finishes in a minute
@@ -130,7 +130,7 @@ class Stage:
     """One stage's model, head, optimizer, score bank and sampler, built as `fit` builds them; `run(steps)`
     trains `steps` more steps exactly as `fit`'s loop does and returns (seconds, CD images).
 
-    Without ``dataset`` the images are random tensors already on the device; with one (a training dataset
+    Without ``dataset`` the images are random uint8 crops already on the device; with one (a training dataset
     as ``build_training_data`` returns it) a DataLoader built as `fit` builds it, with ``workers`` worker
     processes, decodes the images (uint8, normalised on the device as `fit` does)."""
 
@@ -182,10 +182,13 @@ class Stage:
             health, self.bad_steps, local_batch=self.sampler.local_batch,
         )
 
-        # Random images already on the device: enough rows for the batch plus the CD samples.
+        # Random crops already on the device: enough rows for the batch plus the CD samples.
         per_class = cfg.cd.num_easy + cfg.cd.num_hard
         rows = cfg.batch_size + (cfg.cd.num_classes * per_class if cfg.method == "cd" else 0)
-        self.image_pool = torch.randn(rows if dataset is None else 0, 3, 112, 112, device=device)
+        # uint8 crops, as the loader gives them: the model's preprocessing is part of the measured loop
+        self.image_pool = torch.randint(
+            0, 256, (rows if dataset is None else 0, 3, 112, 112), dtype=torch.uint8, device=device
+        )
         self.no_bad = torch.full((rows,), -1, dtype=torch.int64)
 
         self.model.train()
@@ -233,18 +236,14 @@ class Stage:
         return self.step_on(self.prepare(images, labels, indices, bad_index))
 
     def prepare(self, images: Tensor, labels: Tensor, indices: Tensor, bad_index: Tensor) -> MicroBatch:
-        """The loop's part before the step: bad-sample accounting, to the device, the model's preprocessing."""
-        device, n = self.device, self.sampler.local_batch
+        """The loop's part before the step, as `fit` does it: bad-sample accounting, then ``to_micro_batch``."""
         self.bad_samples.update(bad_index)
-        images = images.to(device, non_blocking=True)
-        if images.dtype == torch.uint8:  # decoded crops (the random pool is already the model's input)
-            images = self.preprocess(images)
-        if self.cfg.model.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return MicroBatch(
-            images, labels[:n].to(device, non_blocking=True), indices[:n].to(device, non_blocking=True),
-            plan=self.sampler.take_plan(self.step),
+        batch = to_micro_batch(
+            images, labels, indices, self.sampler.local_batch, self.device, self.preprocess,
+            self.cfg.model.channels_last,
         )
+        batch.plan = self.sampler.take_plan(self.step)
+        return batch
 
     def step_on(self, batch: MicroBatch) -> int:
         """The trainer's step on ``batch``; returns the CD images it carried (0 on a plain step)."""

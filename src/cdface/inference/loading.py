@@ -25,6 +25,7 @@ from cdface.errors import ConfigError, FormatError
 from cdface.files import load_weights
 from cdface.inference.input_config import read_model_json, resolve_input_cfg
 from cdface.models.input_contract import InputContract
+from cdface.precision import PRECISIONS, autocast
 
 __all__ = [
     "EmbeddingModel",
@@ -38,7 +39,6 @@ __all__ = [
 
 logger = logging.getLogger("cdface.inference")
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _WRAPPER_KEYS = ("backbone", "state_dict_backbone", "state_dict", "model")
 
 
@@ -153,9 +153,7 @@ class TorchEmbeddingModel(EmbeddingModel):
             self.module.train(was_training)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision])
+        return autocast(self.precision, self.device)
 
 
 class OnnxEmbeddingModel(EmbeddingModel):

@@ -49,12 +49,6 @@ def nonfinite_entries(state: Any, prefix: str = "") -> list[str]:
     return found
 
 
-def tensors_finite(tensors: Any) -> bool:
-    """True when every floating-point tensor of the iterable is finite (one host sync, not one per tensor)."""
-    flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
-    return bool(torch.stack(flags).all()) if flags else True
-
-
 def checkpoint_path(directory: str | Path, step: int) -> Path:
     return Path(directory) / f"ckpt_{step:08d}.pt"
 

@@ -52,15 +52,6 @@ def all_gather_cat(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
-def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
-    """True on every rank when `flag` is true on at least one (so all ranks take the same branch)."""
-    if not info.enabled:
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item() > 0)
-
-
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from cdface.config import TrainConfig
 from cdface.losses import ClosenessDiversityLoss
 from cdface.parallel import ShardedMarginHead
+from cdface.precision import autocast
 from cdface.train.cd_sampler import CDPlan
 from cdface.train.distributed import DistInfo, all_gather_cat, all_reduce_sum
 from cdface.train.health import TrainingHealth
@@ -58,12 +59,26 @@ class MicroBatch:
     plan: CDPlan | None = None
 
 
-def autocast(precision: str, device: torch.device):
-    """The autocast context of ``precision`` ("fp32": none)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+def to_micro_batch(
+    images: Tensor,
+    labels: Tensor,
+    indices: Tensor,
+    local_batch: int,
+    device: torch.device,
+    preprocess: Callable[[Tensor], Tensor],
+    channels_last: bool = False,
+) -> MicroBatch:
+    """A loader batch as the step takes it: on ``device``, through the model's input contract ``preprocess``
+    (uint8 RGB crops in), channels-last when asked; labels and indices of the first ``local_batch`` rows (the
+    CD rows after them are the sampler's, known by the plan). The plan is the caller's to set."""
+    images = preprocess(images.to(device, non_blocking=True))
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return MicroBatch(
+        images,
+        labels[:local_batch].to(device, non_blocking=True),
+        indices[:local_batch].to(device, non_blocking=True),
+    )
 
 
 def to_device(array: np.ndarray, device: torch.device) -> Tensor:
@@ -193,7 +208,7 @@ class TrainStep:
             for buffer, before in zip(state, saved, strict=True):
                 buffer.copy_(torch.where(bad, before, buffer))
         # a finite loss can still overflow the weights: a bad step too (and never checkpointed, see fit's save)
-        bad = bad | self._weights_not_finite()
+        bad = bad | self._weights_not_finite(state)
         good = ~bad
         self.bad_steps.record(bad, step + 1)  # numbered as the log and the checkpoints number it: steps done
         loss = torch.stack(losses).mean()
@@ -260,13 +275,11 @@ class TrainStep:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    def _weights_not_finite(self) -> Tensor:
-        tensors = [
-            t.detach()
-            for module in (self.model, self.head_module)
-            for t in (*module.parameters(), *module.buffers())
-            if t.is_floating_point()
-        ]
+    def _weights_not_finite(self, buffers: list[Tensor]) -> Tensor:
+        """Device flag: a parameter or one of the floating-point ``buffers`` (the step's running statistics)
+        holds a non-finite value."""
+        params = [p for module in (self.model, self.head_module) for p in module.parameters() if p.is_floating_point()]
+        tensors = [t.detach() for t in (*params, *buffers)]
         norms = torch._foreach_norm(tensors)  # one fused pass; a non-finite value makes its norm non-finite
         flag = ~torch.isfinite(torch.stack([norm.float() for norm in norms])).all()
         if self.info.enabled and self.sharded:  # each rank holds other centres
@@ -304,4 +317,4 @@ def clip_gradients(
         p.grad.mul_(factor.to(p.grad.dtype))
 
 
-__all__ = ["BadSteps", "MicroBatch", "TrainStep", "autocast", "clip_gradients", "to_device"]
+__all__ = ["BadSteps", "MicroBatch", "TrainStep", "clip_gradients", "to_device", "to_micro_batch"]

@@ -52,7 +52,7 @@ from cdface.train.resume_policy import (
 from cdface.train.run_folder import claim_run_folder, write_run_config
 from cdface.train.schedule import lr_multiplier
 from cdface.train.score_bank import ScoreBank
-from cdface.train.step import BadSteps, MicroBatch, TrainStep
+from cdface.train.step import BadSteps, MicroBatch, TrainStep, to_micro_batch
 
 log = logging.getLogger("cdface.train")
 
@@ -309,13 +309,10 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
         micro_batches: list[MicroBatch] = []
         for images, labels, indices, bad_index in loader:
             bad_samples.update(bad_index)
-            images = images.to(device, non_blocking=True)
-            images = preprocess(images)
-            if cfg.model.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            n = sampler.local_batch
             micro_batches.append(
-                MicroBatch(images, labels[:n].to(device, non_blocking=True), indices[:n].to(device, non_blocking=True))
+                to_micro_batch(
+                    images, labels, indices, sampler.local_batch, device, preprocess, cfg.model.channels_last
+                )
             )
             if len(micro_batches) < cfg.grad_accum:
                 continue
