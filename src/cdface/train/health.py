@@ -112,19 +112,20 @@ class TrainingHealth:
                 ce.detach().double().reshape(()),
             ]
         )
-        if apply is not None:
-            step = torch.where(apply, step, 0.0)
-        self._window[:5] += step
-        self._epoch[:5] += step
+        self._add(slice(0, 5), step, apply)
 
     def update_cd(self, loss: Tensor, closeness: Tensor, diversity: Tensor, apply: Tensor | None = None) -> None:
         """Add one CD step: the weighted loss and the two unweighted terms (scalars); see ``update``."""
         one = torch.ones((), dtype=torch.float64, device=loss.device)
         step = torch.stack([one, *(t.detach().double().reshape(()) for t in (loss, closeness, diversity))])
+        self._add(slice(5, 9), step, apply)
+
+    def _add(self, part: slice, step: Tensor, apply: Tensor | None) -> None:
+        """Add ``step`` to the window's and the epoch's sums at ``part`` (zeros when ``apply`` is False)."""
         if apply is not None:
             step = torch.where(apply, step, 0.0)
-        self._window[5:] += step
-        self._epoch[5:] += step
+        self._window[part] += step
+        self._epoch[part] += step
 
     @staticmethod
     def _stats(sums: Tensor) -> HealthStats | None:
