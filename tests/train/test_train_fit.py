@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from cdface.config import config_from_dict
+from cdface.config import config_from_dict, deep_merge
 from cdface.train import checkpoint as ckpt
 from cdface.train.trainer import TrainingStopped, fit
 
@@ -36,12 +36,7 @@ def _cfg(tmp_path: Path, face_set: dict, name: str, **overrides) -> dict:
         "optim": {"lr": 0.05, "milestones": [1.0]},
         "cd": {"num_classes": 2, "num_easy": 3, "num_hard": 1, "num_negatives": 4, "interval": 2},
     }
-    for key, value in overrides.items():
-        if isinstance(value, dict):
-            values[key] = {**values.get(key, {}), **value}
-        else:
-            values[key] = value
-    return values
+    return deep_merge(values, overrides)  # the config loader's own merge
 
 
 def _weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:

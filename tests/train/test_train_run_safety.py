@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cdface.config import TrainConfig, config_from_dict, config_to_dict
+from cdface.config import TrainConfig, config_from_dict, config_to_dict, deep_merge
 from cdface.errors import ConfigError
 from cdface.train import checkpoint as ckpt
 from cdface.train.resume_policy import RESUME_POLICY, rule_of
@@ -33,9 +33,7 @@ def _cfg(tmp_path: Path, face_set: dict, name: str = "run", **overrides) -> dict
         "model": {"arch": "iresnet_tiny", "embedding_size": 32},
         "optim": {"lr": 0.05, "scheduler": "constant", "milestones": []},
     }
-    for key, value in overrides.items():
-        values[key] = {**values[key], **value} if isinstance(value, dict) else value
-    return values
+    return deep_merge(values, overrides)  # the config loader's own merge
 
 
 def _steps(run_dir: Path) -> list[int]:
