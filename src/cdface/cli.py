@@ -71,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USER_ERROR_EXIT
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C: one line and the shell's 128 + SIGINT (train adds the resume command)
+        print(f"cdface {args.command}: interrupted", file=sys.stderr)
+        return 130
     except CdfaceError as exc:
         print(f"cdface {args.command}: error: {exc}", file=sys.stderr)
         return USER_ERROR_EXIT

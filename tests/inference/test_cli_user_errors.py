@@ -148,3 +148,15 @@ def test_text_file_as_gallery_is_not_called_pickled(d, capsys):
     err = capsys.readouterr().err
     # numpy's own message would claim "This file contains pickled (object) data"
     assert "contains pickled" not in err and "not a .npy at all (it looks like text)" in err
+
+
+def test_ctrl_c_in_any_command_is_one_line_and_exit_130(d, monkeypatch, capsys):
+    import cdface.eval.cli as score_cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(score_cli, "_load_array", interrupted)
+    code = main(["score", "pairs", "--embeddings", str(d / "emb14.npy"), "--issame", str(d / "same7.npy")])
+    assert code == 130
+    assert capsys.readouterr().err == "cdface score: interrupted\n"

@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from cdface.config import config_from_dict, deep_merge
+from cdface.files import load_weights
 from cdface.train import checkpoint as ckpt
 from cdface.train.trainer import TrainingStopped, fit
 
@@ -265,3 +266,27 @@ def test_fp16_on_a_cpu_is_refused_before_anything_is_written(tiny_face_set, tmp_
     with pytest.raises(ConfigError, match="precision: fp16 needs a CUDA device.*bf16"):
         fit(config_from_dict(_cfg(tmp_path, tiny_face_set, "fp16_cpu", precision="fp16")))
     assert not (tmp_path / "runs" / "fp16_cpu").exists()
+
+
+def test_ctrl_c_during_the_checkpoint_write_leaves_checkpoint_sidecar_and_backbone_whole(
+        tiny_face_set, tmp_path, monkeypatch):
+    """The CI failure this guards: SIGINT inside torch.save broke the zip writer into a RuntimeError traceback."""
+    written = []
+    real_atomic_write = ckpt.atomic_write
+
+    def interrupting_write(path, payload):
+        if not written:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives as the checkpoint's bytes are being written
+        written.append(path)
+        return real_atomic_write(path, payload)
+
+    monkeypatch.setattr(ckpt, "atomic_write", interrupting_write)
+    cfg = config_from_dict(_cfg(tmp_path, tiny_face_set, "held", epochs=1.0, checkpoint_every=2))
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg)
+    ckpt_dir = tmp_path / "runs" / "held" / "checkpoints"
+    newest = ckpt.latest_valid_checkpoint(ckpt_dir)
+    assert newest == ckpt.checkpoint_path(ckpt_dir, 2)  # the checkpoint being written when Ctrl-C came
+    assert len(written) == 2  # the checkpoint and its sha256, then nothing more
+    backbone = load_weights(tmp_path / "runs" / "held" / "backbone.pt")
+    assert all(torch.isfinite(v).all() for v in backbone.values() if v.is_floating_point())

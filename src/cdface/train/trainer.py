@@ -39,6 +39,7 @@ from cdface.train.distributed import (
     own_entry,
 )
 from cdface.train.health import TrainingHealth, collapse_plateau, health_line
+from cdface.train.interrupts import signals_held
 from cdface.train.metrics_log import MetricsLog
 from cdface.train.model_options import model_options
 from cdface.train.optim import build_optimizer
@@ -260,8 +261,9 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
             if bad := ckpt.nonfinite_entries(state):  # never written: the last finite checkpoint stays the one named
                 log.warning("step %d: no checkpoint written, non-finite values in %s", at_step, ", ".join(bad[:3]))
             else:
-                path = ckpt.save_checkpoint(state, ckpt_dir, at_step, keep=cfg.keep_checkpoints)
-                export_backbone(backbone, cfg, run_dir, dataset.num_classes, at_step)
+                with signals_held():  # Ctrl-C lands after the files are whole, and names this checkpoint
+                    path = ckpt.save_checkpoint(state, ckpt_dir, at_step, keep=cfg.keep_checkpoints)
+                    export_backbone(backbone, cfg, run_dir, dataset.num_classes, at_step)
         if info.enabled:
             torch.distributed.barrier()
         return path
