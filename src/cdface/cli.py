@@ -65,7 +65,13 @@ def _all_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentP
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    # `cdface train cfg.yaml --show-config lr=0.1`: argparse ends a nargs="*" positional at the first option,
+    # so overrides after an option come back unparsed; they are still overrides
+    if rest and isinstance(getattr(args, "overrides", None), list) and not any(r.startswith("-") for r in rest):
+        args.overrides += rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return USER_ERROR_EXIT

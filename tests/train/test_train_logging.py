@@ -101,3 +101,30 @@ def test_train_help_lists_keys_configs_and_resume_and_show_config_resolves(tmp_p
     assert resolved["optim"]["lr"] == 0.005 and resolved["method"] == "cd"  # the override and the file
     assert resolved["head"]["params"]["s"] == 16.0  # from the base: chain (synthetic_arcface.yaml)
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("order", ["option_first", "option_between"])
+def test_show_config_may_stand_before_or_between_the_overrides(order, capsys):
+    from pathlib import Path
+
+    import yaml
+
+    from cdface.cli import main
+
+    config = str(Path(__file__).resolve().parents[2] / "configs" / "synthetic_cd.yaml")
+    argv = {"option_first": ["train", config, "--show-config", "optim.lr=0.005", "cd.interval=7"],
+            "option_between": ["train", config, "optim.lr=0.005", "--show-config", "cd.interval=7"]}[order]
+    assert main(argv) == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["optim"]["lr"] == 0.005 and resolved["cd"]["interval"] == 7
+
+
+def test_an_unknown_option_among_the_overrides_is_still_refused(capsys):
+    from pathlib import Path
+
+    from cdface.cli import main
+
+    config = str(Path(__file__).resolve().parents[2] / "configs" / "synthetic_cd.yaml")
+    with pytest.raises(SystemExit) as exc:
+        main(["train", config, "--show-config", "optim.lr=0.005", "--shw-config"])
+    assert exc.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
