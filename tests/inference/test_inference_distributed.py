@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from inference_mock_data import write_pairs_bin
-from test_inference_tinyface import write_tinyface
+from inference_mock_data import write_pairs_bin, write_tinyface
 
 from cdface.cli import main
 

@@ -1,6 +1,6 @@
-"""Tiny models and image helpers shared by the inference tests (CPU, milliseconds per call).
+"""Tiny models and image helpers shared by the inference and evaluation tests (CPU, milliseconds per call).
 
-Imported by the test modules as `inference_helpers` (pytest puts this folder on sys.path).
+Imported by the test modules as `inference_helpers` (pytest puts tests/, the folder of conftest.py, on sys.path).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 class TinyNet(nn.Module):
@@ -75,7 +75,7 @@ def normalise(images: np.ndarray, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)) -> 
     return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def run_cdface(*args: str, cwd: Path | None = None, timeout: float = 900):

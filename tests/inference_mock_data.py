@@ -1,4 +1,4 @@
-"""Tiny benchmark directories in the real layouts (.bin pairs, IJB_release, MegaFace), built in a tmp dir.
+"""Tiny benchmark directories in the real layouts (.bin pairs, IJB_release, MegaFace, TinyFace), built in a tmp dir.
 
 Each identity is a colour: its images are that colour plus texture noise, and loose crops put the face
 (rotated, scaled) on a canvas painted in *another* identity's colour, with the 5 landmarks transformed
@@ -138,3 +138,47 @@ def write_megaface(root: Path, seed: int = 0) -> dict[str, int]:
     (root / "facescrub_noises.txt").write_text("# noisy facescrub images\nCarol_C_2.png\n")
     (root / "megaface_noises.txt").write_text(f"# noisy megaface images\n1\t{mf_lines[8]}\n")
     return {"probes": len(fs_lines), "distractors": len(mf_lines)}
+
+
+def _small_face(colour, rng, h=20, w=16):
+    base = (np.asarray(colour) * 0.5 + 0.5) * 255.0
+    return np.clip(base + rng.integers(-15, 16, size=(h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def _cells(names):
+    cells = np.empty((len(names), 1), dtype=object)
+    for i, n in enumerate(names):
+        cells[i, 0] = np.array([n])
+    return cells
+
+
+def write_tinyface(root, seed=0, aligned=False, size=(20, 16)):
+    """root/tinyface/Testing_Set with probes (ids 1..4, two each), one gallery match per id, 6 distractors."""
+    from scipy import io as scipy_io
+
+    rng = np.random.default_rng(seed)
+    testing = root / "tinyface" / "Testing_Set"
+    images = root / "aligned_pad_0.1_pad_high" if aligned else testing
+    for sub in ("Probe", "Gallery_Match", "Gallery_Distractor"):
+        (images / sub).mkdir(parents=True, exist_ok=True)
+    testing.mkdir(parents=True, exist_ok=True)
+    probes, gallery = [], []
+    for ident in range(1, 5):
+        colour = IDENTITY_COLOURS[ident - 1]
+        for k in range(2):
+            name = f"{ident}_{k + 1}.jpg"
+            (images / "Probe" / name).write_bytes(encode_jpeg(_small_face(colour, rng, *size), quality=95))
+            probes.append(name)
+        name = f"{ident}_{9}.jpg"
+        (images / "Gallery_Match" / name).write_bytes(encode_jpeg(_small_face(colour, rng, *size), quality=95))
+        gallery.append(name)
+    for k in range(6):
+        colour = DISTRACTOR_COLOURS[k % len(DISTRACTOR_COLOURS)]
+        (images / "Gallery_Distractor" / f"{k}.jpg").write_bytes(encode_jpeg(_small_face(colour, rng, *size)))
+    def ids(names):
+        return np.array([[int(n.split("_")[0])] for n in names])
+
+    scipy_io.savemat(testing / "probe_img_ID_pairs.mat", {"probe_set": _cells(probes), "probe_ids": ids(probes)})
+    scipy_io.savemat(testing / "gallery_match_img_ID_pairs.mat",
+                     {"gallery_set": _cells(gallery), "gallery_ids": ids(gallery)})
+    return root

@@ -8,58 +8,15 @@ import numpy as np
 import pytest
 import torch
 from inference_helpers import MeanColor, tiny_net
-from inference_mock_data import DISTRACTOR_COLOURS, IDENTITY_COLOURS
+from inference_mock_data import write_tinyface
 
 from cdface.cli import main
-from cdface.data.decode import encode_jpeg
 from cdface.errors import FormatError
 from cdface.eval import evaluate_model
 from cdface.eval.identification import identification
 from cdface.eval.tinyface import read_tinyface_layout
 
 scipy_io = pytest.importorskip("scipy.io")
-
-
-def _small_face(colour, rng, h=20, w=16):
-    base = (np.asarray(colour) * 0.5 + 0.5) * 255.0
-    return np.clip(base + rng.integers(-15, 16, size=(h, w, 3)), 0, 255).astype(np.uint8)
-
-
-def _cells(names):
-    cells = np.empty((len(names), 1), dtype=object)
-    for i, n in enumerate(names):
-        cells[i, 0] = np.array([n])
-    return cells
-
-
-def write_tinyface(root, seed=0, aligned=False, size=(20, 16)):
-    """root/tinyface/Testing_Set with probes (ids 1..4, two each), one gallery match per id, 6 distractors."""
-    rng = np.random.default_rng(seed)
-    testing = root / "tinyface" / "Testing_Set"
-    images = root / "aligned_pad_0.1_pad_high" if aligned else testing
-    for sub in ("Probe", "Gallery_Match", "Gallery_Distractor"):
-        (images / sub).mkdir(parents=True, exist_ok=True)
-    testing.mkdir(parents=True, exist_ok=True)
-    probes, gallery = [], []
-    for ident in range(1, 5):
-        colour = IDENTITY_COLOURS[ident - 1]
-        for k in range(2):
-            name = f"{ident}_{k + 1}.jpg"
-            (images / "Probe" / name).write_bytes(encode_jpeg(_small_face(colour, rng, *size), quality=95))
-            probes.append(name)
-        name = f"{ident}_{9}.jpg"
-        (images / "Gallery_Match" / name).write_bytes(encode_jpeg(_small_face(colour, rng, *size), quality=95))
-        gallery.append(name)
-    for k in range(6):
-        colour = DISTRACTOR_COLOURS[k % len(DISTRACTOR_COLOURS)]
-        (images / "Gallery_Distractor" / f"{k}.jpg").write_bytes(encode_jpeg(_small_face(colour, rng, *size)))
-    def ids(names):
-        return np.array([[int(n.split("_")[0])] for n in names])
-
-    scipy_io.savemat(testing / "probe_img_ID_pairs.mat", {"probe_set": _cells(probes), "probe_ids": ids(probes)})
-    scipy_io.savemat(testing / "gallery_match_img_ID_pairs.mat",
-                     {"gallery_set": _cells(gallery), "gallery_ids": ids(gallery)})
-    return root
 
 
 def test_layout_reader(tmp_path):
