@@ -4,6 +4,7 @@ the help format, and the non-finite-embedding gate of every scoring command."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 __all__ = [
@@ -52,6 +53,16 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
+
+
+def output_file(text: str) -> str:
+    """A file to write (``--out x.npy``): refused at once, before any work, when it names an existing folder.
+
+    A folder is not silently turned into ``<folder>.npy`` beside it, nor found unwritable after the work.
+    """
+    if text and os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"names the file to write, but {text} is a folder (give a file in it)")
+    return text
 
 
 def nonnegative_int(text: str) -> int:

@@ -81,10 +81,13 @@ def atomic_writer(path: str | os.PathLike[str], durable: bool = True) -> Iterato
 
     The temporary file (`<name>.<pid>.<random>.tmp` in the same folder, so the rename never crosses
     filesystems) is flushed and fsynced before `os.replace`, then the folder is fsynced; on any error it is
-    removed and `p` is left as it was. The folder must exist. `durable=False` skips the two fsyncs (the
+    removed and `p` is left as it was. The folder must exist; a `p` that is a folder is a FormatError.
+    `durable=False` skips the two fsyncs (the
     rename stays atomic): for bulk writes of many small files that a re-run checks anyway.
     """
     path = Path(path)
+    if path.is_dir():  # os.replace would fail only after the work, naming the temporary file
+        raise FormatError(path, None, "a file to write, but it is a folder")
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     # os.open with 0o666 keeps the umask's permissions (mkstemp would make every written file private)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)

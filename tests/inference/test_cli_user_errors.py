@@ -105,6 +105,12 @@ MISTAKES = [
     ("bench memory --classes 0", "positive"),
     ("bench memory --classes 10 --model nope", "nope"),
     ("parallel import-insightface {d}/missing {d}/h.pt", "missing"),
+    # --out naming an existing folder: refused before any work, not written as <folder>.npy beside it
+    ("embed {d}/a.jpg --model {d}/tiny.onnx --out {d}/emptydir --workers 0", "emptydir is a folder"),
+    ("search --gallery {d}/g.npy --query {d}/g.npy --out {d}/emptydir", "emptydir is a folder"),
+    ("export --model {d}/tiny.onnx --out {d}/emptydir", "emptydir is a folder"),
+    ("score pairs --embeddings {d}/emb14.npy --issame {d}/same7.npy --out {d}/emptydir", "emptydir is a folder"),
+    ("data make-bin {d}/missing {d}/text.txt {d}/emptydir", "emptydir is a folder"),
 ]
 
 

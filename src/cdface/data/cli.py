@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cdface.cli_args import output_file
 from cdface.errors import FormatError
 
 __all__ = ["register"]
@@ -43,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("make-bin", help="build an insightface .bin from aligned images and an LFW pairs.txt")
     p.add_argument("root", help="folder of root/<name>/<name>_%%04d.jpg aligned 112x112 faces")
     p.add_argument("pairs_txt")
-    p.add_argument("out", help="output .bin")
+    p.add_argument("out", type=output_file, help="output .bin")
     p.set_defaults(func=_make_bin)
 
     p = sub.add_parser("synthetic", help="write the synthetic face benchmark (train.rec + eval.bin)")

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from cdface.cli_args import add_allow_nonfinite, far_list, int_list, nonfinite_exit, positive_int
+from cdface.cli_args import add_allow_nonfinite, far_list, int_list, nonfinite_exit, output_file, positive_int
 from cdface.errors import FormatError
 from cdface.files import atomic_write
 
@@ -85,7 +85,7 @@ def register(subparsers: Any) -> None:
 
 
 def _add_out(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", help="also write the JSON to this file")
+    parser.add_argument("--out", type=output_file, help="also write the JSON to this file")
 
 
 def _load_array(path: str | Path, what: str, devkit: bool = False) -> np.ndarray:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from cdface.cli_args import add_allow_nonfinite, nonfinite_exit, positive_int
+from cdface.cli_args import add_allow_nonfinite, nonfinite_exit, output_file, positive_int
 from cdface.errors import ConfigError, FormatError
 from cdface.files import atomic_write, atomic_writer
 from cdface.inference.cli_options import add_model_options, cpu_threads, make_embedder
@@ -30,7 +30,8 @@ def register(subparsers: Any) -> None:
     )
     e.add_argument("source", help="an image, a folder, a list file (one path per line) or a .rec")
     add_model_options(e)
-    e.add_argument("--out", required=True, help="features .npy (N, D); names in <out>.paths.txt, one per row")
+    e.add_argument("--out", required=True, type=output_file,
+                   help="features .npy (N, D); names in <out>.paths.txt, one per row")
     e.add_argument("--landmarks", help="'<path> x1 y1 ... x5 y5' per line: align the images first")
     add_allow_nonfinite(e)
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -71,7 +72,7 @@ def register(subparsers: Any) -> None:
     s.add_argument("--gallery-paths", help="names of the gallery rows (default: <gallery>.paths.txt if present)")
     s.add_argument("--query-paths", help="names of the query rows (default: <query>.paths.txt if present)")
     s.add_argument("--json", action="store_true", help="print JSON (one object per query) instead of a table")
-    s.add_argument("--out", help="also write {'scores','indices'} to this .npz")
+    s.add_argument("--out", type=output_file, help="also write {'scores','indices'} to this .npz")
     s.set_defaults(func=_run_search)
 
     x = subparsers.add_parser(
@@ -82,7 +83,8 @@ def register(subparsers: Any) -> None:
     )
     x.add_argument("--model", required=True, metavar="PATH", help="a run directory, checkpoint or state_dict")
     x.add_argument("--arch", help="architecture of a plain state_dict (default: from model.json or the keys)")
-    x.add_argument("--out", required=True, help="the .onnx to write (its preprocessing goes to <stem>.json)")
+    x.add_argument("--out", required=True, type=output_file,
+                   help="the .onnx to write (its preprocessing goes to <stem>.json)")
     x.add_argument("--opset", type=positive_int, default=17, help="ONNX opset version")
     x.add_argument("--dynamic-batch", action="store_true", help="a dynamic batch axis (default: batch 1)")
     x.add_argument("--fp16", action="store_true", help="export in float16")
