@@ -82,8 +82,8 @@ def atomic_writer(path: str | os.PathLike[str], durable: bool = True) -> Iterato
     The temporary file (`<name>.<pid>.<random>.tmp` in the same folder, so the rename never crosses
     filesystems) is flushed and fsynced before `os.replace`, then the folder is fsynced; on any error it is
     removed and `p` is left as it was. The folder must exist; a `p` that is a folder is a FormatError.
-    `durable=False` skips the two fsyncs (the
-    rename stays atomic): for bulk writes of many small files that a re-run checks anyway.
+    `durable=False` skips the two fsyncs (the rename stays atomic): for bulk writes of many small files that a
+    re-run checks anyway.
     """
     path = Path(path)
     if path.is_dir():  # os.replace would fail only after the work, naming the temporary file
