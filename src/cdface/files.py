@@ -23,7 +23,12 @@ from typing import IO, Any
 
 from cdface.errors import FormatError, UnsafeFileError
 
-__all__ = ["load_weights", "atomic_write", "atomic_writer", "sha256_file", "to_json_safe"]
+__all__ = ["load_weights", "atomic_write", "atomic_writer", "sha256_file", "to_json_safe", "TEXT_ENCODING"]
+
+# The codec of every text file a user writes (image lists, landmark files, pairs.txt, IJB/MegaFace/RFW lists):
+# UTF-8, with the byte-order mark that Windows editors put at the start dropped instead of read as part of the
+# first path or number ("utf-8-sig" reads plain UTF-8 unchanged).
+TEXT_ENCODING = "utf-8-sig"
 
 
 def load_weights(path: str | os.PathLike[str], expected: str = "a file written by torch.save",

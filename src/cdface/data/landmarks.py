@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 
 from cdface.errors import FormatError
+from cdface.files import TEXT_ENCODING
 
 
 def read_landmark_file(path: str | Path) -> dict[str, np.ndarray]:
     """{image: (5, 2) float64}; malformed lines and non-finite coordinates name the file and line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding=TEXT_ENCODING)
     except (OSError, UnicodeDecodeError) as exc:
         raise FormatError(path, None, f"a readable UTF-8 landmark file ({exc})") from exc
     table: dict[str, np.ndarray] = {}

@@ -13,7 +13,7 @@ import numpy as np
 
 from cdface.cli_args import add_allow_nonfinite, nonfinite_exit, output_file, positive_int
 from cdface.errors import ConfigError, FormatError
-from cdface.files import atomic_write, atomic_writer
+from cdface.files import TEXT_ENCODING, atomic_write, atomic_writer
 from cdface.inference.cli_options import add_model_options, cpu_threads, make_embedder
 
 __all__ = ["register"]
@@ -242,7 +242,7 @@ def _read_names(features: str, explicit: str | None, rows: int) -> list[str] | N
             raise FormatError(path, None, "a names file, one line per feature row (not found)")
         return None
     try:
-        names = path.read_text(encoding="utf-8").splitlines()
+        names = path.read_text(encoding=TEXT_ENCODING).splitlines()
     except UnicodeDecodeError:
         raise FormatError(path, None, "a UTF-8 text file, one name per feature row") from None
     if len(names) != rows:

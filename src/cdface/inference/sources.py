@@ -15,6 +15,7 @@ import numpy as np
 
 from cdface.data.datasets import IMAGE_EXTENSIONS
 from cdface.errors import FormatError
+from cdface.files import TEXT_ENCODING
 
 __all__ = ["ImageSource", "resolve_image_source", "is_image_file"]
 
@@ -91,7 +92,7 @@ def _recordio(path: Path) -> ImageSource:
 
 def _read_list(path: Path) -> list[Path]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding=TEXT_ENCODING)
     except UnicodeDecodeError:
         raise FormatError(
             path, None, "an image (JPEG/PNG/...), a folder, a .rec, or a UTF-8 list of image paths; this file is "

@@ -1,0 +1,35 @@
+"""Text files a user writes (image lists, landmark files, LFW pairs.txt, IJB lists) saved by a Windows editor
+start with a UTF-8 byte-order mark; it must not become part of the first path, name or number."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from cdface.data.landmarks import read_landmark_file
+from cdface.data.lists import read_image_list
+from cdface.data.pairs_bin import read_lfw_pairs
+from cdface.eval.ijb_meta import read_template_media_list
+from cdface.inference.sources import resolve_image_source
+
+BOM = "\ufeff"
+
+
+def test_byte_order_mark_is_not_part_of_the_first_entry(tmp_path):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a b.jpg")
+    (tmp_path / "images.txt").write_text(BOM + "a b.jpg\r\n", encoding="utf-8")
+    assert list(resolve_image_source(tmp_path / "images.txt").paths) == [tmp_path / "a b.jpg"]
+
+    (tmp_path / "train.lst").write_text(BOM + "a b.jpg 3\n", encoding="utf-8")
+    paths, labels = read_image_list(tmp_path / "train.lst")
+    assert paths == [tmp_path / "a b.jpg"] and labels.tolist() == [3]
+
+    (tmp_path / "lmk.txt").write_text(BOM + "a.jpg" + " 1" * 10 + "\n", encoding="utf-8")
+    assert list(read_landmark_file(tmp_path / "lmk.txt")) == ["a.jpg"]
+
+    (tmp_path / "pairs.txt").write_text(BOM + "1 1\nAnn 1 2\n", encoding="utf-8")
+    assert read_lfw_pairs(tmp_path / "pairs.txt") == [("Ann", 1, "Ann", 2)]
+
+    (tmp_path / "tid_mid.txt").write_text(BOM + "img/1.jpg 7 70\n", encoding="utf-8")
+    names, templates, medias = read_template_media_list(tmp_path / "tid_mid.txt")
+    assert names.tolist() == ["img/1.jpg"] and templates.tolist() == [7] and medias.tolist() == [70]
