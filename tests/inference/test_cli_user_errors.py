@@ -34,6 +34,10 @@ def d(tmp_path_factory):
     rng = np.random.default_rng(0)
     np.save(root / "emb14.npy", rng.random((14, 16)).astype(np.float32))
     np.save(root / "same7.npy", np.array([1, 0, 1, 0, 1, 0, 1]))
+    np.save(root / "half7.npy", np.array([1, 0.5, 1, 0, 1, 0, 1]))  # 0.5 is no flag: not "same"
+    np.save(root / "text7.npy", np.array(["1", "0", "1", "0", "1", "0", "1"]))  # every string is truthy
+    np.save(root / "complex14.npy", rng.random((14, 16)) + 1j)
+    np.save(root / "half14.npy", np.arange(14) / 2)
     np.save(root / "g.npy", rng.random((5, 16)).astype(np.float32))
     np.save(root / "q8.npy", rng.random((2, 8)).astype(np.float32))
     np.save(root / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
@@ -111,6 +115,14 @@ MISTAKES = [
     ("export --model {d}/tiny.onnx --out {d}/emptydir", "emptydir is a folder"),
     ("score pairs --embeddings {d}/emb14.npy --issame {d}/same7.npy --out {d}/emptydir", "emptydir is a folder"),
     ("data make-bin {d}/missing {d}/text.txt {d}/emptydir", "emptydir is a folder"),
+    # arrays numpy would cast silently into wrong scores: refused by name
+    ("score pairs --embeddings {d}/emb14.npy --issame {d}/half7.npy", "half7.npy: issame: genuine flags"),
+    ("score pairs --embeddings {d}/emb14.npy --issame {d}/text7.npy", "text7.npy: issame: an array of numbers"),
+    ("score pairs --embeddings {d}/complex14.npy --issame {d}/same7.npy", "got dtype complex128"),
+    ("score rfw --race African {d}/emb14.npy {d}/half7.npy --nfolds 2", "half7.npy: African issame"),
+    ("score erc --features {d}/emb14.npy --issame {d}/half7.npy", "half7.npy: issame: genuine flags"),
+    ("score megaface --probe {d}/emb14.npy --probe-labels {d}/half14.npy --distractors {d}/g.npy",
+     "half14.npy: probe labels: integer identities"),
 ]
 
 

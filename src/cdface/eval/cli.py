@@ -12,6 +12,7 @@ import numpy as np
 
 from cdface.cli_args import add_allow_nonfinite, far_list, int_list, nonfinite_exit, output_file, positive_int
 from cdface.errors import FormatError
+from cdface.eval.feature_files import genuine_flags, integer_labels
 from cdface.files import atomic_write
 
 
@@ -125,6 +126,8 @@ def _run_pairs(args: argparse.Namespace) -> int:
 
     emb = _load_array(args.embeddings, "embeddings")
     same = _load_array(args.issame, "issame")
+    if same.ndim == 1:
+        same = genuine_flags(same, args.issame)
     if emb.ndim != 2 or emb.shape[0] % 2 or emb.shape[0] == 0:
         raise FormatError(args.embeddings, None, f"an array of shape (2N, D), got {emb.shape}")
     if same.ndim != 1 or same.shape[0] * 2 != emb.shape[0]:
@@ -176,7 +179,8 @@ def _run_megaface(args: argparse.Namespace) -> int:
     from cdface.eval.megaface import megaface_evaluate
 
     probe = _load_array(args.probe, "probe features", devkit=True)
-    labels = _load_array(args.probe_labels, "probe labels").reshape(-1)
+    labels = integer_labels(_load_array(args.probe_labels, "probe labels").reshape(-1), args.probe_labels,
+                            "probe labels")
     distractors = _load_array(args.distractors, "distractor features", devkit=True)
     if probe.ndim != 2 or labels.shape[0] != probe.shape[0]:
         expected = f"{probe.shape[0]} labels for the probe rows, got {labels.shape}"
