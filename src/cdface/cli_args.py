@@ -100,6 +100,14 @@ def far_list(text: str) -> tuple[float, ...]:
     return tuple(out)
 
 
+def far_value(text: str) -> float:
+    """One false accept rate in (0, 1] (as one element of ``far_list``)."""
+    values = far_list(text)
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"give one FAR such as 1e-3, got {text!r}")
+    return values[0]
+
+
 def _int(text: str) -> int:
     try:
         return int(text)

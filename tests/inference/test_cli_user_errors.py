@@ -123,6 +123,7 @@ MISTAKES = [
     ("score erc --features {d}/emb14.npy --issame {d}/half7.npy", "half7.npy: issame: genuine flags"),
     ("score megaface --probe {d}/emb14.npy --probe-labels {d}/half14.npy --distractors {d}/g.npy",
      "half14.npy: probe labels: integer identities"),
+    ("score pairs --embeddings {d}/emb14.npy --issame {d}/same7.npy --nfolds 7 --far-target 2", "--far-target"),
 ]
 
 

@@ -10,7 +10,15 @@ from typing import Any
 
 import numpy as np
 
-from cdface.cli_args import add_allow_nonfinite, far_list, int_list, nonfinite_exit, output_file, positive_int
+from cdface.cli_args import (
+    add_allow_nonfinite,
+    far_list,
+    far_value,
+    int_list,
+    nonfinite_exit,
+    output_file,
+    positive_int,
+)
 from cdface.errors import FormatError
 from cdface.eval.feature_files import genuine_flags, integer_labels
 from cdface.files import atomic_write
@@ -31,7 +39,7 @@ def register(subparsers: Any) -> None:
         "are summed (insightface's flip test) and the output adds insightface's XNorm",
     )
     p.add_argument("--nfolds", type=positive_int, default=10, help="cross-validation folds (insightface: 10)")
-    p.add_argument("--far-target", type=float, default=1e-3,
+    p.add_argument("--far-target", type=far_value, default=1e-3,
                    help="the FAR of insightface's 'val' (TAR@FAR) output")
     p.add_argument("--far", type=far_list, default=(), metavar="F1,F2,...",
                    help="also report TAR at these FARs (tar_at_far), each by the 'val' rule; default: none")
