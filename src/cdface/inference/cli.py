@@ -13,7 +13,7 @@ import numpy as np
 
 from cdface.cli_args import add_allow_nonfinite, nonfinite_exit, output_file, positive_int
 from cdface.errors import ConfigError, FormatError
-from cdface.files import TEXT_ENCODING, atomic_write, atomic_writer
+from cdface.files import TEXT_ENCODING, atomic_write, atomic_writer, to_json_safe
 from cdface.inference.cli_options import add_model_options, cpu_threads, make_embedder
 
 __all__ = ["register"]
@@ -72,6 +72,7 @@ def register(subparsers: Any) -> None:
     s.add_argument("--gallery-paths", help="names of the gallery rows (default: <gallery>.paths.txt if present)")
     s.add_argument("--query-paths", help="names of the query rows (default: <query>.paths.txt if present)")
     s.add_argument("--json", action="store_true", help="print JSON (one object per query) instead of a table")
+    add_allow_nonfinite(s)
     s.add_argument("--out", type=output_file, help="also write {'scores','indices'} to this .npz")
     s.set_defaults(func=_run_search)
 
@@ -267,6 +268,14 @@ def _run_search(args: argparse.Namespace) -> int:
     gallery_names = _read_names(args.gallery, args.gallery_paths, gallery.shape[0])
     query_names = _read_names(args.query, args.query_paths, query.shape[0])
     scores, indices = topk_search(np.asarray(query), gallery, k=args.k, device=args.device, backend=args.backend)
+    from cdface.eval.verification import count_nonfinite_rows
+
+    chunk = 65536  # the gallery may be a memory-mapped file of millions of rows: counted in chunks
+    nonfinite = {
+        str(args.query): (count_nonfinite_rows(query), int(query.shape[0])),
+        str(args.gallery): (sum(count_nonfinite_rows(gallery[g0 : g0 + chunk])
+                                for g0 in range(0, gallery.shape[0], chunk)), int(gallery.shape[0])),
+    }
     if args.out:
         out_path = Path(args.out)
         if out_path.suffix != ".npz":  # np.savez's rule: the .npz suffix is added when missing
@@ -282,14 +291,14 @@ def _run_search(args: argparse.Namespace) -> int:
             for r, (i, sc) in enumerate(zip(indices[q], scores[q]))
         ]
         rows.append({"query": q} | ({"query_path": query_names[q]} if query_names else {}) | {"results": hits})
-    if args.json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    for row in rows:
-        print(f"query {row['query']}" + (f"  {row['query_path']}" if "query_path" in row else ""))
-        for hit in row["results"]:
-            print(f"  {hit['rank']:>3}. {hit['score']:.4f}  " + hit.get("path", f"gallery row {hit['index']}"))
-    return 0
+    if args.json:  # strict JSON: a non-finite score (a NaN/inf feature row, ranked last) is null
+        print(json.dumps(to_json_safe(rows), indent=1, allow_nan=False))
+    else:
+        for row in rows:
+            print(f"query {row['query']}" + (f"  {row['query_path']}" if "query_path" in row else ""))
+            for hit in row["results"]:
+                print(f"  {hit['rank']:>3}. {hit['score']:.4f}  " + hit.get("path", f"gallery row {hit['index']}"))
+    return nonfinite_exit("search", nonfinite, args.allow_nonfinite)
 
 
 # --------------------------------------------------------------------------------------------------- export
