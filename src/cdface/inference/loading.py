@@ -240,7 +240,7 @@ def load_embedding_model(
     if not path.is_file():
         raise FormatError(path, None, "a model file or run directory (not found)")
     meta = _find_model_json(path)
-    if path.suffix.lower() == ".onnx":
+    if _is_onnx(path):
         model = OnnxEmbeddingModel(path, resolve_input_cfg(meta, **overrides), dev)
         model.arch = meta.get("arch") if meta else None
         model.preprocessing = _onnx_preprocessing(path, meta, overrides, model.input_cfg)
@@ -256,6 +256,16 @@ def load_embedding_model(
     cfg = resolve_input_cfg(getattr(module, "input_cfg", None), meta, **overrides)
     module.eval()
     return TorchEmbeddingModel(module, cfg, dev, precision, source_path=path)
+
+
+def _is_onnx(path: Path) -> bool:
+    """An .onnx name, or an ONNX file under another name (``cdface export --out r50`` writes no suffix): a
+    serialised ModelProto starts with field 1, ir_version (tag byte 0x08), while a torch.save file is a zip
+    (``PK``) or a pickle (0x80)."""
+    if path.suffix.lower() == ".onnx":
+        return True
+    with open(path, "rb") as handle:
+        return handle.read(1) == b"\x08"
 
 
 _OVERRIDE_FLAGS = {"mean": "--input-mean", "std": "--input-std", "color": "--bgr"}
