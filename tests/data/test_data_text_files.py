@@ -33,3 +33,27 @@ def test_byte_order_mark_is_not_part_of_the_first_entry(tmp_path):
     (tmp_path / "tid_mid.txt").write_text(BOM + "img/1.jpg 7 70\n", encoding="utf-8")
     names, templates, medias = read_template_media_list(tmp_path / "tid_mid.txt")
     assert names.tolist() == ["img/1.jpg"] and templates.tolist() == [7] and medias.tolist() == [70]
+
+
+def test_landmark_file_paths_may_hold_spaces_with_or_without_a_score(tmp_path):
+    import pytest
+
+    from cdface.errors import FormatError
+
+    coords = " ".join(str(v) for v in range(1, 11))
+    (tmp_path / "lmk.txt").write_text(
+        f"my photos/a b.jpg {coords}\n"  # a space in the folder and the name, no score
+        f"my photos/c.jpg {coords} 0.99\n"  # with a score
+        f"plain.jpg\t{coords}\n",
+        encoding="utf-8",
+    )
+    table = read_landmark_file(tmp_path / "lmk.txt")
+    assert sorted(table) == ["my photos/a b.jpg", "my photos/c.jpg", "plain.jpg"]
+    for value in table.values():
+        assert value.tolist() == np.arange(1, 11, dtype=float).reshape(5, 2).tolist()
+    (tmp_path / "bad.txt").write_text("a.jpg 1 2 3\n", encoding="utf-8")
+    with pytest.raises(FormatError, match=r"bad\.txt, line 1: 'image x1 y1 \.\.\. x5 y5 \[score\]', got 4 fields"):
+        read_landmark_file(tmp_path / "bad.txt")
+    (tmp_path / "word.txt").write_text(f"a.jpg {coords.replace('7', 'seven')}\n", encoding="utf-8")
+    with pytest.raises(FormatError, match="word.txt, line 1: 10 numeric landmark coordinates"):
+        read_landmark_file(tmp_path / "word.txt")
