@@ -73,6 +73,21 @@ def test_embed_folder_and_list_agree(tiny_onnx, faces_dir, tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
 
 
+def test_embed_reads_labelled_training_lists_too(faces_dir):
+    """A training list (`<path> <label>`, im2rec's `idx<TAB>label<TAB>path`) names images: embed reads them,
+    instead of taking each whole line as a path and skipping every image as missing."""
+    from cdface.inference.sources import resolve_image_source
+
+    expected = [faces_dir / f"p{i}.png" for i in range(2)]
+    (faces_dir / "plain.lst").write_text("p0.png 0\np1.png 1\n")
+    (faces_dir / "im2rec.lst").write_text("0\t0.000000\tp0.png\n1\t1.000000\tp1.png\n")
+    (faces_dir / "paths.txt").write_text("p0.png\np1.png\n")
+    for name in ("plain.lst", "im2rec.lst", "paths.txt"):
+        assert list(resolve_image_source(faces_dir / name).paths) == expected, name
+    for name in ("plain.lst", "im2rec.lst", "paths.txt"):
+        (faces_dir / name).unlink()
+
+
 def test_compare_with_threshold_from_an_evaluation(tiny_onnx, faces_dir, tmp_path):
     # results.json as `cdface eval --out` writes it: insightface's threshold is a squared distance
     results = {"models": [{"model": tiny_onnx, "results": {"lfw": {"accuracy": 0.99, "threshold": 1.3}}}]}
