@@ -124,6 +124,7 @@ MISTAKES = [
     ("score megaface --probe {d}/emb14.npy --probe-labels {d}/half14.npy --distractors {d}/g.npy",
      "half14.npy: probe labels: integer identities"),
     ("score pairs --embeddings {d}/emb14.npy --issame {d}/same7.npy --nfolds 7 --far-target 2", "--far-target"),
+    ("compare {d}/emptydir {d}/a.jpg --model {d}/tiny.onnx", "emptydir: an image file (it is a folder"),
 ]
 
 

@@ -190,7 +190,8 @@ def _run_compare(args: argparse.Namespace) -> int:
     paths = [Path(args.image_a), Path(args.image_b)]
     for path in paths:
         if not path.is_file():
-            raise FormatError(path, None, "an image file (not found)")
+            raise FormatError(path, None, "an image file" + (" (it is a folder; compare takes two images, embed a "
+                                                             "folder)" if path.is_dir() else " (not found)"))
         if not is_image_file(path):
             raise FormatError(path, None, "an image file (JPEG, PNG, BMP, WebP, TIFF, PPM)")
     if args.target and not args.threshold_from:
