@@ -55,7 +55,9 @@ def load_weights(path: str | os.PathLike[str], expected: str = "a file written b
     except FileNotFoundError:
         raise
     except Exception as exc:  # a malformed pickle/zip raises anything from EOFError to IndexError
-        raise FormatError(path, None, f"{expected} ({exc})") from exc
+        empty = os.path.isfile(path) and os.path.getsize(path) == 0
+        reason = "the file is empty" if empty else (str(exc) or type(exc).__name__)
+        raise FormatError(path, None, f"{expected} ({reason})") from exc
 
 
 # The weights-only unpickler's reasons for a pickle that asks for a global (a class, a function), an object

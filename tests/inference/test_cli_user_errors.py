@@ -7,6 +7,8 @@ one or more per command, also runs as `python -m cdface` in a fresh process, exa
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from inference_helpers import random_faces, run_cdface, tiny_net
@@ -42,7 +44,11 @@ def d(tmp_path_factory):
     np.save(root / "q8.npy", rng.random((2, 8)).astype(np.float32))
     np.save(root / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     (root / "emptydir").mkdir()
+    (root / "badcard").mkdir()  # an ONNX model whose card holds an impossible preprocessing
+    (root / "badcard" / "m.json").write_text('{"mean": "x", "std": [0, 0, 0]}')
     assert export_onnx(tiny_net(), root / "tiny.onnx", dynamic_batch=True).ok
+    shutil.copy(root / "tiny.onnx", root / "badcard" / "m.onnx")
+    (root / "empty.pt").write_bytes(b"")
     return root
 
 
@@ -125,6 +131,9 @@ MISTAKES = [
      "half14.npy: probe labels: integer identities"),
     ("score pairs --embeddings {d}/emb14.npy --issame {d}/same7.npy --nfolds 7 --far-target 2", "--far-target"),
     ("compare {d}/emptydir {d}/a.jpg --model {d}/tiny.onnx", "emptydir: an image file (it is a folder"),
+    ("eval --model {d}/badcard/m.onnx --targets {d}/seven.bin", "m.json: a valid input config"),
+    ("eval --model {d}/empty.pt --targets {d}/seven.bin", "empty.pt: a PyTorch state_dict or checkpoint readable by "
+     "torch.load (the file is empty)"),
 ]
 
 
