@@ -240,3 +240,13 @@ def test_same_named_pair_sets_and_models_get_distinct_columns_rows_and_plots(tmp
     names = sorted(p.name for p in written if p.suffix == ".png")
     assert names == ["roc_a_lfw.png", "roc_b_lfw.png", "scores_a_lfw_r1_tiny.png", "scores_a_lfw_r2_tiny.png",
                      "scores_b_lfw_r1_tiny.png", "scores_b_lfw_r2_tiny.png"]
+
+
+def test_no_plots_writes_and_says_no_plots(models, lfw, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["eval", "--model", str(models["colour"]), "--targets", str(lfw), "--out", str(out), "--workers", "0",
+            "--no-progress", "--no-plots"]
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["results.json", "results.md"]
+    err = capsys.readouterr().err
+    assert "results.md" in err and "plots" not in err

@@ -98,7 +98,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             for target, metrics in entry["results"].items():
                 print(f"{entry['model']}  {target}: {_one_line(metrics)}")
         if args.out:
-            print(f"wrote {Path(args.out) / 'results.json'}, results.md and plots", file=sys.stderr)
+            plots = "" if args.no_plots else " and plots"
+            print(f"wrote {Path(args.out) / 'results.json'}, results.md{plots}", file=sys.stderr)
     counts = {}
     for entry in document["models"]:
         for target, metrics in entry["results"].items():
