@@ -146,6 +146,20 @@ def test_data_extract_writes_an_image_folder(small_rec, tmp_path):
     assert len(list(full.rglob("*.jpg"))) == 5
 
 
+def test_data_extract_rewrites_a_different_file_of_the_same_size_and_names_missing_classes(small_rec, tmp_path,
+                                                                                           capsys):
+    out = tmp_path / "folder"
+    assert main(["data", "extract", str(small_rec), "--out", str(out), "--classes", "0", "--per-class", "1"]) == 0
+    written = next(out.rglob("*.jpg"))
+    original = written.read_bytes()
+    written.write_bytes(bytes(len(original)))  # same size, other bytes (another .rec's image under this key)
+    capsys.readouterr()
+    assert main(["data", "extract", str(small_rec), "--out", str(out), "--classes", "0,999", "--per-class", "1"]) == 0
+    assert written.read_bytes() == original
+    err = capsys.readouterr().err
+    assert "1 requested class(es) are not in" in err and "999" in err and "already there" not in err
+
+
 def test_data_extract_real_rec_round_trips_through_image_folder(shared_dir, tmp_path):
     from cdface.data.datasets import ImageFolderDataset
 

@@ -34,6 +34,11 @@ def _run_extract(args: argparse.Namespace) -> int:
     summary = extract_recordio(
         args.rec, args.out, classes=parse_class_list(args.classes), limit=args.limit, per_class=args.per_class
     )
+    if summary.missing_classes:
+        missing = summary.missing_classes
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        print(f"warning: {len(summary.missing_classes)} requested class(es) are not in {args.rec}: {shown}",
+              file=sys.stderr)
     kept = f" ({summary.skipped_existing} already there)" if summary.skipped_existing else ""
     print(f"extracted {summary.images} images of {summary.classes} classes into {summary.out_dir}{kept}",
           file=sys.stderr)
