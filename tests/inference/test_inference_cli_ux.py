@@ -73,6 +73,16 @@ def test_embed_folder_and_list_agree(tiny_onnx, faces_dir, tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
 
 
+def test_embed_rerun_without_unreadable_images_removes_the_old_skipped_list(tiny_onnx, faces_dir, tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"")
+    (tmp_path / "list.txt").write_text(f"{faces_dir / 'p0.png'}\n{tmp_path / 'broken.jpg'}\n")
+    common = ["--model", tiny_onnx, "--workers", "0", "--no-progress", "--out", str(tmp_path / "f.npy")]
+    assert main(["embed", str(tmp_path / "list.txt"), *common]) == 0
+    assert "broken.jpg" in (tmp_path / "f.skipped.txt").read_text()
+    assert main(["embed", str(faces_dir / "p0.png"), *common]) == 0
+    assert not (tmp_path / "f.skipped.txt").exists()
+
+
 def test_embed_reads_labelled_training_lists_too(faces_dir):
     """A training list (`<path> <label>`, im2rec's `idx<TAB>label<TAB>path`) names images: embed reads them,
     instead of taking each whole line as a path and skipping every image as missing."""

@@ -140,9 +140,11 @@ def _run_embed(args: argparse.Namespace) -> int:
         feats = extract_features(embedder, dataset, args.batch_size, args.workers, not args.no_progress, "embed")
     out = Path(args.out)
     stem = out.name.removesuffix(".npy")
-    if feats.errors:
+    skipped_path = out.with_name(stem + ".skipped.txt")
+    if not feats.errors:
+        skipped_path.unlink(missing_ok=True)  # an earlier run's list would describe images of another run
+    else:
         out.parent.mkdir(parents=True, exist_ok=True)
-        skipped_path = out.with_name(stem + ".skipped.txt")
         atomic_write(skipped_path, "".join(f"{e}\n" for e in feats.errors))
         print(f"skipped {len(feats.errors)} unreadable image(s), listed in {skipped_path}:", file=sys.stderr)
         for err in feats.errors[:10]:
