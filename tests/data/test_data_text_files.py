@@ -57,3 +57,17 @@ def test_landmark_file_paths_may_hold_spaces_with_or_without_a_score(tmp_path):
     (tmp_path / "word.txt").write_text(f"a.jpg {coords.replace('7', 'seven')}\n", encoding="utf-8")
     with pytest.raises(FormatError, match="word.txt, line 1: 10 numeric landmark coordinates"):
         read_landmark_file(tmp_path / "word.txt")
+
+
+def test_landmark_file_listing_an_image_twice_with_other_points_is_refused(tmp_path):
+    import pytest
+
+    from cdface.errors import FormatError
+
+    coords = " ".join(str(v) for v in range(1, 11))
+    other = " ".join(str(v) for v in range(2, 12))
+    (tmp_path / "same.txt").write_text(f"a.jpg {coords}\na.jpg {coords}\n", encoding="utf-8")
+    assert list(read_landmark_file(tmp_path / "same.txt")) == ["a.jpg"]  # a repeated identical line is harmless
+    (tmp_path / "twice.txt").write_text(f"a.jpg {coords}\nb.jpg {coords}\na.jpg {other}\n", encoding="utf-8")
+    with pytest.raises(FormatError, match=r"twice\.txt, line 3: one landmark line per image; a\.jpg is listed"):
+        read_landmark_file(tmp_path / "twice.txt")

@@ -46,5 +46,9 @@ def read_landmark_file(path: str | Path) -> dict[str, np.ndarray]:
             raise FormatError(path, f"line {number}", "10 numeric landmark coordinates") from None
         if not np.isfinite(values).all():
             raise FormatError(path, f"line {number}", "finite landmark coordinates")
-        table[fields[0]] = values.reshape(5, 2)
+        points = values.reshape(5, 2)
+        if fields[0] in table and not np.array_equal(table[fields[0]], points):  # which one is right?
+            raise FormatError(path, f"line {number}", f"one landmark line per image; {fields[0]} is listed again "
+                              "with other points")
+        table[fields[0]] = points
     return table
