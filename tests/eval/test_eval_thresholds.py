@@ -37,3 +37,15 @@ def test_same_file_name_in_two_runs_is_told_apart_by_contents_not_name(tmp_path)
         threshold_from_results(results, model=str(tmp_path / "run3" / "backbone.pt"))
     entries[1]["model"] = "other/r100.pth"  # a file name that is unique still picks
     assert threshold_from_results(_results(tmp_path, entries), model="/elsewhere/r100.pth").distance == 1.5
+
+
+def test_target_may_be_named_as_in_results_md(tmp_path):
+    entries = [{"model": "m.onnx", "results": {"/data/a/lfw.bin": {"threshold": 1.0},
+                                                "/data/b/lfw.bin": {"threshold": 1.2},
+                                                "/data/cfp_fp.bin": {"threshold": 1.4}}}]
+    results = _results(tmp_path, entries)
+    assert threshold_from_results(results, target="cfp_fp").distance == 1.4
+    assert threshold_from_results(results, target="b/lfw").distance == 1.2
+    assert threshold_from_results(results, target="/data/a/lfw.bin").distance == 1.0
+    with pytest.raises(ConfigError, match="no pair-set threshold for target 'lfw'"):  # two are called lfw
+        threshold_from_results(results, target="lfw")

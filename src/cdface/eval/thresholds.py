@@ -56,6 +56,11 @@ def threshold_from_results(path: str | Path, target: str | None = None, model: s
         if len(pair_targets) > 1:
             raise ConfigError(f"{path} holds several pair sets ({', '.join(pair_targets)}): pick one with --target")
         target = next(iter(pair_targets))
+    if target not in pair_targets:  # the name results.md shows (`lfw` for /data/lfw.bin, `a/lfw` when two share it)
+        from cdface.eval.report import distinct_labels
+
+        by_label = {label: key for key, label in distinct_labels(list(pair_targets)).items()}
+        target = by_label.get(target, target)
     if target not in pair_targets:
         raise ConfigError(f"{path}: no pair-set threshold for target {target!r}; there are {', '.join(pair_targets)}")
     metrics = pair_targets[target]
