@@ -243,3 +243,13 @@ def test_onnx_file_without_the_suffix_is_read_as_onnx(tmp_path):
     torch.save(MeanColor().state_dict(), tmp_path / "weights")  # a torch.save zip under no suffix stays torch
     with pytest.raises(FormatError, match="weights"):
         load_embedding_model(tmp_path / "weights", device="cpu")
+
+
+def test_precision_of_an_onnx_model_is_the_graphs_and_a_request_for_another_is_warned(tmp_path, caplog):
+    assert export_onnx(MeanColor().eval(), tmp_path / "m.onnx", dynamic_batch=True).ok
+    with caplog.at_level("WARNING", logger="cdface.inference"):
+        model = load_embedding_model(tmp_path / "m.onnx", device="cpu", precision="bf16")
+    assert "--precision bf16 is ignored for an ONNX model" in caplog.text
+    assert model.describe()["precision"] == "onnx graph (float32 input)"  # results.json's model_info
+    torch_model = load_embedding_model(tiny_net(), device="cpu", precision="bf16")
+    assert torch_model.describe()["precision"] == "bf16"

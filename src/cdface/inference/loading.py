@@ -104,7 +104,14 @@ class EmbeddingModel:
             "embedding_size": self.embedding_size,
             "input_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in self.input_cfg.items()},
             "preprocessing": dict(self.preprocessing),
+            "precision": self._precision_text(),
         }
+
+    def _precision_text(self) -> str:
+        """The precision the model really runs at (autocast for PyTorch, the graph's input type for ONNX)."""
+        if hasattr(self, "input_dtype"):
+            return f"onnx graph ({np.dtype(self.input_dtype).name} input)"
+        return str(getattr(self, "precision", "fp32"))
 
 
 def _writable(images: np.ndarray) -> np.ndarray:
@@ -241,6 +248,11 @@ def load_embedding_model(
         raise FormatError(path, None, "a model file or run directory (not found)")
     meta = _find_model_json(path)
     if _is_onnx(path):
+        if precision != "fp32":  # autocast does not reach onnxruntime: say so instead of recording a lie
+            logger.warning(
+                "%s: --precision %s is ignored for an ONNX model, which runs in its graph's own precision "
+                "(cdface export --fp16 writes a float16 graph)", path, precision,
+            )
         model = OnnxEmbeddingModel(path, resolve_input_cfg(meta, **overrides), dev)
         model.arch = meta.get("arch") if meta else None
         model.preprocessing = _onnx_preprocessing(path, meta, overrides, model.input_cfg)
