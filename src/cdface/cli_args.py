@@ -62,6 +62,11 @@ def output_file(text: str) -> str:
     """
     if text and os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"names the file to write, but {text} is a folder (give a file in it)")
+    parent = os.path.dirname(os.path.abspath(text))
+    while parent and not os.path.exists(parent):  # the folders to create: none of them may be a file
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {parent} is a file, not a folder")
     return text
 
 

@@ -132,6 +132,7 @@ MISTAKES = [
     ("score pairs --embeddings {d}/emb14.npy --issame {d}/same7.npy --nfolds 7 --far-target 2", "--far-target"),
     ("compare {d}/emptydir {d}/a.jpg --model {d}/tiny.onnx", "emptydir: an image file (it is a folder"),
     ("eval --model {d}/badcard/m.onnx --targets {d}/seven.bin", "m.json: a valid input config"),
+    ("embed {d}/a.jpg --model {d}/tiny.onnx --out {d}/seven.bin/sub/f.npy", "seven.bin is a file, not a folder"),
     ("eval --model {d}/empty.pt --targets {d}/seven.bin", "empty.pt: a PyTorch state_dict or checkpoint readable by "
      "torch.load (the file is empty)"),
 ]

@@ -142,7 +142,8 @@ def _run_embed(args: argparse.Namespace) -> int:
     stem = out.name.removesuffix(".npy")
     skipped_path = out.with_name(stem + ".skipped.txt")
     if not feats.errors:
-        skipped_path.unlink(missing_ok=True)  # an earlier run's list would describe images of another run
+        if skipped_path.is_file():  # an earlier run's list would describe images of another run
+            skipped_path.unlink()
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(skipped_path, "".join(f"{e}\n" for e in feats.errors))
