@@ -133,6 +133,11 @@ MISTAKES = [
     ("compare {d}/emptydir {d}/a.jpg --model {d}/tiny.onnx", "emptydir: an image file (it is a folder"),
     ("eval --model {d}/badcard/m.onnx --targets {d}/seven.bin", "m.json: a valid input config"),
     ("embed {d}/a.jpg --model {d}/tiny.onnx --out {d}/seven.bin/sub/f.npy", "seven.bin is a file, not a folder"),
+    # --out folders that are files: refused before the (possibly hours long) work, not when writing
+    ("eval --model {d}/tiny.onnx --targets {d}/seven.bin --out {d}/text.txt", "text.txt is a file"),
+    ("eval --model {d}/tiny.onnx --targets {d}/seven.bin --out {d}/text.txt/res", "text.txt is a file, not a folder"),
+    ("data pack {d}/missing {d}/text.txt", "text.txt is a file"),
+    ("data extract {d}/missing.rec --out {d}/text.txt", "text.txt is a file"),
     ("eval --model {d}/empty.pt --targets {d}/seven.bin", "empty.pt: a PyTorch state_dict or checkpoint readable by "
      "torch.load (the file is empty)"),
 ]

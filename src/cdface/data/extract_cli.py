@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from cdface.cli_args import positive_int
+from cdface.cli_args import output_folder, positive_int
 
 __all__ = ["register_extract"]
 
@@ -21,7 +21,8 @@ def register_extract(sub: Any) -> None:
         "stored. `cdface data pack` turns the folder back into a .rec with the same labels.",
     )
     p.add_argument("rec", help="a .rec file or a folder holding train.rec (+ .idx)")
-    p.add_argument("--out", required=True, help="output folder (created; existing identical files are kept)")
+    p.add_argument("--out", required=True, type=output_folder,
+                   help="output folder (created; existing identical files are kept)")
     p.add_argument("--classes", help="only these class labels, e.g. 0,3,10-12 (default: all)")
     p.add_argument("--limit", type=positive_int, help="at most N images in all (default: no limit)")
     p.add_argument("--per-class", type=positive_int, help="at most N images of each class (default: all)")
