@@ -40,6 +40,8 @@ def d(tmp_path_factory):
     np.save(root / "text7.npy", np.array(["1", "0", "1", "0", "1", "0", "1"]))  # every string is truthy
     np.save(root / "complex14.npy", rng.random((14, 16)) + 1j)
     np.save(root / "half14.npy", np.arange(14) / 2)
+    np.save(root / "dim0_14.npy", np.zeros((14, 0), np.float32))  # 14 embeddings of dimension 0
+    np.save(root / "ids14.npy", np.arange(14) // 2)
     np.save(root / "g.npy", rng.random((5, 16)).astype(np.float32))
     np.save(root / "q8.npy", rng.random((2, 8)).astype(np.float32))
     np.save(root / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
@@ -138,6 +140,12 @@ MISTAKES = [
     ("eval --model {d}/tiny.onnx --targets {d}/seven.bin --out {d}/text.txt/res", "text.txt is a file, not a folder"),
     ("data pack {d}/missing {d}/text.txt", "text.txt is a file"),
     ("data extract {d}/missing.rec --out {d}/text.txt", "text.txt is a file"),
+    # embeddings of dimension 0: no score means anything (pairs read 50% accuracy)
+    ("score pairs --embeddings {d}/dim0_14.npy --issame {d}/same7.npy", "dim0_14.npy: an array of shape (2N, D)"),
+    ("search --gallery {d}/dim0_14.npy --query {d}/dim0_14.npy", "dim0_14.npy: a numeric (N, D) array"),
+    ("score megaface --probe {d}/dim0_14.npy --probe-labels {d}/ids14.npy --distractors {d}/g.npy", "dim0_14.npy"),
+    ("score identification --probe {d}/dim0_14.npy --probe-labels {d}/same7.npy --gallery {d}/g.npy "
+     "--gallery-labels {d}/same7.npy", "dim0_14.npy"),
     ("eval --model {d}/empty.pt --targets {d}/seven.bin", "empty.pt: a PyTorch state_dict or checkpoint readable by "
      "torch.load (the file is empty)"),
 ]

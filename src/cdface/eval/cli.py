@@ -136,7 +136,7 @@ def _run_pairs(args: argparse.Namespace) -> int:
     same = _load_array(args.issame, "issame")
     if same.ndim == 1:
         same = genuine_flags(same, args.issame)
-    if emb.ndim != 2 or emb.shape[0] % 2 or emb.shape[0] == 0:
+    if emb.ndim != 2 or emb.shape[0] % 2 or emb.shape[0] == 0 or emb.shape[1] == 0:
         raise FormatError(args.embeddings, None, f"an array of shape (2N, D), got {emb.shape}")
     if same.ndim != 1 or same.shape[0] * 2 != emb.shape[0]:
         raise FormatError(args.issame, None, f"{emb.shape[0] // 2} genuine flags, got shape {same.shape}")
@@ -161,7 +161,7 @@ def _run_ijb(args: argparse.Namespace) -> int:
 
     meta = load_ijb_meta(args.meta_dir, dataset=args.dataset, with_pairs=args.protocol == "11")
     feats = _load_array(args.features, "features")
-    if feats.ndim != 2 or feats.shape[0] != meta.templates.shape[0]:
+    if feats.ndim != 2 or feats.shape[0] != meta.templates.shape[0] or feats.shape[1] == 0:
         n_img = meta.templates.shape[0]
         raise FormatError(args.features, None, f"one row per 5pts-file image ({n_img}), got {feats.shape}")
     faceness = meta.faceness if args.faceness is None else _load_array(args.faceness, "faceness").reshape(-1)
@@ -190,7 +190,9 @@ def _run_megaface(args: argparse.Namespace) -> int:
     labels = integer_labels(_load_array(args.probe_labels, "probe labels").reshape(-1), args.probe_labels,
                             "probe labels")
     distractors = _load_array(args.distractors, "distractor features", devkit=True)
-    if probe.ndim != 2 or labels.shape[0] != probe.shape[0]:
+    if probe.ndim != 2 or 0 in probe.shape:
+        raise FormatError(args.probe, None, f"probe features: a non-empty (N, D) array, got {probe.shape}")
+    if labels.shape[0] != probe.shape[0]:
         expected = f"{probe.shape[0]} labels for the probe rows, got {labels.shape}"
         raise FormatError(args.probe_labels, None, expected)
     if distractors.ndim != 2 or distractors.shape[1] != probe.shape[1]:

@@ -107,7 +107,7 @@ def _labels(path: str, n: int, what: str) -> np.ndarray:
 
 def _features(path: str, what: str) -> np.ndarray:
     feats = _load(path, what)
-    if feats.ndim != 2 or feats.shape[0] == 0 or feats.dtype.kind != "f":
+    if feats.ndim != 2 or 0 in feats.shape or feats.dtype.kind != "f":
         raise FormatError(path, None, f"{what}: a non-empty float (N, D) array, got {feats.dtype} {feats.shape}")
     return feats
 

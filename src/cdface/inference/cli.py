@@ -262,8 +262,8 @@ def _run_search(args: argparse.Namespace) -> int:
     gallery = load_npy(args.gallery, "gallery features", mmap=True)
     query = load_npy(args.query, "query features")
     for path, arr in ((args.gallery, gallery), (args.query, query)):
-        if arr.ndim != 2 or arr.shape[0] == 0 or arr.dtype.kind not in "fiu":
-            raise FormatError(path, None, f"a numeric (N, D) array with N >= 1, got shape {arr.shape} {arr.dtype}")
+        if arr.ndim != 2 or 0 in arr.shape or arr.dtype.kind not in "fiu":
+            raise FormatError(path, None, f"a numeric (N, D) array with N, D >= 1, got shape {arr.shape} {arr.dtype}")
     if gallery.shape[1] != query.shape[1]:
         raise FormatError(args.query, None, f"features of dimension {gallery.shape[1]} (the gallery's), "
                           f"got {query.shape[1]}")
