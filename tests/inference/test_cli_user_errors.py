@@ -46,6 +46,10 @@ def d(tmp_path_factory):
     np.save(root / "q8.npy", rng.random((2, 8)).astype(np.float32))
     np.save(root / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     (root / "emptydir").mkdir()
+    for sub in ("twins/a", "twins/b"):  # two different images called x.jpg, landmarks keyed by that bare name
+        (root / sub).mkdir(parents=True)
+        Image.fromarray(faces[2 if sub.endswith("a") else 3]).save(root / sub / "x.jpg")
+    (root / "twins_lmk.txt").write_text("x.jpg 38 52 74 52 56 72 42 92 70 92\n")
     (root / "badcard").mkdir()  # an ONNX model whose card holds an impossible preprocessing
     (root / "badcard" / "m.json").write_text('{"mean": "x", "std": [0, 0, 0]}')
     assert export_onnx(tiny_net(), root / "tiny.onnx", dynamic_batch=True).ok
@@ -144,6 +148,8 @@ MISTAKES = [
     ("score pairs --embeddings {d}/dim0_14.npy --issame {d}/same7.npy", "dim0_14.npy: an array of shape (2N, D)"),
     ("search --gallery {d}/dim0_14.npy --query {d}/dim0_14.npy", "dim0_14.npy: a numeric (N, D) array"),
     ("score megaface --probe {d}/dim0_14.npy --probe-labels {d}/ids14.npy --distractors {d}/g.npy", "dim0_14.npy"),
+    ("embed {d}/twins --model {d}/tiny.onnx --out {d}/o.npy --landmarks {d}/twins_lmk.txt --workers 0",
+     "x.jpg names 2 images"),
     ("score identification --probe {d}/dim0_14.npy --probe-labels {d}/same7.npy --gallery {d}/g.npy "
      "--gallery-labels {d}/same7.npy", "dim0_14.npy"),
     ("eval --model {d}/empty.pt --targets {d}/seven.bin", "empty.pt: a PyTorch state_dict or checkpoint readable by "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -108,10 +109,16 @@ def _landmarks_for(path: str | None, names: list[str], root: Path) -> np.ndarray
     from cdface.data.landmarks import read_landmark_file
 
     table = read_landmark_file(Path(path))
+    file_names = Counter(Path(name).name for name in names)
     rows = []
     for name in names:
         p = Path(name)
-        key = next((k for k in (str(p), _relative(p, root), p.name) if k in table), None)
+        key = next((k for k in (str(p), _relative(p, root)) if k in table), None)
+        if key is None and p.name in table:
+            if file_names[p.name] > 1:  # a bare file name cannot say which of the images it means
+                raise FormatError(path, None, f"landmarks keyed by path: {p.name} names {file_names[p.name]} "
+                                  f"images of the source (e.g. {name}); write their paths relative to {root}")
+            key = p.name
         if key is None:
             raise FormatError(path, None, f"landmarks for every image; {name} has none")
         rows.append(table[key])
