@@ -158,3 +158,10 @@ def test_every_writer_goes_through_the_atomic_writer(tmp_path, disk_log, writer,
         assert disk_log[i - 1][0] == "fsync" and disk_log[i - 1][1].startswith(name + ".")  # its temp, synced
         assert disk_log[i + 1] == ("fsync", "dir")
     assert not [p for p in tmp_path.rglob("*.tmp")]
+
+
+def test_atomic_write_onto_a_folder_is_a_format_error_naming_it_and_leaves_nothing(tmp_path):
+    (tmp_path / "out.npz").mkdir()
+    with pytest.raises(FormatError, match=r"out\.npz: a file to write, but it is a folder"):
+        atomic_write(tmp_path / "out.npz", b"data")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npz"]

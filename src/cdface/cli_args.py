@@ -4,6 +4,7 @@ the help format, and the non-finite-embedding gate of every scoring command."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 __all__ = [
@@ -54,6 +55,35 @@ def positive_int(text: str) -> int:
     return value
 
 
+def output_file(text: str) -> str:
+    """A file to write (``--out x.npy``): refused at once, before any work, when it names an existing folder or
+    lies under an existing file.
+
+    A folder is not silently turned into ``<folder>.npy`` beside it, nor found unwritable after the work.
+    """
+    if text and os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"names the file to write, but {text} is a folder (give a file in it)")
+    _refuse_file_above(text)
+    return text
+
+
+def output_folder(text: str) -> str:
+    """A folder to write into (``--out results/``): refused at once when it, or a folder above it, is an existing
+    file (an evaluation would otherwise run for hours and then fail to write its results)."""
+    if text and os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"names the folder to write into, but {text} is a file")
+    _refuse_file_above(text)
+    return text
+
+
+def _refuse_file_above(text: str) -> None:
+    parent = os.path.dirname(os.path.abspath(text))
+    while parent and not os.path.exists(parent):  # the folders to create: none of them may be a file
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {parent} is a file, not a folder")
+
+
 def nonnegative_int(text: str) -> int:
     """An integer >= 0 (worker counts, seeds)."""
     value = _int(text)
@@ -87,6 +117,14 @@ def far_list(text: str) -> tuple[float, ...]:
     if not out:
         raise argparse.ArgumentTypeError("give at least one FAR, e.g. 1e-4,1e-5")
     return tuple(out)
+
+
+def far_value(text: str) -> float:
+    """One false accept rate in (0, 1] (as one element of ``far_list``)."""
+    values = far_list(text)
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"give one FAR such as 1e-3, got {text!r}")
+    return values[0]
 
 
 def _int(text: str) -> int:

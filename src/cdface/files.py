@@ -23,7 +23,12 @@ from typing import IO, Any
 
 from cdface.errors import FormatError, UnsafeFileError
 
-__all__ = ["load_weights", "atomic_write", "atomic_writer", "sha256_file", "to_json_safe"]
+__all__ = ["load_weights", "atomic_write", "atomic_writer", "sha256_file", "to_json_safe", "TEXT_ENCODING"]
+
+# The codec of every text file a user writes (image lists, landmark files, pairs.txt, IJB/MegaFace/RFW lists):
+# UTF-8, with the byte-order mark that Windows editors put at the start dropped instead of read as part of the
+# first path or number ("utf-8-sig" reads plain UTF-8 unchanged).
+TEXT_ENCODING = "utf-8-sig"
 
 
 def load_weights(path: str | os.PathLike[str], expected: str = "a file written by torch.save",
@@ -50,7 +55,9 @@ def load_weights(path: str | os.PathLike[str], expected: str = "a file written b
     except FileNotFoundError:
         raise
     except Exception as exc:  # a malformed pickle/zip raises anything from EOFError to IndexError
-        raise FormatError(path, None, f"{expected} ({exc})") from exc
+        empty = os.path.isfile(path) and os.path.getsize(path) == 0
+        reason = "the file is empty" if empty else (str(exc) or type(exc).__name__)
+        raise FormatError(path, None, f"{expected} ({reason})") from exc
 
 
 # The weights-only unpickler's reasons for a pickle that asks for a global (a class, a function), an object
@@ -81,10 +88,13 @@ def atomic_writer(path: str | os.PathLike[str], durable: bool = True) -> Iterato
 
     The temporary file (`<name>.<pid>.<random>.tmp` in the same folder, so the rename never crosses
     filesystems) is flushed and fsynced before `os.replace`, then the folder is fsynced; on any error it is
-    removed and `p` is left as it was. The folder must exist. `durable=False` skips the two fsyncs (the
-    rename stays atomic): for bulk writes of many small files that a re-run checks anyway.
+    removed and `p` is left as it was. The folder must exist; a `p` that is a folder is a FormatError.
+    `durable=False` skips the two fsyncs (the rename stays atomic): for bulk writes of many small files that a
+    re-run checks anyway.
     """
     path = Path(path)
+    if path.is_dir():  # os.replace would fail only after the work, naming the temporary file
+        raise FormatError(path, None, "a file to write, but it is a folder")
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     # os.open with 0o666 keeps the umask's permissions (mkstemp would make every written file private)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)

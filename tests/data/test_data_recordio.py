@@ -203,3 +203,31 @@ def test_fuzz_corrupted_rec_raises_only_project_errors(tmp_path, data):
         reader.read_headers(reader.keys)
     except CdfaceError:
         pass
+
+
+def test_a_write_stopped_by_an_error_keeps_the_old_files_and_leaves_no_temporary(tmp_path):
+    with RecordIOWriter(tmp_path / "t.rec") as writer:
+        writer.write(0, b"old record")
+    old = (tmp_path / "t.rec").read_bytes(), (tmp_path / "t.idx").read_bytes()
+    with pytest.raises(RuntimeError, match="corrupt image"), RecordIOWriter(tmp_path / "t.rec") as writer:
+        writer.write(0, b"new record")
+        raise RuntimeError("corrupt image")
+    assert ((tmp_path / "t.rec").read_bytes(), (tmp_path / "t.idx").read_bytes()) == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.idx", "t.rec"]
+    assert RecordIOReader(tmp_path / "t.rec").read_raw(0) == b"old record"
+
+
+def test_data_pack_stopped_by_a_corrupt_image_leaves_no_partial_rec(tmp_path, capsys):
+    from PIL import Image
+
+    from cdface.cli import main
+
+    for k in range(2):
+        (tmp_path / "faces" / f"id{k}").mkdir(parents=True)
+        Image.fromarray(np.full((112, 112, 3), 40 * k, np.uint8)).save(tmp_path / "faces" / f"id{k}" / "a.jpg")
+    assert main(["data", "pack", str(tmp_path / "faces"), str(tmp_path / "out")]) == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    (tmp_path / "faces" / "id1" / "b.jpg").write_bytes(b"")  # an empty file: the pack is refused
+    assert main(["data", "pack", str(tmp_path / "faces"), str(tmp_path / "out")]) == 2
+    assert "b.jpg" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before

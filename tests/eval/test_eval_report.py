@@ -210,3 +210,43 @@ def test_python_embedder_warns_on_wrong_size_too(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1 and "3 of 3 images" in messages[0] and "3 at 150x150" in messages[0]
     assert "FaceEmbedder.align" in messages[0]
+
+
+def test_same_named_pair_sets_and_models_get_distinct_columns_rows_and_plots(tmp_path):
+    """Two `lfw.bin` in different folders, two `tiny.onnx` in different runs: nothing is merged or overwritten."""
+    from cdface.eval.report import distinct_labels, write_outputs
+    from cdface.eval.results import TargetResult
+
+    assert distinct_labels(["/d/a/lfw.bin", "/d/b/lfw.bin", "/d/cfp.bin", "lfw"]) == {
+        "/d/a/lfw.bin": "a/lfw", "/d/b/lfw.bin": "b/lfw", "/d/cfp.bin": "cfp", "lfw": "lfw"}
+    two_runs = {"/x/run/m.onnx": "x/run/m", "/y/run/m.onnx": "y/run/m"}
+    assert distinct_labels(list(two_runs)) == two_runs
+
+    def result(target, acc):
+        scores = {"genuine": [0.9], "impostor": [0.1], "threshold": 0.5, "threshold_distance": 1.0}
+        roc = {"fpr": [0.0, 1.0], "tpr": [0.0, 1.0]}
+        return TargetResult(target, "pairs", {"accuracy": acc, "accuracy_std": 0.0},
+                            curves={"scores": scores, "roc": roc})
+
+    targets = [str(tmp_path / "a" / "lfw.bin"), str(tmp_path / "b" / "lfw.bin")]
+    models = [str(tmp_path / "r1" / "tiny.onnx"), str(tmp_path / "r2" / "tiny.onnx")]
+    per_model = [(m, {t: result(t, acc) for t, acc in zip(targets, (0.5 + k / 10, 0.6 + k / 10))})
+                 for k, m in enumerate(models)]
+    written = write_outputs(tmp_path / "out", {"models": []}, per_model)
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| model | a/lfw acc | b/lfw acc |" in table
+    assert "| r1/tiny.onnx | 50.00 ± 0.00 | 60.00 ± 0.00 |" in table
+    assert "| r2/tiny.onnx | 60.00 ± 0.00 | 70.00 ± 0.00 |" in table
+    names = sorted(p.name for p in written if p.suffix == ".png")
+    assert names == ["roc_a_lfw.png", "roc_b_lfw.png", "scores_a_lfw_r1_tiny.png", "scores_a_lfw_r2_tiny.png",
+                     "scores_b_lfw_r1_tiny.png", "scores_b_lfw_r2_tiny.png"]
+
+
+def test_no_plots_writes_and_says_no_plots(models, lfw, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["eval", "--model", str(models["colour"]), "--targets", str(lfw), "--out", str(out), "--workers", "0",
+            "--no-progress", "--no-plots"]
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["results.json", "results.md"]
+    err = capsys.readouterr().err
+    assert err.rstrip().endswith("results.md") and "and plots" not in err

@@ -7,6 +7,8 @@ one or more per command, also runs as `python -m cdface` in a fresh process, exa
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from inference_helpers import random_faces, run_cdface, tiny_net
@@ -34,11 +36,25 @@ def d(tmp_path_factory):
     rng = np.random.default_rng(0)
     np.save(root / "emb14.npy", rng.random((14, 16)).astype(np.float32))
     np.save(root / "same7.npy", np.array([1, 0, 1, 0, 1, 0, 1]))
+    np.save(root / "half7.npy", np.array([1, 0.5, 1, 0, 1, 0, 1]))  # 0.5 is no flag: not "same"
+    np.save(root / "text7.npy", np.array(["1", "0", "1", "0", "1", "0", "1"]))  # every string is truthy
+    np.save(root / "complex14.npy", rng.random((14, 16)) + 1j)
+    np.save(root / "half14.npy", np.arange(14) / 2)
+    np.save(root / "dim0_14.npy", np.zeros((14, 0), np.float32))  # 14 embeddings of dimension 0
+    np.save(root / "ids14.npy", np.arange(14) // 2)
     np.save(root / "g.npy", rng.random((5, 16)).astype(np.float32))
     np.save(root / "q8.npy", rng.random((2, 8)).astype(np.float32))
     np.save(root / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     (root / "emptydir").mkdir()
+    for sub in ("twins/a", "twins/b"):  # two different images called x.jpg, landmarks keyed by that bare name
+        (root / sub).mkdir(parents=True)
+        Image.fromarray(faces[2 if sub.endswith("a") else 3]).save(root / sub / "x.jpg")
+    (root / "twins_lmk.txt").write_text("x.jpg 38 52 74 52 56 72 42 92 70 92\n")
+    (root / "badcard").mkdir()  # an ONNX model whose card holds an impossible preprocessing
+    (root / "badcard" / "m.json").write_text('{"mean": "x", "std": [0, 0, 0]}')
     assert export_onnx(tiny_net(), root / "tiny.onnx", dynamic_batch=True).ok
+    shutil.copy(root / "tiny.onnx", root / "badcard" / "m.onnx")
+    (root / "empty.pt").write_bytes(b"")
     return root
 
 
@@ -105,6 +121,39 @@ MISTAKES = [
     ("bench memory --classes 0", "positive"),
     ("bench memory --classes 10 --model nope", "nope"),
     ("parallel import-insightface {d}/missing {d}/h.pt", "missing"),
+    # --out naming an existing folder: refused before any work, not written as <folder>.npy beside it
+    ("embed {d}/a.jpg --model {d}/tiny.onnx --out {d}/emptydir --workers 0", "emptydir is a folder"),
+    ("search --gallery {d}/g.npy --query {d}/g.npy --out {d}/emptydir", "emptydir is a folder"),
+    ("export --model {d}/tiny.onnx --out {d}/emptydir", "emptydir is a folder"),
+    ("score pairs --embeddings {d}/emb14.npy --issame {d}/same7.npy --out {d}/emptydir", "emptydir is a folder"),
+    ("data make-bin {d}/missing {d}/text.txt {d}/emptydir", "emptydir is a folder"),
+    # arrays numpy would cast silently into wrong scores: refused by name
+    ("score pairs --embeddings {d}/emb14.npy --issame {d}/half7.npy", "half7.npy: issame: genuine flags"),
+    ("score pairs --embeddings {d}/emb14.npy --issame {d}/text7.npy", "text7.npy: issame: an array of numbers"),
+    ("score pairs --embeddings {d}/complex14.npy --issame {d}/same7.npy", "got dtype complex128"),
+    ("score rfw --race African {d}/emb14.npy {d}/half7.npy --nfolds 2", "half7.npy: African issame"),
+    ("score erc --features {d}/emb14.npy --issame {d}/half7.npy", "half7.npy: issame: genuine flags"),
+    ("score megaface --probe {d}/emb14.npy --probe-labels {d}/half14.npy --distractors {d}/g.npy",
+     "half14.npy: probe labels: integer identities"),
+    ("score pairs --embeddings {d}/emb14.npy --issame {d}/same7.npy --nfolds 7 --far-target 2", "--far-target"),
+    ("compare {d}/emptydir {d}/a.jpg --model {d}/tiny.onnx", "emptydir: an image file (it is a folder"),
+    ("eval --model {d}/badcard/m.onnx --targets {d}/seven.bin", "m.json: a valid input config"),
+    ("embed {d}/a.jpg --model {d}/tiny.onnx --out {d}/seven.bin/sub/f.npy", "seven.bin is a file, not a folder"),
+    # --out folders that are files: refused before the (possibly hours long) work, not when writing
+    ("eval --model {d}/tiny.onnx --targets {d}/seven.bin --out {d}/text.txt", "text.txt is a file"),
+    ("eval --model {d}/tiny.onnx --targets {d}/seven.bin --out {d}/text.txt/res", "text.txt is a file, not a folder"),
+    ("data pack {d}/missing {d}/text.txt", "text.txt is a file"),
+    ("data extract {d}/missing.rec --out {d}/text.txt", "text.txt is a file"),
+    # embeddings of dimension 0: no score means anything (pairs read 50% accuracy)
+    ("score pairs --embeddings {d}/dim0_14.npy --issame {d}/same7.npy", "dim0_14.npy: an array of shape (2N, D)"),
+    ("search --gallery {d}/dim0_14.npy --query {d}/dim0_14.npy", "dim0_14.npy: a numeric (N, D) array"),
+    ("score megaface --probe {d}/dim0_14.npy --probe-labels {d}/ids14.npy --distractors {d}/g.npy", "dim0_14.npy"),
+    ("embed {d}/twins --model {d}/tiny.onnx --out {d}/o.npy --landmarks {d}/twins_lmk.txt --workers 0",
+     "x.jpg names 2 images"),
+    ("score identification --probe {d}/dim0_14.npy --probe-labels {d}/same7.npy --gallery {d}/g.npy "
+     "--gallery-labels {d}/same7.npy", "dim0_14.npy"),
+    ("eval --model {d}/empty.pt --targets {d}/seven.bin", "empty.pt: a PyTorch state_dict or checkpoint readable by "
+     "torch.load (the file is empty)"),
 ]
 
 

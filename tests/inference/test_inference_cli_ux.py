@@ -73,6 +73,31 @@ def test_embed_folder_and_list_agree(tiny_onnx, faces_dir, tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
 
 
+def test_embed_rerun_without_unreadable_images_removes_the_old_skipped_list(tiny_onnx, faces_dir, tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"")
+    (tmp_path / "list.txt").write_text(f"{faces_dir / 'p0.png'}\n{tmp_path / 'broken.jpg'}\n")
+    common = ["--model", tiny_onnx, "--workers", "0", "--no-progress", "--out", str(tmp_path / "f.npy")]
+    assert main(["embed", str(tmp_path / "list.txt"), *common]) == 0
+    assert "broken.jpg" in (tmp_path / "f.skipped.txt").read_text()
+    assert main(["embed", str(faces_dir / "p0.png"), *common]) == 0
+    assert not (tmp_path / "f.skipped.txt").exists()
+
+
+def test_embed_reads_labelled_training_lists_too(faces_dir):
+    """A training list (`<path> <label>`, im2rec's `idx<TAB>label<TAB>path`) names images: embed reads them,
+    instead of taking each whole line as a path and skipping every image as missing."""
+    from cdface.inference.sources import resolve_image_source
+
+    expected = [faces_dir / f"p{i}.png" for i in range(2)]
+    (faces_dir / "plain.lst").write_text("p0.png 0\np1.png 1\n")
+    (faces_dir / "im2rec.lst").write_text("0\t0.000000\tp0.png\n1\t1.000000\tp1.png\n")
+    (faces_dir / "paths.txt").write_text("p0.png\np1.png\n")
+    for name in ("plain.lst", "im2rec.lst", "paths.txt"):
+        assert list(resolve_image_source(faces_dir / name).paths) == expected, name
+    for name in ("plain.lst", "im2rec.lst", "paths.txt"):
+        (faces_dir / name).unlink()
+
+
 def test_compare_with_threshold_from_an_evaluation(tiny_onnx, faces_dir, tmp_path):
     # results.json as `cdface eval --out` writes it: insightface's threshold is a squared distance
     results = {"models": [{"model": tiny_onnx, "results": {"lfw": {"accuracy": 0.99, "threshold": 1.3}}}]}
@@ -129,6 +154,20 @@ def test_data_extract_writes_an_image_folder(small_rec, tmp_path):
     full = tmp_path / "all"
     assert main(["data", "extract", str(small_rec), "--out", str(full), "--limit", "5"]) == 0
     assert len(list(full.rglob("*.jpg"))) == 5
+
+
+def test_data_extract_rewrites_a_different_file_of_the_same_size_and_names_missing_classes(small_rec, tmp_path,
+                                                                                           capsys):
+    out = tmp_path / "folder"
+    assert main(["data", "extract", str(small_rec), "--out", str(out), "--classes", "0", "--per-class", "1"]) == 0
+    written = next(out.rglob("*.jpg"))
+    original = written.read_bytes()
+    written.write_bytes(bytes(len(original)))  # same size, other bytes (another .rec's image under this key)
+    capsys.readouterr()
+    assert main(["data", "extract", str(small_rec), "--out", str(out), "--classes", "0,999", "--per-class", "1"]) == 0
+    assert written.read_bytes() == original
+    err = capsys.readouterr().err
+    assert "1 requested class(es) are not in" in err and "999" in err and "already there" not in err
 
 
 def test_data_extract_real_rec_round_trips_through_image_folder(shared_dir, tmp_path):

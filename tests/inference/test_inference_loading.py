@@ -230,3 +230,26 @@ def test_a_model_card_with_a_bad_arch_or_embedding_size_is_a_format_error(tmp_pa
     (tmp_path / "model.json").write_text(json.dumps(card))
     with pytest.raises(FormatError, match=rf"model\.json, {where}: "):
         load_embedding_model(tmp_path, device="cpu")
+
+
+def test_onnx_file_without_the_suffix_is_read_as_onnx(tmp_path):
+    """`cdface export --out r50` writes an ONNX file named `r50`: it loads as ONNX, not as a refused pickle."""
+    report = export_onnx(MeanColor().eval(), tmp_path / "r50", dynamic_batch=True)
+    assert report.ok and (tmp_path / "r50.json").is_file()
+    faces = random_faces(3, seed=5)
+    model = load_embedding_model(tmp_path / "r50", device="cpu")
+    expected = normalise(faces).mean(dim=(2, 3)).numpy()
+    np.testing.assert_allclose(np.asarray(model(faces)), expected, atol=1e-5)
+    torch.save(MeanColor().state_dict(), tmp_path / "weights")  # a torch.save zip under no suffix stays torch
+    with pytest.raises(FormatError, match="weights"):
+        load_embedding_model(tmp_path / "weights", device="cpu")
+
+
+def test_precision_of_an_onnx_model_is_the_graphs_and_a_request_for_another_is_warned(tmp_path, caplog):
+    assert export_onnx(MeanColor().eval(), tmp_path / "m.onnx", dynamic_batch=True).ok
+    with caplog.at_level("WARNING", logger="cdface.inference"):
+        model = load_embedding_model(tmp_path / "m.onnx", device="cpu", precision="bf16")
+    assert "--precision bf16 is ignored for an ONNX model" in caplog.text
+    assert model.describe()["precision"] == "onnx graph (float32 input)"  # results.json's model_info
+    torch_model = load_embedding_model(tiny_net(), device="cpu", precision="bf16")
+    assert torch_model.describe()["precision"] == "bf16"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -59,3 +61,28 @@ def test_memmapped_gallery(tmp_path):
 def test_bad_shapes():
     with pytest.raises(ValueError):
         topk_search(np.zeros((2, 3), np.float32), np.zeros((4, 5), np.float32))
+
+
+def test_nonfinite_gallery_rows_rank_last_and_search_exits_3(tmp_path, capsys):
+    from cdface.cli import main
+
+    rng = np.random.default_rng(3)
+    gallery = rng.normal(size=(9, 8)).astype(np.float32)
+    gallery[4] = np.nan  # torch.topk ranks NaN first: it was every query's best hit
+    gallery[7, 0] = np.inf
+    queries = gallery[[0, 1]]
+    scores, indices = topk_search(queries, gallery, k=9, chunk_size=4, device="cpu")
+    finite = np.array([i for i in range(9) if i not in (4, 7)])
+    assert set(indices[:, 7:].ravel().tolist()) == {4, 7} and np.isneginf(scores[:, 7:]).all()
+    assert indices[:, 0].tolist() == [0, 1] and set(indices[0, :7].tolist()) == set(finite.tolist())
+    all_nan = np.full((3, 8), np.nan, np.float32)  # k hits still name real rows, never a placeholder
+    assert sorted(topk_search(queries, all_nan, k=3, chunk_size=2, device="cpu")[1][0].tolist()) == [0, 1, 2]
+
+    np.save(tmp_path / "g.npy", gallery)
+    np.save(tmp_path / "q.npy", queries)
+    argv = ["search", "--gallery", str(tmp_path / "g.npy"), "--query", str(tmp_path / "q.npy"), "--k", "9", "--json"]
+    assert main(argv) == 3
+    out, err = capsys.readouterr()
+    assert "g.npy: 2 of 9 embeddings are non-finite" in err
+    assert json.loads(out)[0]["results"][-1]["score"] is None  # strict JSON: no NaN/-Infinity tokens
+    assert main([*argv, "--allow-nonfinite"]) == 0

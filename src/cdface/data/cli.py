@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cdface.cli_args import output_file, output_folder
 from cdface.errors import FormatError
 
 __all__ = ["register"]
@@ -36,18 +37,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("pack", help="pack an image folder root/<class>/<image> into train.rec/.idx/property")
     p.add_argument("image_folder")
-    p.add_argument("out_dir")
+    p.add_argument("out_dir", type=output_folder)
     p.add_argument("--quality", type=int, default=95, help="JPEG quality for images that are not JPEG already")
     p.set_defaults(func=_pack)
 
     p = sub.add_parser("make-bin", help="build an insightface .bin from aligned images and an LFW pairs.txt")
     p.add_argument("root", help="folder of root/<name>/<name>_%%04d.jpg aligned 112x112 faces")
     p.add_argument("pairs_txt")
-    p.add_argument("out", help="output .bin")
+    p.add_argument("out", type=output_file, help="output .bin")
     p.set_defaults(func=_make_bin)
 
     p = sub.add_parser("synthetic", help="write the synthetic face benchmark (train.rec + eval.bin)")
-    p.add_argument("out_dir")
+    p.add_argument("out_dir", type=output_folder)
     p.add_argument("--identities", type=int, default=200, help="training identities")
     p.add_argument("--images-per-id", type=int, default=12)
     p.add_argument("--eval-identities", type=int, default=100)

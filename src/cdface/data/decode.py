@@ -10,6 +10,10 @@ reader (``.bin`` pair sets, RecordIO, folders, lists, ``embed``, training, evalu
 argument (the training config's ``data.max_image_pixels``), else the ``CDFACE_MAX_IMAGE_PIXELS``
 environment variable, else ``DEFAULT_MAX_IMAGE_PIXELS``. (Pillow itself refuses non-JPEG images over
 2 x ``PIL.Image.MAX_IMAGE_PIXELS``, about 179 M pixels, whatever the cap.)
+
+EXIF orientation (tag 0x0112, phone photos) is applied as OpenCV's ``cv2.imread`` / ``cv2.imdecode`` apply it
+(the decoders of insightface's tools and of the face detectors whose landmarks ``--landmarks`` files hold), so a
+rotated photo is decoded upright; files without an EXIF block (the field's .rec and .bin images) are untouched.
 """
 
 from __future__ import annotations
@@ -96,10 +100,51 @@ def decode_image(
         else:
             _check_size(width, height, cap, source, where)
             try:
-                return simplejpeg.decode_jpeg(data, colorspace="RGB")
+                image = simplejpeg.decode_jpeg(data, colorspace="RGB")
+                return _oriented(image, _jpeg_orientation(data))
             except (ValueError, RuntimeError, SystemError, MemoryError):
                 pass  # CMYK or an odd JPEG: let Pillow try, it raises the final error
     return decode_image_pil(data, source, where, cap)
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def _jpeg_orientation(data: bytes) -> int:
+    """The EXIF orientation of a JPEG (1 = upright); only JPEGs with an APP1 Exif block are parsed at all."""
+    if bytes(data[:65536]).find(b"Exif\x00\x00") < 0:  # APP1 sits in the first segments, under 64 KiB
+        return 1
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return _orientation_of(img)
+    except Exception:  # an EXIF block Pillow cannot read is ignored, as OpenCV ignores it
+        return 1
+
+
+def _orientation_of(img: Image.Image) -> int:
+    try:
+        value = img.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # malformed EXIF: ignored, as OpenCV does
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _oriented(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply EXIF orientation 1..8 to an (H, W, C) array: the stored pixels -> the upright view (TIFF 6.0 /
+    EXIF 2.3 definitions: 2 mirror, 3 rotate 180, 4 flip, 5 transpose, 6 rotate 90 clockwise, 7 transverse,
+    8 rotate 90 counter-clockwise)."""
+    if orientation == 1:
+        return image
+    out = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2),
+        6: lambda a: np.rot90(a, k=-1),
+        7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+        8: lambda a: np.rot90(a, k=1),
+    }[orientation](image)
+    return np.ascontiguousarray(out)
 
 
 def _open_pil(data: bytes, source: object, where: str | None) -> Image.Image:
@@ -125,6 +170,7 @@ def decode_image_pil(
     cap = resolve_max_pixels(max_pixels)
     with _open_pil(data, source, where) as img:
         _check_size(img.width, img.height, cap, source, where)
+        orientation = _orientation_of(img)
         try:
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit: keep the high byte, as OpenCV/mxnet do
@@ -132,7 +178,7 @@ def decode_image_pil(
             rgb = img.convert("RGB")
         except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, ...
             raise FormatError(source, where, f"a decodable image (JPEG/PNG/...): {type(exc).__name__}: {exc}") from None
-    return np.asarray(rgb, dtype=np.uint8)
+    return _oriented(np.asarray(rgb, dtype=np.uint8), orientation)
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:

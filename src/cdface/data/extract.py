@@ -27,6 +27,7 @@ class ExtractSummary:
     images: int
     classes: int
     skipped_existing: int
+    missing_classes: tuple[int, ...] = ()  # requested with `classes` but absent from the .rec
 
 
 def parse_class_list(text: str | None) -> list[int] | None:
@@ -119,9 +120,10 @@ def extract_recordio(
         folder = out / f"{label:0{width}d}"
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"{key}{_extension(payload)}"
-        if target.is_file() and target.stat().st_size == len(payload):
+        if target.is_file() and target.stat().st_size == len(payload) and target.read_bytes() == payload:
             skipped += 1
             continue
-        atomic_write(target, payload, durable=False)  # a re-run rewrites any file of the wrong size
+        atomic_write(target, payload, durable=False)  # a re-run rewrites any file that differs
         written += 1
-    return ExtractSummary(out, written + skipped, int(np.unique(labels_int[order]).size), skipped)
+    missing = tuple(sorted(set(classes or ()) - set(np.unique(labels_int).tolist())))
+    return ExtractSummary(out, written + skipped, int(np.unique(labels_int[order]).size), skipped, missing)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from cdface.cli_args import positive_int
+from cdface.cli_args import output_folder, positive_int
 
 __all__ = ["register_extract"]
 
@@ -21,7 +21,8 @@ def register_extract(sub: Any) -> None:
         "stored. `cdface data pack` turns the folder back into a .rec with the same labels.",
     )
     p.add_argument("rec", help="a .rec file or a folder holding train.rec (+ .idx)")
-    p.add_argument("--out", required=True, help="output folder (created; existing identical files are kept)")
+    p.add_argument("--out", required=True, type=output_folder,
+                   help="output folder (created; existing identical files are kept)")
     p.add_argument("--classes", help="only these class labels, e.g. 0,3,10-12 (default: all)")
     p.add_argument("--limit", type=positive_int, help="at most N images in all (default: no limit)")
     p.add_argument("--per-class", type=positive_int, help="at most N images of each class (default: all)")
@@ -34,6 +35,11 @@ def _run_extract(args: argparse.Namespace) -> int:
     summary = extract_recordio(
         args.rec, args.out, classes=parse_class_list(args.classes), limit=args.limit, per_class=args.per_class
     )
+    if summary.missing_classes:
+        missing = summary.missing_classes
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        print(f"warning: {len(summary.missing_classes)} requested class(es) are not in {args.rec}: {shown}",
+              file=sys.stderr)
     kept = f" ({summary.skipped_existing} already there)" if summary.skipped_existing else ""
     print(f"extracted {summary.images} images of {summary.classes} classes into {summary.out_dir}{kept}",
           file=sys.stderr)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cdface.errors import FormatError
+from cdface.files import TEXT_ENCODING
 
 __all__ = ["LIST_FORMS", "read_image_list"]
 
@@ -79,7 +80,7 @@ def read_image_list(
     list_path = Path(list_file)
     base = Path(root) if root is not None else list_path.parent
     try:
-        text = list_path.read_text(encoding="utf-8")
+        text = list_path.read_text(encoding=TEXT_ENCODING)
     except (OSError, UnicodeDecodeError) as exc:
         raise FormatError(list_path, None, f"a readable UTF-8 text file ({exc})") from None
     paths: list[Path] = []

@@ -24,7 +24,7 @@ import numpy as np
 from cdface.data.align import fit_to_size
 from cdface.data.decode import decode_image
 from cdface.errors import FormatError, UnsafeFileError
-from cdface.files import atomic_write
+from cdface.files import TEXT_ENCODING, atomic_write
 
 __all__ = [
     "PairSet",
@@ -281,7 +281,7 @@ def write_bin(path: str | os.PathLike, images: Sequence[bytes], issame: Sequence
 def read_lfw_pairs(pairs_txt: str | os.PathLike) -> list[tuple[str, int, str, int]]:
     """Parse LFW's pairs.txt: optional ``folds count`` header, ``name i j`` and ``name1 i name2 j`` lines."""
     pairs: list[tuple[str, int, str, int]] = []
-    lines = Path(pairs_txt).read_text(encoding="utf-8").splitlines()
+    lines = Path(pairs_txt).read_text(encoding=TEXT_ENCODING).splitlines()
     for number, line in enumerate(lines, start=1):
         fields = line.split()
         if not fields:

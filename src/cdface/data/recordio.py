@@ -20,6 +20,7 @@ reader then finds the exact boundary from the records; see ``float32_tolerance``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
@@ -32,6 +33,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from cdface.errors import FormatError
+from cdface.files import atomic_write, atomic_writer
 
 logger = logging.getLogger("cdface.data")
 
@@ -503,32 +505,42 @@ def scan_offsets(rec_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 
 class RecordIOWriter:
-    """Write .rec/.idx byte-for-byte like ``mx.recordio.MXIndexedRecordIO`` (dmlc splitting included)."""
+    """Write .rec/.idx byte-for-byte like ``mx.recordio.MXIndexedRecordIO`` (dmlc splitting included).
+
+    Both files are written as temporaries beside their targets (``cdface.files.atomic_writer``) and renamed
+    over them by ``close()``: a reader never sees half a .rec, and a ``with`` block left by an exception (a
+    corrupt image while packing, Ctrl-C) removes the temporaries and leaves any earlier .rec/.idx unchanged.
+    """
 
     def __init__(self, rec_path: str | os.PathLike, idx_path: str | os.PathLike | None = None) -> None:
         self.rec_path = Path(rec_path)
         self.idx_path = Path(idx_path) if idx_path is not None else self.rec_path.with_suffix(".idx")
-        self._rec = open(self.rec_path, "wb")  # noqa: SIM115 - closed in close()
-        self._idx = open(self.idx_path, "w", encoding="ascii", newline="\n")  # noqa: SIM115
+        self._files = contextlib.ExitStack()
+        with self._files:  # opening the .idx may fail: then the .rec's temporary goes too
+            self._rec = self._files.enter_context(atomic_writer(self.rec_path))
+            self._idx = self._files.enter_context(atomic_writer(self.idx_path))
+            self._files = self._files.pop_all()
         self._pos = 0
 
     def __enter__(self) -> RecordIOWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._files.__exit__(exc_type, exc, tb)  # the temporaries are removed, the exception goes on
 
     def close(self) -> None:
-        if not self._rec.closed:
-            self._rec.close()
-            self._idx.close()
+        """Finish both files: flushed, fsynced and renamed over ``rec_path`` / ``idx_path``."""
+        self._files.close()
 
     def write(self, key: int, payload: bytes) -> int:
         """Append one record under ``key``; returns its offset."""
         offset = self._pos
         self._rec.write(encode_record(payload))
         self._pos = self._rec.tell()
-        self._idx.write(f"{int(key)}\t{offset}\n")
+        self._idx.write(f"{int(key)}\t{offset}\n".encode("ascii"))
         return offset
 
     def write_image(self, key: int, header: IRHeader | tuple, image_bytes: bytes) -> int:
@@ -603,5 +615,5 @@ def write_insightface_rec(
             bounds = np.array([start + 1, start + 1 + count], np.float32)
             writer.write(end_images + j, pack_header(IRHeader(0, bounds, 0, 0)))
     prop = out / "property"
-    prop.write_text(f"{classes.size},{image_size[0]},{image_size[1]}\n")
+    atomic_write(prop, f"{classes.size},{image_size[0]},{image_size[1]}\n")
     return {"rec": rec_path, "idx": idx_path, "property": prop}

@@ -10,8 +10,17 @@ from typing import Any
 
 import numpy as np
 
-from cdface.cli_args import add_allow_nonfinite, far_list, int_list, nonfinite_exit, positive_int
+from cdface.cli_args import (
+    add_allow_nonfinite,
+    far_list,
+    far_value,
+    int_list,
+    nonfinite_exit,
+    output_file,
+    positive_int,
+)
 from cdface.errors import FormatError
+from cdface.eval.feature_files import genuine_flags, integer_labels
 from cdface.files import atomic_write
 
 
@@ -30,7 +39,7 @@ def register(subparsers: Any) -> None:
         "are summed (insightface's flip test) and the output adds insightface's XNorm",
     )
     p.add_argument("--nfolds", type=positive_int, default=10, help="cross-validation folds (insightface: 10)")
-    p.add_argument("--far-target", type=float, default=1e-3,
+    p.add_argument("--far-target", type=far_value, default=1e-3,
                    help="the FAR of insightface's 'val' (TAR@FAR) output")
     p.add_argument("--far", type=far_list, default=(), metavar="F1,F2,...",
                    help="also report TAR at these FARs (tar_at_far), each by the 'val' rule; default: none")
@@ -85,7 +94,7 @@ def register(subparsers: Any) -> None:
 
 
 def _add_out(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", help="also write the JSON to this file")
+    parser.add_argument("--out", type=output_file, help="also write the JSON to this file")
 
 
 def _load_array(path: str | Path, what: str, devkit: bool = False) -> np.ndarray:
@@ -125,7 +134,9 @@ def _run_pairs(args: argparse.Namespace) -> int:
 
     emb = _load_array(args.embeddings, "embeddings")
     same = _load_array(args.issame, "issame")
-    if emb.ndim != 2 or emb.shape[0] % 2 or emb.shape[0] == 0:
+    if same.ndim == 1:
+        same = genuine_flags(same, args.issame)
+    if emb.ndim != 2 or emb.shape[0] % 2 or emb.shape[0] == 0 or emb.shape[1] == 0:
         raise FormatError(args.embeddings, None, f"an array of shape (2N, D), got {emb.shape}")
     if same.ndim != 1 or same.shape[0] * 2 != emb.shape[0]:
         raise FormatError(args.issame, None, f"{emb.shape[0] // 2} genuine flags, got shape {same.shape}")
@@ -150,7 +161,7 @@ def _run_ijb(args: argparse.Namespace) -> int:
 
     meta = load_ijb_meta(args.meta_dir, dataset=args.dataset, with_pairs=args.protocol == "11")
     feats = _load_array(args.features, "features")
-    if feats.ndim != 2 or feats.shape[0] != meta.templates.shape[0]:
+    if feats.ndim != 2 or feats.shape[0] != meta.templates.shape[0] or feats.shape[1] == 0:
         n_img = meta.templates.shape[0]
         raise FormatError(args.features, None, f"one row per 5pts-file image ({n_img}), got {feats.shape}")
     faceness = meta.faceness if args.faceness is None else _load_array(args.faceness, "faceness").reshape(-1)
@@ -176,9 +187,12 @@ def _run_megaface(args: argparse.Namespace) -> int:
     from cdface.eval.megaface import megaface_evaluate
 
     probe = _load_array(args.probe, "probe features", devkit=True)
-    labels = _load_array(args.probe_labels, "probe labels").reshape(-1)
+    labels = integer_labels(_load_array(args.probe_labels, "probe labels").reshape(-1), args.probe_labels,
+                            "probe labels")
     distractors = _load_array(args.distractors, "distractor features", devkit=True)
-    if probe.ndim != 2 or labels.shape[0] != probe.shape[0]:
+    if probe.ndim != 2 or 0 in probe.shape:
+        raise FormatError(args.probe, None, f"probe features: a non-empty (N, D) array, got {probe.shape}")
+    if labels.shape[0] != probe.shape[0]:
         expected = f"{probe.shape[0]} labels for the probe rows, got {labels.shape}"
         raise FormatError(args.probe_labels, None, expected)
     if distractors.ndim != 2 or distractors.shape[1] != probe.shape[1]:

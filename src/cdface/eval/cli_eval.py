@@ -9,7 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cdface.cli_args import INVALID_RESULT_EXIT, add_allow_nonfinite, far_list, int_list, nonfinite_exit
+from cdface.cli_args import (
+    INVALID_RESULT_EXIT,
+    add_allow_nonfinite,
+    far_list,
+    int_list,
+    nonfinite_exit,
+    output_folder,
+)
 from cdface.inference.cli_options import add_model_options, cpu_threads, load_kwargs
 
 __all__ = ["register_eval"]
@@ -30,7 +37,8 @@ def register_eval(subparsers: Any) -> None:
                    help="comma list: lfw,cfp_fp,agedb_30,calfw,cplfw (with --data-root), ijbb, ijbc, megaface, "
                    "tinyface, rfw, or .bin paths")
     p.add_argument("--data-root", help="directory holding <name>.bin, IJBB/, IJBC/, megaface/")
-    p.add_argument("--out", help="write results.json, results.md and plots (ROC, score histograms) here")
+    p.add_argument("--out", type=output_folder,
+                   help="write results.json, results.md and plots (ROC, score histograms) here")
     p.add_argument("--json", action="store_true", help="print {target: metrics} as JSON on stdout")
     p.add_argument("--ijb-protocols", type=_ijb_protocols, default=("11", "1n"), metavar="11,1n",
                    help="IJB protocols to run: 11, 1n or 11,1n (default: both)")
@@ -98,7 +106,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             for target, metrics in entry["results"].items():
                 print(f"{entry['model']}  {target}: {_one_line(metrics)}")
         if args.out:
-            print(f"wrote {Path(args.out) / 'results.json'}, results.md and plots", file=sys.stderr)
+            plots = "" if args.no_plots else " and plots"
+            print(f"wrote {Path(args.out) / 'results.json'}, results.md{plots}", file=sys.stderr)
     counts = {}
     for entry in document["models"]:
         for target, metrics in entry["results"].items():

@@ -13,6 +13,7 @@ import numpy as np
 
 from cdface.cli_args import add_allow_nonfinite
 from cdface.errors import ConfigError, FormatError
+from cdface.eval.feature_files import genuine_flags, integer_labels
 
 __all__ = ["register_protocols", "parse_floats", "parse_ints"]
 
@@ -101,14 +102,12 @@ def _labels(path: str, n: int, what: str) -> np.ndarray:
     labels = _load(path, what).reshape(-1)
     if labels.shape[0] != n:
         raise FormatError(path, None, f"{what}: {n} entries (one per feature row), got {labels.shape[0]}")
-    if labels.dtype.kind not in "iu" and not (labels.dtype.kind == "f" and np.all(labels == np.round(labels))):
-        raise FormatError(path, None, f"{what}: integer identities, got dtype {labels.dtype}")
-    return labels.astype(np.int64)
+    return integer_labels(labels, path, what)
 
 
 def _features(path: str, what: str) -> np.ndarray:
     feats = _load(path, what)
-    if feats.ndim != 2 or feats.shape[0] == 0 or feats.dtype.kind != "f":
+    if feats.ndim != 2 or 0 in feats.shape or feats.dtype.kind != "f":
         raise FormatError(path, None, f"{what}: a non-empty float (N, D) array, got {feats.dtype} {feats.shape}")
     return feats
 
@@ -169,7 +168,7 @@ def _run_erc(args: argparse.Namespace) -> int:
         if feats.shape[0] % 2:
             raise FormatError(args.features, None, f"2N rows (pairs 2i, 2i+1) without --pairs, got {feats.shape[0]}")
         pairs = np.arange(feats.shape[0]).reshape(-1, 2)
-    same = _load(args.issame, "issame").reshape(-1)
+    same = genuine_flags(_load(args.issame, "issame").reshape(-1), args.issame)
     if same.shape[0] != pairs.shape[0]:
         raise FormatError(args.issame, None, f"{pairs.shape[0]} genuine flags, got {same.shape[0]}")
     try:
@@ -189,7 +188,7 @@ def _run_rfw(args: argparse.Namespace) -> int:
         if name in embeddings:
             raise ConfigError(f"--race {name} given twice")
         emb = _features(emb_path, f"{name} embeddings")
-        same = _load(same_path, f"{name} genuine flags").reshape(-1)
+        same = genuine_flags(_load(same_path, f"{name} genuine flags").reshape(-1), same_path, f"{name} issame")
         if emb.shape[0] % 2 or same.shape[0] * 2 != emb.shape[0]:
             raise FormatError(same_path, None, f"{emb.shape[0] // 2} genuine flags for the (2N, D) embeddings "
                               f"{emb.shape}, got {same.shape[0]}")

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from cdface.errors import FormatError
+from cdface.files import TEXT_ENCODING
 
 __all__ = [
     "IJBMeta",
@@ -56,7 +57,7 @@ def ijb_file_names(dataset: str) -> dict[str, str]:
 
 def _lines(path: Path) -> list[str]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding=TEXT_ENCODING)
     except FileNotFoundError as exc:
         raise FormatError(path, None, "file not found") from exc
     except UnicodeDecodeError as exc:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cdface.errors import FormatError
+from cdface.files import TEXT_ENCODING
 
 __all__ = [
     "read_opencv_matrix",
@@ -89,7 +90,7 @@ def read_feature_files(paths: Iterable[str | Path]) -> np.ndarray:
 def _read_text(path: Path) -> str:
     """The file as UTF-8 text; a missing, unreadable or non-UTF-8 file is a FormatError naming it."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding=TEXT_ENCODING)
     except FileNotFoundError as exc:
         raise FormatError(path, None, "file not found") from exc
     except OSError as exc:

@@ -24,6 +24,7 @@ import numpy as np
 
 from cdface.data.landmarks import read_landmark_file
 from cdface.errors import FormatError
+from cdface.files import TEXT_ENCODING
 
 __all__ = ["MegaFaceLayout", "find_megaface_root", "read_megaface_layout"]
 
@@ -54,7 +55,7 @@ def find_megaface_root(data_root: Path) -> Path:
 def _read_list(path: Path) -> list[str]:
     if not path.is_file():
         raise FormatError(path, None, "an image list (one relative path per line)")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_text(encoding=TEXT_ENCODING).splitlines()
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
@@ -72,7 +73,7 @@ def _noise_entries(path: Path) -> set[str]:
     if not path.is_file():
         return set()
     entries = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding=TEXT_ENCODING).splitlines():
         if not line.strip() or line.startswith("#"):
             continue
         fields = line.rstrip("\n").split("\t")

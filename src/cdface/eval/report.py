@@ -19,7 +19,7 @@ from typing import Any
 from cdface.eval.results import TargetResult
 from cdface.files import atomic_write, to_json_safe
 
-__all__ = ["write_outputs", "headline", "to_json_safe", "markdown_table"]
+__all__ = ["write_outputs", "headline", "to_json_safe", "markdown_table", "distinct_labels"]
 
 
 def _pct(value: Any) -> str:
@@ -34,24 +34,57 @@ def _far_label(far: float) -> str:
     return f"1e{exponent}" if math.isclose(far, 10.0**exponent, rel_tol=1e-9) else f"{far:g}"
 
 
-def headline(result: TargetResult) -> dict[str, str]:
-    """The columns one target contributes to results.md, formatted (percent, 2 decimals)."""
-    cols = _headline(result)
+def distinct_labels(names: Sequence[str], base: Any = lambda p: Path(p).stem) -> dict[str, str]:
+    """Short display names for paths: ``base(path)`` (the stem), with parent folders prepended while two differ.
+
+    ``/a/lfw.bin`` and ``/b/lfw.bin`` become ``a/lfw`` and ``b/lfw`` instead of two ``lfw`` columns in
+    results.md (or two plots written to the same file); equal names keep one label.
+    """
+    unique = list(dict.fromkeys(names))
+    depth = dict.fromkeys(unique, 0)
+
+    def label(name: str) -> str:
+        parents = Path(name).parent.parts
+        kept = parents[len(parents) - depth[name]:] if depth[name] else ()
+        return "/".join((*kept, base(name) or name))
+
+    while True:
+        groups: dict[str, list[str]] = {}
+        for name in unique:
+            groups.setdefault(label(name), []).append(name)
+        grow = [n for group in groups.values() if len(group) > 1 for n in group
+                if depth[n] < len(Path(n).parent.parts)]
+        if not grow:
+            return {name: label(name) for name in unique}
+        for name in grow:
+            depth[name] += 1
+
+
+def _file_safe(label: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
+
+
+def headline(result: TargetResult, label: str | None = None) -> dict[str, str]:
+    """The columns one target contributes to results.md, formatted (percent, 2 decimals).
+
+    ``label`` names a pair set in the column titles (default its file stem; see ``distinct_labels``).
+    """
+    cols = _headline(result, label or Path(result.target).stem)
     auc = (result.metrics.get("erc") or {}).get("auc") or {}
     for far, value in auc.items():  # error-versus-reject (--quality): area under FNMR(rejected fraction)
-        cols[f"{Path(result.target).stem} ERC-AUC@{_far_label(float(far))}"] = _pct(value)
+        cols[f"{label or Path(result.target).stem} ERC-AUC@{_far_label(float(far))}"] = _pct(value)
     if result.metrics.get("valid") is False:
         cols = {k: f"{v} (invalid)" for k, v in cols.items()}
     return cols
 
 
-def _headline(result: TargetResult) -> dict[str, str]:
+def _headline(result: TargetResult, label: str) -> dict[str, str]:
     m, name = result.metrics, result.target
     if result.kind == "pairs":
         acc, std = _pct(m.get("accuracy")), _pct(m.get("accuracy_std"))
-        cols = {f"{Path(name).stem} acc": acc if std == "-" or acc == "-" else f"{acc} ± {std}"}
+        cols = {f"{label} acc": acc if std == "-" or acc == "-" else f"{acc} ± {std}"}
         for far, tar in (m.get("tar_at_far") or {}).items():
-            cols[f"{Path(name).stem} TAR@{_far_label(float(far))}"] = _pct(tar)
+            cols[f"{label} TAR@{_far_label(float(far))}"] = _pct(tar)
         return cols
     if result.kind == "ijb":
         cols: dict[str, str] = {}
@@ -102,12 +135,14 @@ def write_outputs(
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "results.json", out_dir / "results.md"]
     atomic_write(written[0], json.dumps(to_json_safe(document), indent=2, allow_nan=False) + "\n")
+    target_labels = distinct_labels([t for _, results in per_model for t in results])
+    model_labels = distinct_labels([m for m, _ in per_model], base=lambda p: Path(p).name)
     rows = []
     for model, results in per_model:
         cols: dict[str, str] = {}
-        for result in results.values():
-            cols.update(headline(result))
-        rows.append((Path(model).name or model, cols))
+        for target, result in results.items():
+            cols.update(headline(result, target_labels[target]))
+        rows.append((model_labels[model], cols))
     header = (
         f"# Evaluation results\n\ncdface {document.get('cdface_version')}, {document.get('created')}. "
         "Numbers in percent (pair sets: mean ± std over the folds); full metrics and provenance in "
@@ -115,11 +150,16 @@ def write_outputs(
     )
     atomic_write(written[1], header + markdown_table(rows))
     if plots:
-        written.extend(_plots(out_dir, per_model))
+        written.extend(_plots(out_dir, per_model, target_labels, model_labels))
     return written
 
 
-def _plots(out_dir: Path, per_model: Sequence[tuple[str, Mapping[str, TargetResult]]]) -> list[Path]:
+def _plots(
+    out_dir: Path,
+    per_model: Sequence[tuple[str, Mapping[str, TargetResult]]],
+    target_labels: Mapping[str, str],
+    model_labels: Mapping[str, str],
+) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,11 +168,11 @@ def _plots(out_dir: Path, per_model: Sequence[tuple[str, Mapping[str, TargetResu
     by_target: dict[str, list[tuple[str, TargetResult]]] = {}
     for model, results in per_model:
         for target, result in results.items():
-            by_target.setdefault(target, []).append((Path(model).name or model, result))
+            by_target.setdefault(target, []).append((model_labels[model], result))
     written = []
     for target, items in by_target.items():
         kind = items[0][1].kind
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in Path(target).stem)
+        safe = _file_safe(target_labels[target])
         if any(r.curves.get("erc") for _, r in items):
             written.append(_plot_curve(plt, out_dir / f"erc_{safe}.png", items, "erc", "reject", "fnmr",
                                        "Fraction of pairs rejected (lowest quality)", "FNMR at FMR 1e-3",
@@ -262,7 +302,7 @@ def _plot_histogram(plt: Any, out_dir: Path, safe: str, model: str, result: Targ
     scores = result.curves.get("scores")
     if not scores:
         return None
-    model_tag = "_" + "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in Path(model).stem) if multi else ""
+    model_tag = "_" + _file_safe(model.removesuffix(Path(model).suffix)) if multi else ""
     path = out_dir / f"scores_{safe}{model_tag}.png"
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
     bins = [i / 50.0 - 1.0 for i in range(101)]  # cosine in [-1, 1], 0.02 wide

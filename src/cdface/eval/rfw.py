@@ -28,6 +28,7 @@ import numpy as np
 from cdface.errors import FormatError
 from cdface.eval._arrays import plain_float
 from cdface.eval.verification import PairResult, evaluate_pairs
+from cdface.files import TEXT_ENCODING
 
 __all__ = ["RACES", "RfwResult", "rfw_summary", "evaluate_rfw", "RfwRace", "find_rfw_test_dir",
            "read_rfw_race", "read_rfw_landmarks"]
@@ -106,7 +107,7 @@ def read_rfw_landmarks(path: Path) -> dict[str, np.ndarray]:
     points; FormatError naming the line for anything else."""
     table: dict[str, np.ndarray] = {}
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding=TEXT_ENCODING)
     except (OSError, UnicodeDecodeError) as exc:
         raise FormatError(path, None, f"a readable UTF-8 landmark file ({exc})") from exc
     for number, line in enumerate(text.splitlines(), 1):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cdface.errors import ConfigError, FormatError
+from cdface.files import sha256_file
 
 __all__ = ["CosineThreshold", "distance_to_cosine", "threshold_from_results"]
 
@@ -55,6 +56,11 @@ def threshold_from_results(path: str | Path, target: str | None = None, model: s
         if len(pair_targets) > 1:
             raise ConfigError(f"{path} holds several pair sets ({', '.join(pair_targets)}): pick one with --target")
         target = next(iter(pair_targets))
+    if target not in pair_targets:  # the name results.md shows (`lfw` for /data/lfw.bin, `a/lfw` when two share it)
+        from cdface.eval.report import distinct_labels
+
+        by_label = {label: key for key, label in distinct_labels(list(pair_targets)).items()}
+        target = by_label.get(target, target)
     if target not in pair_targets:
         raise ConfigError(f"{path}: no pair-set threshold for target {target!r}; there are {', '.join(pair_targets)}")
     metrics = pair_targets[target]
@@ -70,11 +76,21 @@ def threshold_from_results(path: str | Path, target: str | None = None, model: s
 
 
 def _pick_model(path: Path, entries: list[dict[str, Any]], model: str | None) -> dict[str, Any]:
+    """The entry of `model`: the same path string, else the same file contents (sha256), else the only entry
+    with its file name. Two runs' `backbone.pt` share a name: a name alone never picks among several."""
     if len(entries) == 1:
         return entries[0]
     names = [str(e.get("model")) for e in entries]
     if model is not None:
-        for entry, name in zip(entries, names):
-            if name == str(model) or Path(name).name == Path(str(model)).name:
-                return entry
+        exact = [e for e, name in zip(entries, names) if name == str(model)]
+        if len(exact) == 1:
+            return exact[0]
+        if Path(model).is_file():
+            digest = sha256_file(model)
+            same_file = [e for e in entries if e.get("sha256") == digest]
+            if len(same_file) == 1:
+                return same_file[0]
+        same_name = [e for e, name in zip(entries, names) if Path(name).name == Path(str(model)).name]
+        if len(same_name) == 1:
+            return same_name[0]
     raise ConfigError(f"{path} holds several models ({', '.join(names)}): the one given with --model must be one")

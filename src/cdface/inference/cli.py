@@ -6,14 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cdface.cli_args import add_allow_nonfinite, nonfinite_exit, positive_int
+from cdface.cli_args import add_allow_nonfinite, nonfinite_exit, output_file, positive_int
 from cdface.errors import ConfigError, FormatError
-from cdface.files import atomic_write, atomic_writer
+from cdface.files import TEXT_ENCODING, atomic_write, atomic_writer, to_json_safe
 from cdface.inference.cli_options import add_model_options, cpu_threads, make_embedder
 
 __all__ = ["register"]
@@ -30,7 +31,8 @@ def register(subparsers: Any) -> None:
     )
     e.add_argument("source", help="an image, a folder, a list file (one path per line) or a .rec")
     add_model_options(e)
-    e.add_argument("--out", required=True, help="features .npy (N, D); names in <out>.paths.txt, one per row")
+    e.add_argument("--out", required=True, type=output_file,
+                   help="features .npy (N, D); names in <out>.paths.txt, one per row")
     e.add_argument("--landmarks", help="'<path> x1 y1 ... x5 y5' per line: align the images first")
     add_allow_nonfinite(e)
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -71,7 +73,8 @@ def register(subparsers: Any) -> None:
     s.add_argument("--gallery-paths", help="names of the gallery rows (default: <gallery>.paths.txt if present)")
     s.add_argument("--query-paths", help="names of the query rows (default: <query>.paths.txt if present)")
     s.add_argument("--json", action="store_true", help="print JSON (one object per query) instead of a table")
-    s.add_argument("--out", help="also write {'scores','indices'} to this .npz")
+    add_allow_nonfinite(s)
+    s.add_argument("--out", type=output_file, help="also write {'scores','indices'} to this .npz")
     s.set_defaults(func=_run_search)
 
     x = subparsers.add_parser(
@@ -82,7 +85,8 @@ def register(subparsers: Any) -> None:
     )
     x.add_argument("--model", required=True, metavar="PATH", help="a run directory, checkpoint or state_dict")
     x.add_argument("--arch", help="architecture of a plain state_dict (default: from model.json or the keys)")
-    x.add_argument("--out", required=True, help="the .onnx to write (its preprocessing goes to <stem>.json)")
+    x.add_argument("--out", required=True, type=output_file,
+                   help="the .onnx to write (its preprocessing goes to <stem>.json)")
     x.add_argument("--opset", type=positive_int, default=17, help="ONNX opset version")
     x.add_argument("--dynamic-batch", action="store_true", help="a dynamic batch axis (default: batch 1)")
     x.add_argument("--fp16", action="store_true", help="export in float16")
@@ -105,10 +109,16 @@ def _landmarks_for(path: str | None, names: list[str], root: Path) -> np.ndarray
     from cdface.data.landmarks import read_landmark_file
 
     table = read_landmark_file(Path(path))
+    file_names = Counter(Path(name).name for name in names)
     rows = []
     for name in names:
         p = Path(name)
-        key = next((k for k in (str(p), _relative(p, root), p.name) if k in table), None)
+        key = next((k for k in (str(p), _relative(p, root)) if k in table), None)
+        if key is None and p.name in table:
+            if file_names[p.name] > 1:  # a bare file name cannot say which of the images it means
+                raise FormatError(path, None, f"landmarks keyed by path: {p.name} names {file_names[p.name]} "
+                                  f"images of the source (e.g. {name}); write their paths relative to {root}")
+            key = p.name
         if key is None:
             raise FormatError(path, None, f"landmarks for every image; {name} has none")
         rows.append(table[key])
@@ -137,9 +147,12 @@ def _run_embed(args: argparse.Namespace) -> int:
         feats = extract_features(embedder, dataset, args.batch_size, args.workers, not args.no_progress, "embed")
     out = Path(args.out)
     stem = out.name.removesuffix(".npy")
-    if feats.errors:
+    skipped_path = out.with_name(stem + ".skipped.txt")
+    if not feats.errors:
+        if skipped_path.is_file():  # an earlier run's list would describe images of another run
+            skipped_path.unlink()
+    else:
         out.parent.mkdir(parents=True, exist_ok=True)
-        skipped_path = out.with_name(stem + ".skipped.txt")
         atomic_write(skipped_path, "".join(f"{e}\n" for e in feats.errors))
         print(f"skipped {len(feats.errors)} unreadable image(s), listed in {skipped_path}:", file=sys.stderr)
         for err in feats.errors[:10]:
@@ -187,7 +200,8 @@ def _run_compare(args: argparse.Namespace) -> int:
     paths = [Path(args.image_a), Path(args.image_b)]
     for path in paths:
         if not path.is_file():
-            raise FormatError(path, None, "an image file (not found)")
+            raise FormatError(path, None, "an image file" + (" (it is a folder; compare takes two images, embed a "
+                                                             "folder)" if path.is_dir() else " (not found)"))
         if not is_image_file(path):
             raise FormatError(path, None, "an image file (JPEG, PNG, BMP, WebP, TIFF, PPM)")
     if args.target and not args.threshold_from:
@@ -240,7 +254,7 @@ def _read_names(features: str, explicit: str | None, rows: int) -> list[str] | N
             raise FormatError(path, None, "a names file, one line per feature row (not found)")
         return None
     try:
-        names = path.read_text(encoding="utf-8").splitlines()
+        names = path.read_text(encoding=TEXT_ENCODING).splitlines()
     except UnicodeDecodeError:
         raise FormatError(path, None, "a UTF-8 text file, one name per feature row") from None
     if len(names) != rows:
@@ -255,8 +269,8 @@ def _run_search(args: argparse.Namespace) -> int:
     gallery = load_npy(args.gallery, "gallery features", mmap=True)
     query = load_npy(args.query, "query features")
     for path, arr in ((args.gallery, gallery), (args.query, query)):
-        if arr.ndim != 2 or arr.shape[0] == 0 or arr.dtype.kind not in "fiu":
-            raise FormatError(path, None, f"a numeric (N, D) array with N >= 1, got shape {arr.shape} {arr.dtype}")
+        if arr.ndim != 2 or 0 in arr.shape or arr.dtype.kind not in "fiu":
+            raise FormatError(path, None, f"a numeric (N, D) array with N, D >= 1, got shape {arr.shape} {arr.dtype}")
     if gallery.shape[1] != query.shape[1]:
         raise FormatError(args.query, None, f"features of dimension {gallery.shape[1]} (the gallery's), "
                           f"got {query.shape[1]}")
@@ -265,6 +279,14 @@ def _run_search(args: argparse.Namespace) -> int:
     gallery_names = _read_names(args.gallery, args.gallery_paths, gallery.shape[0])
     query_names = _read_names(args.query, args.query_paths, query.shape[0])
     scores, indices = topk_search(np.asarray(query), gallery, k=args.k, device=args.device, backend=args.backend)
+    from cdface.eval.verification import count_nonfinite_rows
+
+    chunk = 65536  # the gallery may be a memory-mapped file of millions of rows: counted in chunks
+    nonfinite = {
+        str(args.query): (count_nonfinite_rows(query), int(query.shape[0])),
+        str(args.gallery): (sum(count_nonfinite_rows(gallery[g0 : g0 + chunk])
+                                for g0 in range(0, gallery.shape[0], chunk)), int(gallery.shape[0])),
+    }
     if args.out:
         out_path = Path(args.out)
         if out_path.suffix != ".npz":  # np.savez's rule: the .npz suffix is added when missing
@@ -280,14 +302,14 @@ def _run_search(args: argparse.Namespace) -> int:
             for r, (i, sc) in enumerate(zip(indices[q], scores[q]))
         ]
         rows.append({"query": q} | ({"query_path": query_names[q]} if query_names else {}) | {"results": hits})
-    if args.json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    for row in rows:
-        print(f"query {row['query']}" + (f"  {row['query_path']}" if "query_path" in row else ""))
-        for hit in row["results"]:
-            print(f"  {hit['rank']:>3}. {hit['score']:.4f}  " + hit.get("path", f"gallery row {hit['index']}"))
-    return 0
+    if args.json:  # strict JSON: a non-finite score (a NaN/inf feature row, ranked last) is null
+        print(json.dumps(to_json_safe(rows), indent=1, allow_nan=False))
+    else:
+        for row in rows:
+            print(f"query {row['query']}" + (f"  {row['query_path']}" if "query_path" in row else ""))
+            for hit in row["results"]:
+                print(f"  {hit['rank']:>3}. {hit['score']:.4f}  " + hit.get("path", f"gallery row {hit['index']}"))
+    return nonfinite_exit("search", nonfinite, args.allow_nonfinite)
 
 
 # --------------------------------------------------------------------------------------------------- export

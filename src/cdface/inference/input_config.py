@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cdface.errors import FormatError
+from cdface.errors import ConfigError, FormatError
 from cdface.files import atomic_write
 from cdface.models.input_contract import DEFAULT_INPUT_CFG, InputContract, parse_triple, resolve_input_cfg
 
@@ -36,6 +36,10 @@ def read_model_json(path: str | Path) -> dict[str, Any]:
     size = data.get("embedding_size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
         raise FormatError(path, "key 'embedding_size'", f"a positive integer, got {size!r}")
+    try:  # the card's input contract is checked here, so that a bad value names this file
+        resolve_input_cfg(data)
+    except ConfigError as exc:
+        raise FormatError(path, None, f"a valid input config (input_size, mean, std, color): {exc}") from None
     return data
 
 

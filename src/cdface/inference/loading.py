@@ -104,7 +104,14 @@ class EmbeddingModel:
             "embedding_size": self.embedding_size,
             "input_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in self.input_cfg.items()},
             "preprocessing": dict(self.preprocessing),
+            "precision": self._precision_text(),
         }
+
+    def _precision_text(self) -> str:
+        """The precision the model really runs at (autocast for PyTorch, the graph's input type for ONNX)."""
+        if hasattr(self, "input_dtype"):
+            return f"onnx graph ({np.dtype(self.input_dtype).name} input)"
+        return str(getattr(self, "precision", "fp32"))
 
 
 def _writable(images: np.ndarray) -> np.ndarray:
@@ -240,7 +247,12 @@ def load_embedding_model(
     if not path.is_file():
         raise FormatError(path, None, "a model file or run directory (not found)")
     meta = _find_model_json(path)
-    if path.suffix.lower() == ".onnx":
+    if _is_onnx(path):
+        if precision != "fp32":  # autocast does not reach onnxruntime: say so instead of recording a lie
+            logger.warning(
+                "%s: --precision %s is ignored for an ONNX model, which runs in its graph's own precision "
+                "(cdface export --fp16 writes a float16 graph)", path, precision,
+            )
         model = OnnxEmbeddingModel(path, resolve_input_cfg(meta, **overrides), dev)
         model.arch = meta.get("arch") if meta else None
         model.preprocessing = _onnx_preprocessing(path, meta, overrides, model.input_cfg)
@@ -256,6 +268,16 @@ def load_embedding_model(
     cfg = resolve_input_cfg(getattr(module, "input_cfg", None), meta, **overrides)
     module.eval()
     return TorchEmbeddingModel(module, cfg, dev, precision, source_path=path)
+
+
+def _is_onnx(path: Path) -> bool:
+    """An .onnx name, or an ONNX file under another name (``cdface export --out r50`` writes no suffix): a
+    serialised ModelProto starts with field 1, ir_version (tag byte 0x08), while a torch.save file is a zip
+    (``PK``) or a pickle (0x80)."""
+    if path.suffix.lower() == ".onnx":
+        return True
+    with open(path, "rb") as handle:
+        return handle.read(1) == b"\x08"
 
 
 _OVERRIDE_FLAGS = {"mean": "--input-mean", "std": "--input-std", "color": "--bgr"}

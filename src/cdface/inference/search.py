@@ -4,6 +4,9 @@ The gallery may be millions of rows (a memory-mapped .npy works): it is streamed
 scores are merged into the running best k, so memory stays O(queries x (k + chunk)). The result is exact:
 the same scores as a full sort of the similarity matrix (the order among exactly equal scores is not
 specified). faiss (IndexFlatIP, also exact) is used instead when asked for and importable.
+
+A similarity that is not finite (a NaN or inf feature row) ranks below every finite one and is returned as
+-inf: ``torch.topk`` would otherwise put NaN first, so one broken gallery row would be every query's best hit.
 """
 
 from __future__ import annotations
@@ -54,16 +57,17 @@ def topk_search(
     scores, indices = [], []
     for q0 in range(0, len(queries), query_chunk):
         q = _to_tensor(queries[q0 : q0 + query_chunk], dev, normalize)
-        best_s = torch.full((len(q), k), -float("inf"), device=dev)
-        best_i = torch.full((len(q), k), -1, dtype=torch.int64, device=dev)
+        best_s = torch.empty((len(q), 0), device=dev)  # no sentinel rows: a -inf hit is still a real row
+        best_i = torch.empty((len(q), 0), dtype=torch.int64, device=dev)
         for g0 in range(0, len(gallery), chunk_size):
             g = _to_tensor(gallery[g0 : g0 + chunk_size], dev, normalize)
             sim = q @ g.T
+            sim = torch.where(torch.isfinite(sim), sim, -float("inf"))
             kk = min(k, sim.shape[1])
             s, i = torch.topk(sim, kk, dim=1)
             merged_s = torch.cat([best_s, s], dim=1)
             merged_i = torch.cat([best_i, i + g0], dim=1)
-            best_s, pos = _stable_topk(merged_s, k)
+            best_s, pos = _stable_topk(merged_s, min(k, merged_s.shape[1]))
             best_i = merged_i.gather(1, pos)
         scores.append(best_s.cpu().numpy())
         indices.append(best_i.cpu().numpy())

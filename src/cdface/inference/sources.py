@@ -1,5 +1,6 @@
 """What `cdface embed` and `cdface compare` accept as images: one image file, a folder (searched
-recursively), a text list of image paths, or a RecordIO `.rec` (or a folder holding one).
+recursively), a text list of image paths (or a labelled image list as training reads it: `<path> <label>`,
+mxnet im2rec's or insightface's `.lst`; the labels are ignored), or a RecordIO `.rec` (or a folder holding one).
 
 The kind is decided from the file's content, not only its name: an image is recognised by its magic bytes,
 a `.rec` by its suffix, anything else must be a UTF-8 list. Every source yields a list of items and a name
@@ -15,6 +16,7 @@ import numpy as np
 
 from cdface.data.datasets import IMAGE_EXTENSIONS
 from cdface.errors import FormatError
+from cdface.files import TEXT_ENCODING
 
 __all__ = ["ImageSource", "resolve_image_source", "is_image_file"]
 
@@ -91,7 +93,7 @@ def _recordio(path: Path) -> ImageSource:
 
 def _read_list(path: Path) -> list[Path]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding=TEXT_ENCODING)
     except UnicodeDecodeError:
         raise FormatError(
             path, None, "an image (JPEG/PNG/...), a folder, a .rec, or a UTF-8 list of image paths; this file is "
@@ -109,4 +111,19 @@ def _read_list(path: Path) -> list[Path]:
         out.append(entry if entry.is_absolute() else base / entry)
     if not out:
         raise FormatError(path, None, "at least one image path (one per line); the list is empty")
+    if not out[0].exists():  # a labelled training list (`<path> <label>`, im2rec's or insightface's .lst)?
+        labelled = _labelled_list(path)
+        if labelled and labelled[0].exists():
+            return labelled
     return out
+
+
+def _labelled_list(path: Path) -> list[Path] | None:
+    """The image paths of `path` read as a labelled image list (`cdface.data.lists`), or None if it is not one."""
+    from cdface.data.lists import read_image_list
+
+    try:
+        paths, _ = read_image_list(path)
+    except FormatError:
+        return None
+    return list(paths)
