@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,16 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared is absent (it only exists in the cdface development workplace)")
     return SHARED
+
+
+@pytest.fixture
+def sigint_raises_keyboardinterrupt():
+    """SIGINT handled as in a terminal (Python's KeyboardInterrupt) for the test, whatever the runner inherited.
+
+    A runner started in the background (`make test &`, some CI shells) inherits SIGINT ignored, and Python then
+    installs no handler: a test of Ctrl-C would see nothing happen.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+

@@ -269,7 +269,7 @@ def test_fp16_on_a_cpu_is_refused_before_anything_is_written(tiny_face_set, tmp_
 
 
 def test_ctrl_c_during_the_checkpoint_write_leaves_checkpoint_sidecar_and_backbone_whole(
-        tiny_face_set, tmp_path, monkeypatch):
+        tiny_face_set, tmp_path, monkeypatch, sigint_raises_keyboardinterrupt):
     """The CI failure this guards: SIGINT inside torch.save broke the zip writer into a RuntimeError traceback."""
     written = []
     real_atomic_write = ckpt.atomic_write

@@ -10,7 +10,7 @@ import pytest
 from cdface.train.interrupts import signals_held
 
 
-def test_sigint_inside_the_block_is_raised_after_it():
+def test_sigint_inside_the_block_is_raised_after_it(sigint_raises_keyboardinterrupt):
     reached_end = False
     with pytest.raises(KeyboardInterrupt):
         with signals_held():
