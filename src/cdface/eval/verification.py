@@ -84,8 +84,14 @@ class PairResult:
         return out
 
 
+_NONFINITE_CHUNK = 65536  # rows per check: a memory-mapped (10^6, 512) gallery never needs a full-size mask
+
+
 def count_nonfinite_rows(*arrays: Any) -> int:
-    """Rows (embeddings) holding any NaN or inf, summed over the arrays given (None entries are skipped)."""
+    """Rows (embeddings) holding any NaN or inf, summed over the arrays given (None entries are skipped).
+
+    NumPy arrays (memory-mapped ones included) are checked `_NONFINITE_CHUNK` rows at a time.
+    """
     total = 0
     for array in arrays:
         if array is None:
@@ -96,7 +102,9 @@ def count_nonfinite_rows(*arrays: Any) -> int:
             total += int((~torch.isfinite(array)).reshape(array.shape[0], -1).any(dim=1).sum())
         else:
             x = np.asarray(array)
-            total += int((~np.isfinite(x)).reshape(x.shape[0], -1).any(axis=1).sum()) if x.size else 0
+            rows = x.reshape(x.shape[0], -1) if x.size else x[:0]
+            for r0 in range(0, rows.shape[0], _NONFINITE_CHUNK):
+                total += int((~np.isfinite(rows[r0 : r0 + _NONFINITE_CHUNK])).any(axis=1).sum())
     return total
 
 

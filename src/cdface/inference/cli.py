@@ -149,8 +149,7 @@ def _run_embed(args: argparse.Namespace) -> int:
     stem = out.name.removesuffix(".npy")
     skipped_path = out.with_name(stem + ".skipped.txt")
     if not feats.errors:
-        if skipped_path.is_file():  # an earlier run's list would describe images of another run
-            skipped_path.unlink()
+        skipped_path.unlink(missing_ok=True)  # an earlier run's list would describe images of another run
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(skipped_path, "".join(f"{e}\n" for e in feats.errors))
@@ -281,11 +280,9 @@ def _run_search(args: argparse.Namespace) -> int:
     scores, indices = topk_search(np.asarray(query), gallery, k=args.k, device=args.device, backend=args.backend)
     from cdface.eval.verification import count_nonfinite_rows
 
-    chunk = 65536  # the gallery may be a memory-mapped file of millions of rows: counted in chunks
-    nonfinite = {
+    nonfinite = {  # the gallery may be memory-mapped: count_nonfinite_rows reads it in chunks
         str(args.query): (count_nonfinite_rows(query), int(query.shape[0])),
-        str(args.gallery): (sum(count_nonfinite_rows(gallery[g0 : g0 + chunk])
-                                for g0 in range(0, gallery.shape[0], chunk)), int(gallery.shape[0])),
+        str(args.gallery): (count_nonfinite_rows(gallery), int(gallery.shape[0])),
     }
     if args.out:
         out_path = Path(args.out)
