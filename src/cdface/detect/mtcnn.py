@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from cdface.detect.boxes import nms, regress_boxes, square_boxes
 from cdface.detect.face import DetectedFace
@@ -132,24 +131,23 @@ class MTCNNDetector:
         image = check_image(image)
         h, w = image.shape[:2]
         empty = (np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32))
-        boxes = self._proposals(image)
+        area = SummedArea(image)
+        boxes = self._proposals(area, h, w)
         if len(boxes) == 0:
             return empty
-        area = SummedArea(image)
         boxes = self._refine(area, boxes, w, h)
         if len(boxes) == 0:
             return empty
         return self._output(area, boxes, w, h)
 
-    def _proposals(self, image: np.ndarray) -> np.ndarray:
+    def _proposals(self, area: SummedArea, h: int, w: int) -> np.ndarray:
         """Stage 1: P-Net over the pyramid -> squared candidate boxes (N, 4) float32."""
         cfg = self.config
-        h, w = image.shape[:2]
-        photo = torch.from_numpy(image.transpose(2, 0, 1)[None].astype(np.float32))
         found: list[np.ndarray] = []
+        whole = [np.zeros(1, np.int64), np.zeros(1, np.int64), np.array([h]), np.array([w])]
         for scale in pyramid_scales(h, w, cfg.min_face_size, cfg.factor):
-            level = F.adaptive_avg_pool2d(photo, (int(h * scale + 1), int(w * scale + 1)))
-            prob, offsets = self.nets.pnet(_normalise(level))
+            level = area.resample(*whole, int(h * scale + 1), int(w * scale + 1))
+            prob, offsets = self.nets.pnet(_normalise(torch.from_numpy(level)))
             prob, offsets = prob[0].numpy(), offsets[0].numpy()
             ys, xs = np.nonzero(prob >= cfg.thresholds[0])
             if ys.size == 0:
