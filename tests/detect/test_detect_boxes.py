@@ -123,7 +123,7 @@ def test_summed_area_resample_equals_torch_area_interpolation_of_crops():
     for k in range(4):
         crop = torch.from_numpy(image[top[k]:bottom[k], left[k]:right[k]].transpose(2, 0, 1)[None].astype(np.float64))
         want = F.interpolate(crop, size=(24, 24), mode="area")[0].numpy()
-        np.testing.assert_allclose(got[k], want, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(got[k].transpose(2, 0, 1), want, rtol=0, atol=1e-4)
     whole = area.resample(np.array([0]), np.array([0]), np.array([57]), np.array([83]), 35, 50)
     want = F.adaptive_avg_pool2d(torch.from_numpy(image.transpose(2, 0, 1)[None].astype(np.float64)), (35, 50))
-    np.testing.assert_allclose(whole, want.numpy(), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(whole.transpose(0, 3, 1, 2), want.numpy(), rtol=0, atol=1e-4)

@@ -61,6 +61,7 @@ class MTCNNNets:
         """(N, 3, H, W) -> face probability (N, H', W') and box offsets (N, 4, H', W'), one cell per 12x12
         window at stride 2 (H' = ceil((H - 2) / 2) - 4)."""
         w = self.p
+        x = x.contiguous(memory_format=torch.channels_last)
         x = F.max_pool2d(self._conv(x, w, "conv1", "prelu1"), 2, 2, ceil_mode=True)
         x = self._conv(self._conv(x, w, "conv2", "prelu2"), w, "conv3", "prelu3")
         prob = torch.softmax(F.conv2d(x, w["conv4_1.weight"], w["conv4_1.bias"]), dim=1)[:, 1]
@@ -69,6 +70,7 @@ class MTCNNNets:
     def rnet(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(N, 3, 24, 24) -> face probability (N,) and box offsets (N, 4)."""
         w = self.r
+        x = x.contiguous(memory_format=torch.channels_last)
         x = F.max_pool2d(self._conv(x, w, "conv1", "prelu1"), 3, 2, ceil_mode=True)
         x = F.max_pool2d(self._conv(x, w, "conv2", "prelu2"), 3, 2, ceil_mode=True)
         x = self._flatten_whc(self._conv(x, w, "conv3", "prelu3"))
@@ -81,6 +83,7 @@ class MTCNNNets:
         ``[x1..x5, y1..y5]`` fractions of the box (MTCNN's order: image-left eye, image-right eye, nose,
         image-left mouth corner, image-right one)."""
         w = self.o
+        x = x.contiguous(memory_format=torch.channels_last)
         x = F.max_pool2d(self._conv(x, w, "conv1", "prelu1"), 3, 2, ceil_mode=True)
         x = F.max_pool2d(self._conv(x, w, "conv2", "prelu2"), 3, 2, ceil_mode=True)
         x = F.max_pool2d(self._conv(x, w, "conv3", "prelu3"), 2, 2, ceil_mode=True)
