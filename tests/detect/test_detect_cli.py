@@ -127,3 +127,8 @@ def test_real_photos_with_mtcnn(shared_dir, tmp_path, capsys):
     # the crop was aligned already: re-aligning it from the points found changes it little
     # (29 grey levels on average here; 42 with the points shifted by 8 pixels, 117 with the eyes swapped)
     assert np.abs(aligned.astype(int) - original.astype(int)).mean() < 35
+
+
+def test_rec_is_refused(stub, tiny_face_set, capsys):
+    assert main(["detect", str(tiny_face_set["rec"])]) == 2
+    assert "aligned already" in capsys.readouterr().err

@@ -46,17 +46,20 @@ def detection_record(path: str, image: np.ndarray, faces: list) -> dict[str, Any
             "faces": [face.to_json() for face in faces]}
 
 
-def _image_paths(specs: list[str]) -> list[Path]:
+def _image_paths(specs: list[str]) -> tuple[list[Path], bool]:
+    """The photos named by the PATH arguments, and whether they are exactly one image file given by itself."""
     from cdface.inference.sources import resolve_image_source
 
     paths: list[Path] = []
+    kinds = []
     for spec in specs:
         source = resolve_image_source(spec)
         if source.kind == "recordio":
             raise FormatError(spec, None, "photos: an image, a folder of images or a list of image paths "
                                           "(a .rec holds crops that are aligned already)")
         paths.extend(source.paths)
-    return paths
+        kinds.append(source.kind)
+    return paths, kinds == ["image"]
 
 
 def _crop_names(paths: list[Path]) -> list[str]:
@@ -73,7 +76,7 @@ def _run_detect(args: argparse.Namespace) -> int:
     from cdface.files import atomic_write, to_json_safe
     from cdface.threads import plan_threads, threads_applied
 
-    paths = _image_paths(args.paths)
+    paths, single = _image_paths(args.paths)
     detector = create_detector(args.detector)
     crops_dir = Path(args.save_crops) if args.save_crops else None
     if crops_dir is not None:
@@ -81,8 +84,6 @@ def _run_detect(args: argparse.Namespace) -> int:
     names = _crop_names(paths)
     records: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
-    single = len(paths) == 1 and len(args.paths) == 1 and Path(args.paths[0]).is_file() and paths[0] == Path(
-        args.paths[0])
     with threads_applied(plan_threads(0)):
         for path, prefix in zip(paths, names):
             try:
