@@ -34,7 +34,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="an image, a folder of images or a list file")
     p.add_argument("--detector", default=None, metavar="NAME|FILE", help=DETECTOR_HELP + " (default: mtcnn)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--out", type=output_file, help="also write the JSON to this file")
+    p.add_argument("--out", type=output_file, metavar="FILE", help="also write the JSON to this file")
     p.add_argument("--save-crops", type=output_folder, metavar="DIR",
                    help="write each face's aligned 112x112 crop (ArcFace template) into DIR as PNG")
     p.set_defaults(func=_run_detect)
