@@ -46,3 +46,12 @@ def test_missing_weights_say_how_to_install(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "distribution", absent)
     with pytest.raises(CdfaceError, match="pip install --no-deps facenet-pytorch==2.6.0"):
         create_detector("mtcnn")
+
+
+def test_a_file_that_is_no_onnx_graph_is_a_format_error(tmp_path):
+    pytest.importorskip("onnxruntime")
+    weights = tmp_path / "pnet.pt"
+    weights.write_bytes(b"PK\x03\x04 not a graph")
+    with pytest.raises(FormatError, match="pnet.pt.*ONNX face detector") as err:
+        create_detector(str(weights))
+    assert "\n" not in str(err.value)
