@@ -3,7 +3,6 @@ real MTCNN on the shared photos (skipped when ../shared or the weights are absen
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 
 import numpy as np
@@ -103,16 +102,7 @@ def test_user_mistakes_are_one_line_exit_2(photos, tmp_path, capsys):
     assert "unknown detector 'nope'" in lines[0] and "x.onnx" in lines[3]
 
 
-def _has_weights() -> bool:
-    try:
-        importlib.metadata.distribution("facenet-pytorch")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _has_weights(), reason="facenet-pytorch's MTCNN weights are not installed")
-def test_real_photos_with_mtcnn(shared_dir, tmp_path, capsys):
+def test_real_photos_with_mtcnn(shared_dir, mtcnn_weights, tmp_path, capsys):
     photos = shared_dir / "data" / "photos"
     listing = tmp_path / "list.txt"
     listing.write_text(f"{photos / 'no_face_mask_texture.jpg'}\n{photos / 'tom_hanks.png'}\n")

@@ -3,8 +3,6 @@ cascade's contract with made-up weights (runs anywhere)."""
 
 from __future__ import annotations
 
-import importlib.metadata
-
 import numpy as np
 import pytest
 import torch
@@ -15,21 +13,8 @@ from cdface.detect.mtcnn_nets import SHAPES, MTCNNNets
 from cdface.errors import FormatError
 
 
-def _has_weights() -> bool:
-    try:
-        importlib.metadata.distribution("facenet-pytorch")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-needs_weights = pytest.mark.skipif(not _has_weights(), reason="facenet-pytorch's MTCNN weights are not installed")
-
-
 @pytest.fixture(scope="module")
-def mtcnn():
-    if not _has_weights():
-        pytest.skip("facenet-pytorch's MTCNN weights are not installed")
+def mtcnn(mtcnn_weights):
     return MTCNNDetector()
 
 
@@ -55,7 +40,6 @@ def _random_weights(seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
     return out
 
 
-@needs_weights
 def test_group_photo_finds_the_six_faces(mtcnn, photo):
     faces = mtcnn.detect(photo("group_six_faces.jpg"))
     scores = [f.score for f in faces]
@@ -71,12 +55,10 @@ def test_group_photo_finds_the_six_faces(mtcnn, photo):
     assert np.min(np.linalg.norm(centres[:, None] - centres[None], axis=2) + 1e6 * np.eye(6)) > 100  # six people
 
 
-@needs_weights
 def test_no_face_picture_gives_nothing(mtcnn, photo):
     assert mtcnn.detect(photo("no_face_mask_texture.jpg")) == []
 
 
-@needs_weights
 def test_aligned_crop_is_found_with_landmarks_in_arcface_order(mtcnn, photo):
     faces = mtcnn.detect(photo("tom_hanks.png"))
     assert len(faces) == 1 and faces[0].score > 0.9
@@ -87,7 +69,6 @@ def test_aligned_crop_is_found_with_landmarks_in_arcface_order(mtcnn, photo):
     assert distances.diagonal().max() < 12  # a slightly turned face: within a few pixels of the template
 
 
-@needs_weights
 def test_mirrored_photo_mirrors_the_faces(mtcnn, photo):
     image = photo("kate_siegel.jpg")[::3, ::3].copy()
     (face,), (mirrored,) = mtcnn.detect(image), mtcnn.detect(np.ascontiguousarray(image[:, ::-1]))

@@ -11,17 +11,8 @@ from cdface.detect.mtcnn import MTCNNDetector
 from cdface.errors import CdfaceError, FormatError
 
 
-def _has_mtcnn_weights() -> bool:
-    try:
-        importlib.metadata.distribution("facenet-pytorch")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _has_mtcnn_weights(), reason="facenet-pytorch's weights are not installed")
 @pytest.mark.parametrize("spec", [None, "mtcnn", "MTCNN", ""])
-def test_default_and_mtcnn_give_mtcnn(spec):
+def test_default_and_mtcnn_give_mtcnn(spec, mtcnn_weights):
     detector = create_detector(spec)
     assert isinstance(detector, MTCNNDetector)
     assert detector.name == "mtcnn"
