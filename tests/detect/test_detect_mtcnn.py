@@ -114,3 +114,13 @@ def test_weights_of_the_wrong_shape_are_a_format_error():
     weights["rnet"]["dense4.weight"] = torch.zeros(128, 500)
     with pytest.raises(FormatError, match="rnet.*dense4"):
         MTCNNNets(weights)
+
+
+def test_candidates_regressed_out_of_the_photo_give_no_face():
+    # P-Net calls every window a face but moves every box 50 widths down and right: no crop is left for R-Net
+    weights = _random_weights(2)
+    weights["pnet"]["conv4_1.bias"] = torch.tensor([-20.0, 20.0])
+    weights["pnet"]["conv4_2.bias"] = torch.full((4,), 50.0)
+    detector = MTCNNDetector(MTCNNNets(weights))
+    image = np.random.default_rng(2).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    assert detector.detect(image) == []

@@ -55,7 +55,7 @@ class MTCNNNets:
 
     @staticmethod
     def _flatten_whc(x: Tensor) -> Tensor:
-        return x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
+        return x.permute(0, 3, 2, 1).flatten(1)  # flatten(1), not reshape(n, -1): an empty batch stays (0, F)
 
     def pnet(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(N, 3, H, W) -> face probability (N, H', W') and box offsets (N, 4, H', W'), one cell per 12x12
