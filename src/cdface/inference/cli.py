@@ -16,6 +16,7 @@ from cdface.cli_args import add_allow_nonfinite, nonfinite_exit, output_file, po
 from cdface.errors import ConfigError, FormatError
 from cdface.files import TEXT_ENCODING, atomic_write, atomic_writer, to_json_safe
 from cdface.inference.cli_options import add_model_options, cpu_threads, make_embedder
+from cdface.inference.photo_cli import add_detect_options
 
 __all__ = ["register"]
 
@@ -27,13 +28,15 @@ def register(subparsers: Any) -> None:
         help="embed face images (one image, a folder, a list file or a .rec) into .npy",
         description="Embed aligned face crops into L2-normalised features (N, D) float32. SOURCE is one image, "
         "a folder (searched recursively), a text file with one image path per line, or a RecordIO .rec. "
-        "Unaligned photos: give 5-point landmarks with --landmarks to align them to the ArcFace template.",
+        "Unaligned photos: --detect finds the faces (one row per face), or give 5-point landmarks with "
+        "--landmarks (several lines for a photo with several faces) to align them to the ArcFace template.",
     )
     e.add_argument("source", help="an image, a folder, a list file (one path per line) or a .rec")
     add_model_options(e)
     e.add_argument("--out", required=True, type=output_file,
                    help="features .npy (N, D); names in <out>.paths.txt, one per row")
-    e.add_argument("--landmarks", help="'<path> x1 y1 ... x5 y5' per line: align the images first")
+    e.add_argument("--landmarks", help="'<path> x1 y1 ... x5 y5' per line (per face): align the images first")
+    add_detect_options(e)
     add_allow_nonfinite(e)
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.set_defaults(func=_run_embed)
@@ -55,6 +58,7 @@ def register(subparsers: Any) -> None:
                        help="results.json of `cdface eval --out`: use its pair-set threshold")
     c.add_argument("--target", help="with --threshold-from: which pair set's threshold (if it holds several)")
     c.add_argument("--landmarks", help="'<path> x1 y1 ... x5 y5' per line for the two images: align first")
+    add_detect_options(c, several=False)
     c.add_argument("--json", action="store_true", help="print the result as JSON")
     c.set_defaults(func=_run_compare)
 
@@ -102,13 +106,14 @@ def register(subparsers: Any) -> None:
 # ---------------------------------------------------------------------------------------------------- embed
 
 
-def _landmarks_for(path: str | None, names: list[str], root: Path) -> np.ndarray | None:
-    """(N, 5, 2) landmarks of each image from a landmark file keyed by full path, path under root or name."""
+def _landmarks_for(path: str | None, names: list[str], root: Path) -> list[np.ndarray] | None:
+    """(F, 5, 2) landmarks of each image (F faces: lines) from a landmark file keyed by full path, path under
+    root or name."""
     if not path:
         return None
     from cdface.data.landmarks import read_landmark_file
 
-    table = read_landmark_file(Path(path))
+    table = read_landmark_file(Path(path), several=True)
     file_names = Counter(Path(name).name for name in names)
     rows = []
     for name in names:
@@ -122,7 +127,7 @@ def _landmarks_for(path: str | None, names: list[str], root: Path) -> np.ndarray
         if key is None:
             raise FormatError(path, None, f"landmarks for every image; {name} has none")
         rows.append(table[key])
-    return np.stack(rows)
+    return rows
 
 
 def _run_embed(args: argparse.Namespace) -> int:
@@ -135,26 +140,33 @@ def _run_embed(args: argparse.Namespace) -> int:
     names = source.names
     embedder = make_embedder(args)
     size = tuple(embedder.input_cfg["input_size"])
+    rows = None
     if source.kind == "recordio":
-        if args.landmarks:
-            raise ConfigError("--landmarks applies to image files; the records of a .rec are aligned crops already")
+        if args.landmarks or args.detect is not None:
+            raise ConfigError(f"--{'landmarks' if args.landmarks else 'detect'} applies to image files; the records "
+                              "of a .rec are aligned crops already")
         assert source.rec is not None and source.keys is not None
         dataset: Any = RecordImages(source.rec, source.keys, size, skip_errors=True)
-    else:
-        root = source.origin if source.kind == "folder" else source.origin.parent
-        dataset = ImageFiles(source.paths, _landmarks_for(args.landmarks, names, root), size, skip_errors=True)
     with cpu_threads(args):
+        if source.kind != "recordio":
+            root = source.origin if source.kind == "folder" else source.origin.parent
+            rows = _face_rows(args, source, root)
+            names = rows.names if rows else names
+            dataset = ImageFiles(rows.paths if rows else source.paths, rows.landmarks if rows else None, size,
+                                 skip_errors=True)
         feats = extract_features(embedder, dataset, args.batch_size, args.workers, not args.no_progress, "embed")
+    skipped = (rows.skipped if rows else []) + feats.errors
     out = Path(args.out)
     stem = out.name.removesuffix(".npy")
     skipped_path = out.with_name(stem + ".skipped.txt")
-    if not feats.errors:
+    if not skipped:
         skipped_path.unlink(missing_ok=True)  # an earlier run's list would describe images of another run
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(skipped_path, "".join(f"{e}\n" for e in feats.errors))
-        print(f"skipped {len(feats.errors)} unreadable image(s), listed in {skipped_path}:", file=sys.stderr)
-        for err in feats.errors[:10]:
+        atomic_write(skipped_path, "".join(f"{e}\n" for e in skipped))
+        print(f"skipped {len(skipped)} image(s) (unreadable or without a face), listed in {skipped_path}:",
+              file=sys.stderr)
+        for err in skipped[:10]:
             print(f"  {err}", file=sys.stderr)
     keep = np.setdiff1d(np.arange(len(names)), np.array(feats.failed, dtype=np.int64))
     if keep.size == 0:
@@ -171,11 +183,31 @@ def _run_embed(args: argparse.Namespace) -> int:
         np.save(handle, l2_normalize(fused).astype(np.float32))
     index_path = out.with_name(stem + ".paths.txt")
     atomic_write(index_path, "".join(f"{names[i]}\n" for i in keep))
+    faces_path = out.with_name(stem + ".faces.json")
+    if rows and rows.faces is not None:  # the detector's box, score and points of each row, for quality checks
+        atomic_write(faces_path, json.dumps({"detector": rows.detector, "photos": rows.photos,
+                                             "faces": [{"row": r} | rows.faces[i] for r, i in enumerate(keep)],
+                                             "skipped": skipped}, indent=1) + "\n")
+    else:
+        faces_path.unlink(missing_ok=True)
     print(
         f"wrote {len(keep)} features to {out} (names in {index_path}), {feats.images_per_second:.1f} images/s",
         file=sys.stderr,
     )
     return nonfinite_exit("embed", {str(args.source): (nonfinite, int(keep.size))}, args.allow_nonfinite)
+
+
+def _face_rows(args: argparse.Namespace, source: Any, root: Path) -> Any:
+    """The face rows of --detect or --landmarks (`photo_cli.FaceRows`); None for aligned crops."""
+    from cdface.inference.photo_cli import detect_rows, landmark_rows, selection_from_args
+
+    if args.detect is not None and args.landmarks:
+        raise ConfigError("--detect finds the landmarks that --landmarks gives: use one of them")
+    if args.detect is not None:
+        return detect_rows(args, list(source.paths), args.source, args.workers, not args.no_progress)
+    selection_from_args(args)  # a face filter without --detect is an error
+    per_image = _landmarks_for(args.landmarks, source.names, root)
+    return landmark_rows(per_image, list(source.paths)) if per_image is not None else None
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -214,7 +246,10 @@ def _run_compare(args: argparse.Namespace) -> int:
         threshold = threshold_from_results(args.threshold_from, args.target, model=args.model)
     embedder = make_embedder(args)
     size = tuple(embedder.input_cfg["input_size"])
-    landmarks = _landmarks_for(args.landmarks, [str(p) for p in paths], paths[0].parent)
+    from cdface.inference.photo_cli import compare_faces
+
+    landmarks, faces = compare_faces(args, paths, _landmarks_for(args.landmarks, [str(p) for p in paths],
+                                                                 paths[0].parent))
     feats = extract_features(embedder, ImageFiles(paths, landmarks, size), 2, 0, False, "compare")
     check_input_sizes(feats.size_counts, size, f"{paths[0]}, {paths[1]}", strict=args.strict)
     fused = feats.fused()
@@ -222,6 +257,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.model}: the model gave non-finite (NaN/inf) embeddings; check its weights")
     cosine = compare(fused[0], fused[1])
     result: dict[str, Any] = {"image_a": str(paths[0]), "image_b": str(paths[1]), "cosine": round(cosine, 6)}
+    result.update({f"face_{side}": face for side, face in zip("ab", faces) if face is not None})
     if threshold is not None:
         result.update(same=bool(cosine > threshold.cosine), threshold=round(threshold.cosine, 6),
                       threshold_source=threshold.source)

@@ -1,0 +1,196 @@
+"""Photos in `cdface embed | compare | search`: the `--detect` options, and the face rows (which photo, which
+landmarks, which name) that those commands embed through `inference.extract.ImageFiles`.
+
+A face comes either from a detector (`--detect [NAME|FILE]`, `cdface.detect.find_faces`) or from a
+`--landmarks` file, which may hold several lines (faces) for one photo. Either way each face is one row,
+cropped with its five points by `cdface.data.align.align_face` (insightface's `norm_crop`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cdface.cli_args import positive_int
+from cdface.errors import CdfaceError, ConfigError, FormatError
+
+__all__ = [
+    "FaceRows",
+    "add_detect_options",
+    "choose_face",
+    "compare_faces",
+    "detect_rows",
+    "detector_from_args",
+    "landmark_rows",
+    "selection_from_args",
+]
+
+
+def detector_spec(text: str) -> str:
+    """`--detect`'s value: a detector name or an .onnx file. A folder or an image given there is the images
+    argparse took as the detector (``--detect photos/``): refused with the fix."""
+    if os.path.isdir(text) or (os.path.isfile(text) and not text.lower().endswith(".onnx")):
+        raise argparse.ArgumentTypeError(
+            f"takes a detector name (mtcnn) or an .onnx file, got {text!r}, which looks like your images: put "
+            "--detect after them, or write --detect=mtcnn"
+        )
+    return text
+
+
+def _score(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"is a detector score in [0, 1], got {text!r}")
+    return value
+
+
+def _pixels(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0.0:
+        raise argparse.ArgumentTypeError(f"is a size in pixels >= 0, got {text!r}")
+    return value
+
+
+def add_detect_options(parser: argparse.ArgumentParser, several: bool = True) -> None:
+    """--detect [NAME|FILE], --min-score, --min-face-size and (with `several`) --max-faces."""
+    parser.add_argument(
+        "--detect", nargs="?", const="mtcnn", default=None, type=detector_spec, metavar="NAME|FILE",
+        help="the images are photos: find the faces (default detector: mtcnn; or an .onnx detector) and align "
+        "each with the points found" + ("; one row per face" if several else "; the largest face of each"),
+    )
+    parser.add_argument("--min-score", type=_score, default=0.0,
+                        help="with --detect: keep faces with a detector score >= this")
+    parser.add_argument("--min-face-size", type=_pixels, default=0.0, metavar="PIXELS",
+                        help="with --detect: keep faces whose box's shorter side is >= this many pixels")
+    if several:
+        parser.add_argument("--max-faces", type=positive_int, default=None, metavar="N",
+                            help="with --detect: at most N faces per photo, the highest-scored (default: all)")
+
+
+def selection_from_args(args: argparse.Namespace) -> Any:
+    """The FaceSelection of the command line; ConfigError when a filter is given without --detect."""
+    from cdface.detect.crops import FaceSelection
+
+    max_faces = getattr(args, "max_faces", None)
+    if args.detect is None and (args.min_score or args.min_face_size or max_faces):
+        raise ConfigError("--min-score, --min-face-size and --max-faces filter detected faces: add --detect")
+    return FaceSelection(max_faces=max_faces, min_face_size=args.min_face_size, min_score=args.min_score)
+
+
+def detector_from_args(args: argparse.Namespace) -> Any:
+    """The FaceDetector `--detect` names (`cdface.detect.create_detector`)."""
+    from cdface.detect import create_detector
+
+    return create_detector(None if args.detect == "mtcnn" else args.detect)
+
+
+@dataclass
+class FaceRows:
+    """What to embed: row r is photo `paths[r]` aligned with `landmarks[r]` (None: the files are crops),
+    named `names[r]`. `skipped`: '<photo>: reason' for photos without a face. `faces`: per row, the
+    detector's box, score and landmarks (JSON-ready), or None when the faces came from a landmark file."""
+
+    paths: list[str]
+    landmarks: np.ndarray | None
+    names: list[str]
+    skipped: list[str] = field(default_factory=list)
+    faces: list[dict[str, object]] | None = None
+    detector: str | None = None
+    photos: int = 0
+
+
+def detect_rows(args: argparse.Namespace, paths: list[Path], source: object, workers: int = 0,
+                progress: bool = False) -> FaceRows:
+    """Run `--detect` over `paths`: one row per kept face. FormatError naming `source` when no photo has a
+    face (for one photo, the reason: none found, or none kept by the filters)."""
+    from cdface.detect.photos import find_faces
+
+    selection = selection_from_args(args)
+    detector = detector_from_args(args)
+    found = find_faces(detector, paths, selection, workers=workers, progress=progress)
+    name = getattr(detector, "name", type(detector).__name__)
+    skipped = found.no_face + found.errors
+    print(f"{name}: {len(found.rows)} face(s) in {len(paths) - len(skipped)} of {len(paths)} photo(s), "
+          f"{len(found.no_face)} without a face, {len(found.errors)} unreadable "
+          f"({found.seconds:.1f} s)", file=sys.stderr)
+    if not found.rows:
+        if len(paths) == 1 and skipped:
+            raise FormatError(source, None, "a photo with a face; " + skipped[0].removeprefix(f"{paths[0]}: "))
+        first = skipped[0] if skipped else "no photos"
+        raise FormatError(source, None, f"a face in at least one photo; none in {len(paths)} photo(s) (first: "
+                          f"{first})")
+    return FaceRows(found.paths, found.landmarks, found.names, skipped=skipped,
+                    faces=[r.to_json() for r in found.rows], detector=name, photos=len(paths))
+
+
+def landmark_rows(per_image: list[np.ndarray], paths: list[Path]) -> FaceRows:
+    """Rows of a `--landmarks` file read with several lines per image (`per_image[i]`: (F, 5, 2)).
+
+    An image with one line keeps its plain path as name (as before); one with F > 1 lines gives F rows
+    named ``<photo>#face1`` .. ``#faceF`` in the file's order."""
+    from cdface.detect.crops import face_name
+
+    counts = np.array([len(f) for f in per_image], dtype=np.int64)
+    photo = np.repeat(np.arange(len(paths)), counts)
+    number = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts) + 1
+    names = [str(paths[i]) if counts[i] == 1 else face_name(str(paths[i]), int(k)) for i, k in zip(photo, number)]
+    landmarks = np.concatenate(per_image) if per_image else np.zeros((0, 5, 2))
+    return FaceRows([str(paths[i]) for i in photo], landmarks, names, photos=len(paths))
+
+
+def choose_face(path: Path, boxes: np.ndarray) -> int:
+    """`compare`'s face of a photo with several: the largest (`cdface.detect.crops.largest_face`; for
+    landmark lines, the box around the five points), said on stderr. `boxes` (F, 4) x1, y1, x2, y2."""
+    from cdface.detect.crops import largest_face
+
+    index = largest_face(boxes)
+    if len(boxes) > 1:
+        x1, y1, x2, y2 = (int(round(float(v))) for v in boxes[index])
+        print(f"{path}: {len(boxes)} faces; comparing the largest (face {index + 1}, box {x1},{y1},{x2},{y2})",
+              file=sys.stderr)
+    return index
+
+
+def compare_faces(args: argparse.Namespace, paths: list[Path], per_image: list[np.ndarray] | None
+                  ) -> tuple[np.ndarray | None, list[dict[str, object] | None]]:
+    """The (2, 5, 2) landmarks `compare` aligns its two photos with, and per side the detected face (box,
+    score, how many faces) or None: from `--detect` (FormatError naming the photo when it has no face: a
+    photo without a face is never compared) or from `--landmarks` lines (`per_image`); the largest face of
+    a photo with several. (None, [None, None]) for aligned crops."""
+    if args.detect is not None and per_image is not None:
+        raise ConfigError("--detect finds the landmarks that --landmarks gives: use one of them")
+    selection = selection_from_args(args)
+    if per_image is not None:
+        chosen = []
+        for path, faces in zip(paths, per_image):
+            boxes = np.concatenate([faces.min(axis=1), faces.max(axis=1)], axis=1)  # the five points' box
+            chosen.append(faces[choose_face(path, boxes)])
+        return np.stack(chosen), [None, None]
+    if args.detect is None:
+        return None, [None, None]
+    from cdface.detect.photos import find_faces
+
+    detector = detector_from_args(args)
+    landmarks, infos = [], []
+    for path in paths:
+        found = find_faces(detector, [path], selection)
+        if found.errors:
+            raise CdfaceError(found.errors[0])
+        if not found.rows:  # never "same person" for a side without a face
+            raise FormatError(path, None, "a photo with a face; " + found.no_face[0].removeprefix(f"{path}: "))
+        index = choose_face(path, np.stack([np.asarray(r.face.box, dtype=np.float64) for r in found.rows]))
+        landmarks.append(np.asarray(found.rows[index].face.landmarks, dtype=np.float32))
+        infos.append({"faces": len(found.rows)} | found.rows[index].face.to_json())
+    return np.stack(landmarks), infos
