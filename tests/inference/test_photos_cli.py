@@ -153,3 +153,29 @@ def test_compare_detect_uses_the_largest_face(colour_model, detector, tmp_path, 
     assert result["same"] is True and result["cosine"] > 0.98  # identity 1 on both sides
     assert result["face_a"]["faces"] == 2 and result["face_a"]["score"] == pytest.approx(0.98)
     assert "2 faces; comparing the largest (face 2" in captured.err
+
+
+def test_search_over_a_gallery_of_photos(colour_model, detector, tmp_path, capsys):
+    gallery = tmp_path / "gallery"
+    (gallery / "ann").mkdir(parents=True)
+    (gallery / "bob").mkdir()
+    write_photo(gallery / "ann" / "1.png", [0], detector)
+    write_photo(gallery / "bob" / "1.png", [1, 2], detector, seed=1)  # bob with a stranger of identity 2
+    write_photo(tmp_path / "probe.png", [3, 1], detector, seed=2, extra_rows=4)
+    code = main(["search", "--gallery", str(gallery), "--query", str(tmp_path / "probe.png"), "--model",
+                 colour_model, "--detect", "--k", "1", "--json", "--device", "cpu", "--workers", "0"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    rows = json.loads(captured.out)
+    assert [r["query_path"].split(" ")[0] for r in rows] == [f"{tmp_path / 'probe.png'}#face{k}" for k in (1, 2)]
+    assert rows[1]["results"][0]["path"].startswith(f"{gallery / 'bob' / '1.png'}#face1 box=")  # identity 1
+    assert rows[1]["results"][0]["score"] > 0.98 and rows[0]["results"][0]["score"] < 0.9  # 3 is in no photo
+
+
+def test_search_images_need_a_model_and_npy_take_no_detect(colour_model, tmp_path, capsys):
+    np.save(tmp_path / "g.npy", np.eye(3, dtype=np.float32))
+    assert main(["search", "--gallery", str(tmp_path / "g.npy"), "--query", str(tmp_path), "--k", "1"]) == 2
+    assert "give --model" in capsys.readouterr().err
+    assert main(["search", "--gallery", str(tmp_path / "g.npy"), "--query", str(tmp_path / "g.npy"), "--detect"]
+                ) == 2
+    assert "--detect finds faces in photos" in capsys.readouterr().err

@@ -66,10 +66,13 @@ def register(subparsers: Any) -> None:
         "search",
         help="exact top-k cosine search of query features in a gallery",
         description="For each query row, the k gallery rows of highest cosine similarity (exact). Names come "
-        "from the <features>.paths.txt files `cdface embed` writes beside its .npy.",
+        "from the <features>.paths.txt files `cdface embed` writes beside its .npy. --gallery and --query may "
+        "also be images (an image, a folder, a list, a .rec) embedded with --model first; photos with --detect "
+        "(one row per face).",
     )
-    s.add_argument("--gallery", required=True, help="gallery features .npy (G, D), e.g. from cdface embed")
-    s.add_argument("--query", required=True, help="query features .npy (Q, D)")
+    s.add_argument("--gallery", required=True,
+                   help="gallery features .npy (G, D), e.g. from cdface embed, or images with --model")
+    s.add_argument("--query", required=True, help="query features .npy (Q, D), or images with --model")
     s.add_argument("--k", type=positive_int, default=5, help="results per query")
     s.add_argument("--backend", choices=("torch", "faiss", "auto"), default="torch",
                    help="torch (exact, chunked), faiss (IndexFlatIP, exact; needs faiss) or auto")
@@ -79,6 +82,8 @@ def register(subparsers: Any) -> None:
     s.add_argument("--json", action="store_true", help="print JSON (one object per query) instead of a table")
     add_allow_nonfinite(s)
     s.add_argument("--out", type=output_file, help="also write {'scores','indices'} to this .npz")
+    add_model_options(s, required=False, device=False)
+    add_detect_options(s)
     s.set_defaults(func=_run_search)
 
     x = subparsers.add_parser(
@@ -299,10 +304,13 @@ def _read_names(features: str, explicit: str | None, rows: int) -> list[str] | N
 
 def _run_search(args: argparse.Namespace) -> int:
     from cdface.eval.feature_files import load_npy
+    from cdface.inference.photo_cli import embed_search_sides
     from cdface.inference.search import faiss_available, topk_search
 
-    gallery = load_npy(args.gallery, "gallery features", mmap=True)
-    query = load_npy(args.query, "query features")
+    embedded = embed_search_sides(args)  # the sides given as images (with --model), embedded here
+    gallery = embedded["gallery"][0] if "gallery" in embedded else load_npy(args.gallery, "gallery features",
+                                                                             mmap=True)
+    query = embedded["query"][0] if "query" in embedded else load_npy(args.query, "query features")
     for path, arr in ((args.gallery, gallery), (args.query, query)):
         if arr.ndim != 2 or 0 in arr.shape or arr.dtype.kind not in "fiu":
             raise FormatError(path, None, f"a numeric (N, D) array with N, D >= 1, got shape {arr.shape} {arr.dtype}")
@@ -311,8 +319,10 @@ def _run_search(args: argparse.Namespace) -> int:
                           f"got {query.shape[1]}")
     if args.backend == "faiss" and not faiss_available():
         raise ConfigError("--backend faiss needs the faiss package (pip install faiss-cpu); or use --backend torch")
-    gallery_names = _read_names(args.gallery, args.gallery_paths, gallery.shape[0])
-    query_names = _read_names(args.query, args.query_paths, query.shape[0])
+    gallery_names = (embedded["gallery"][1] if "gallery" in embedded else
+                     _read_names(args.gallery, args.gallery_paths, gallery.shape[0]))
+    query_names = embedded["query"][1] if "query" in embedded else _read_names(args.query, args.query_paths,
+                                                                                 query.shape[0])
     scores, indices = topk_search(np.asarray(query), gallery, k=args.k, device=args.device, backend=args.backend)
     from cdface.eval.verification import count_nonfinite_rows
 

@@ -25,6 +25,7 @@ __all__ = [
     "add_detect_options",
     "choose_face",
     "compare_faces",
+    "embed_search_sides",
     "detect_rows",
     "detector_from_args",
     "landmark_rows",
@@ -194,3 +195,64 @@ def compare_faces(args: argparse.Namespace, paths: list[Path], per_image: list[n
         landmarks.append(np.asarray(found.rows[index].face.landmarks, dtype=np.float32))
         infos.append({"faces": len(found.rows)} | found.rows[index].face.to_json())
     return np.stack(landmarks), infos
+
+
+def embed_search_sides(args: argparse.Namespace) -> dict[str, tuple[np.ndarray, list[str]]]:
+    """`search`'s --gallery/--query given as images rather than a features .npy: {side: (L2-normalised
+    float32 (N, D) features, row names)}, embedded with --model (and --detect for photos); empty when both
+    sides are .npy files. Skipped images (unreadable, no face) are said on stderr."""
+    sides = {side: getattr(args, side) for side in ("gallery", "query")
+             if not str(getattr(args, side)).lower().endswith(".npy")}
+    if not sides:
+        if args.detect is not None:
+            raise ConfigError("--detect finds faces in photos; --gallery and --query are features (.npy) here")
+        return {}
+    if not args.model:
+        side, path = next(iter(sides.items()))
+        raise ConfigError(f"--{side} {path} is not a features .npy: give --model to embed its images (and "
+                          "--detect if they are photos)")
+    for side in sides:
+        if getattr(args, f"{side}_paths"):
+            raise ConfigError(f"--{side}-paths names the rows of a features .npy; the images of --{side} name "
+                              "their own rows")
+    from cdface.inference.cli_options import cpu_threads, make_embedder
+
+    embedder = make_embedder(args)
+    with cpu_threads(args):
+        return {side: _embed_side(args, embedder, path) for side, path in sides.items()}
+
+
+def _embed_side(args: argparse.Namespace, embedder: Any, path: str) -> tuple[np.ndarray, list[str]]:
+    from cdface.embedding import l2_normalize
+    from cdface.inference.extract import ImageFiles, RecordImages, extract_features
+    from cdface.inference.input_check import check_input_sizes
+    from cdface.inference.sources import resolve_image_source
+
+    source = resolve_image_source(path)
+    size = tuple(embedder.input_cfg["input_size"])
+    skipped: list[str] = []
+    names = source.names
+    if source.kind == "recordio":
+        if args.detect is not None:
+            raise ConfigError(f"--detect applies to photos; the records of {path} are aligned crops already")
+        assert source.rec is not None and source.keys is not None
+        dataset: Any = RecordImages(source.rec, source.keys, size, skip_errors=True)
+    elif args.detect is not None:
+        rows = detect_rows(args, list(source.paths), path, args.workers)
+        dataset = ImageFiles(rows.paths, rows.landmarks, size, skip_errors=True)
+        names, skipped = rows.names, rows.skipped
+    else:
+        selection_from_args(args)  # a face filter without --detect is an error
+        dataset = ImageFiles(source.paths, None, size, skip_errors=True)
+    feats = extract_features(embedder, dataset, args.batch_size, args.workers, False, "embed")
+    skipped += feats.errors
+    if skipped:
+        print(f"{path}: skipped {len(skipped)} image(s) (unreadable or without a face):", file=sys.stderr)
+        for line in skipped[:10]:
+            print(f"  {line}", file=sys.stderr)
+    keep = np.setdiff1d(np.arange(len(names)), np.array(feats.failed, dtype=np.int64))
+    if keep.size == 0:
+        raise FormatError(path, None, f"at least one readable image; none of {len(names)} could be read "
+                          f"(first: {feats.errors[0] if feats.errors else 'unknown error'})")
+    check_input_sizes(feats.size_counts, size, str(path), strict=args.strict)
+    return l2_normalize(feats.fused()[keep]).astype(np.float32), [names[i] for i in keep]
