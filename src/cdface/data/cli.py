@@ -130,7 +130,8 @@ def inspect_path(path: str | Path, check: bool = False, max_pixels: int | None =
             summary["property"] = prop.read_text().strip()
     elif p.is_dir():
         dataset = ImageFolderDataset(p, max_pixels=max_pixels)
-        summary = {"kind": "folder", "path": str(p)}
+        # what the scan passed over: hidden/system entries (__MACOSX, ._*, .DS_Store) and non-image files
+        summary = {"kind": "folder", "path": str(p), "ignored": dataset.scan.ignored, "not_images": dataset.scan.other}
     elif p.suffix.lower() in LIST_SUFFIXES:
         dataset = ImageListDataset(p, max_pixels=max_pixels)
         summary = {"kind": "list", "path": str(p)}
@@ -186,6 +187,8 @@ def _pack(args: argparse.Namespace) -> int:
     first = decode_image(dataset.paths[0].read_bytes(), dataset.paths[0])
     paths = write_insightface_rec(args.out_dir, dataset.labels, get, image_size=first.shape[:2])
     print(f"packed {len(dataset)} images of {dataset.num_classes} classes into {paths['rec']}")
+    if dataset.scan.note():
+        print(f"{args.image_folder}: {dataset.scan.note()}")
     if len(shapes) > 1:
         print(f"warning: images have several sizes {sorted(shapes)[:5]}; training uses every crop at the "
               "first one's size, which must be the model's input size (112x112 for cdface's models)")

@@ -142,6 +142,8 @@ def _run_embed(args: argparse.Namespace) -> int:
     from cdface.inference.sources import resolve_image_source
 
     source = resolve_image_source(args.source)
+    if source.scan is not None and source.scan.note():
+        print(f"{args.source}: {source.scan.note()}", file=sys.stderr)
     names = source.names
     embedder = make_embedder(args)
     size = tuple(embedder.input_cfg["input_size"])
@@ -239,7 +241,7 @@ def _run_compare(args: argparse.Namespace) -> int:
             raise FormatError(path, None, "an image file" + (" (it is a folder; compare takes two images, embed a "
                                                              "folder)" if path.is_dir() else " (not found)"))
         if not is_image_file(path):
-            raise FormatError(path, None, "an image file (JPEG, PNG, BMP, WebP, TIFF, PPM)")
+            raise FormatError(path, None, "an image file (JPEG, PNG, BMP, GIF, WebP, TIFF, PPM)")
     if args.target and not args.threshold_from:
         raise ConfigError("--target picks a pair set of --threshold-from RESULTS_JSON; give that too")
     threshold: CosineThreshold | None = None

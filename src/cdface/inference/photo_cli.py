@@ -229,6 +229,8 @@ def _embed_side(args: argparse.Namespace, embedder: Any, path: str) -> tuple[np.
     from cdface.inference.sources import resolve_image_source
 
     source = resolve_image_source(path)
+    if source.scan is not None and source.scan.note():
+        print(f"{path}: {source.scan.note()}", file=sys.stderr)
     size = tuple(embedder.input_cfg["input_size"])
     skipped: list[str] = []
     names = source.names
