@@ -132,8 +132,9 @@ def compare_faces(args: argparse.Namespace, paths: list[Path], per_image: list[n
 
 def embed_search_sides(args: argparse.Namespace) -> dict[str, tuple[np.ndarray, list[str]]]:
     """`search`'s --gallery/--query given as images rather than a features .npy: {side: (L2-normalised
-    float32 (N, D) features, row names)}, embedded with --model (and --detect for photos); empty when both
-    sides are .npy files. Skipped images (unreadable, no face) are said on stderr."""
+    float32 (N, D) features, row names)}, embedded with --model; with --detect the image files, folders and
+    lists are photos (one row per face), while a .rec side holds aligned crops and is embedded as it is.
+    Empty when both sides are .npy files. Skipped images (unreadable, no face) are said on stderr."""
     sides = {side: getattr(args, side) for side in ("gallery", "query")
              if not str(getattr(args, side)).lower().endswith(".npy")}
     if not sides:
@@ -167,9 +168,7 @@ def _embed_side(args: argparse.Namespace, embedder: Any, path: str) -> tuple[np.
     size = tuple(embedder.input_cfg["input_size"])
     skipped: list[str] = []
     names = source.names
-    if source.kind == "recordio":
-        if args.detect is not None:
-            raise ConfigError(f"--detect applies to photos; the records of {path} are aligned crops already")
+    if source.kind == "recordio":  # aligned crops already: --detect applies to the other side's photos
         assert source.rec is not None and source.keys is not None
         dataset: Any = RecordImages(source.rec, source.keys, size, skip_errors=True)
     elif args.detect is not None:
