@@ -179,3 +179,22 @@ def test_search_images_need_a_model_and_npy_take_no_detect(colour_model, tmp_pat
     assert main(["search", "--gallery", str(tmp_path / "g.npy"), "--query", str(tmp_path / "g.npy"), "--detect"]
                 ) == 2
     assert "--detect finds faces in photos" in capsys.readouterr().err
+
+
+def test_the_rows_of_one_photo_decode_it_once(tmp_path, monkeypatch):
+    import cdface.data.decode as decode
+    from cdface.inference.extract import ImageFiles
+
+    detector = FakeDetector()
+    faces = write_photo(tmp_path / "group.png", [0, 1, 2], detector)
+    write_photo(tmp_path / "one.png", [3], detector, extra_rows=1)
+    calls = []
+    real = decode.decode_image
+    monkeypatch.setattr(decode, "decode_image", lambda data, *a, **k: calls.append(a[0]) or real(data, *a, **k))
+    rows = [str(tmp_path / "group.png")] * 3 + [str(tmp_path / "one.png")]
+    landmarks = np.stack([f.landmarks for f in faces] + [detector.faces[(241, 240)][0].landmarks])
+    dataset = ImageFiles(rows, landmarks)
+    items = [dataset[i] for i in range(4)]
+    assert calls == [rows[0], rows[3]]  # one decode per photo, not per face
+    colours = np.stack([it[1].reshape(-1, 3).mean(axis=0) / 127.5 - 1 for it in items])
+    assert _identity(colours / np.linalg.norm(colours, axis=1, keepdims=True)).tolist() == [0, 1, 2, 3]
