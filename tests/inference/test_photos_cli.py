@@ -198,3 +198,15 @@ def test_the_rows_of_one_photo_decode_it_once(tmp_path, monkeypatch):
     assert calls == [rows[0], rows[3]]  # one decode per photo, not per face
     colours = np.stack([it[1].reshape(-1, 3).mean(axis=0) / 127.5 - 1 for it in items])
     assert _identity(colours / np.linalg.norm(colours, axis=1, keepdims=True)).tolist() == [0, 1, 2, 3]
+
+
+def test_landmark_keys_with_windows_separators(colour_model, tmp_path):
+    detector = FakeDetector()
+    (tmp_path / "photos" / "sub").mkdir(parents=True)
+    faces = write_photo(tmp_path / "photos" / "sub" / "a.png", [1], detector)
+    coords = " ".join(f"{v:.4f}" for v in faces[0].landmarks.reshape(-1))
+    (tmp_path / "lmk.txt").write_text(f"sub\\a.png {coords}\r\n")  # written on Windows
+    out = tmp_path / "f.npy"
+    assert _embed(str(tmp_path / "photos"), "--model", colour_model, "--out", str(out), "--landmarks",
+                  str(tmp_path / "lmk.txt")) == 0
+    assert _identity(np.load(out)).tolist() == [1]

@@ -116,9 +116,11 @@ def _landmarks_for(path: str | None, names: list[str], root: Path) -> list[np.nd
     root or name."""
     if not path:
         return None
+    from cdface.data.image_files import list_entry
     from cdface.data.landmarks import read_landmark_file
 
-    table = read_landmark_file(Path(path), several=True)
+    # keys written on Windows (photos\\a.jpg) name the same files
+    table = {str(list_entry(k)): v for k, v in read_landmark_file(Path(path), several=True).items()}
     file_names = Counter(Path(name).name for name in names)
     rows = []
     for name in names:
