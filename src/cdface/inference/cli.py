@@ -119,7 +119,7 @@ def _landmarks_for(path: str | None, names: list[str], root: Path) -> list[np.nd
     from cdface.data.image_files import list_entry
     from cdface.data.landmarks import read_landmark_file
 
-    # keys written on Windows (photos\\a.jpg) name the same files
+    # keys written on Windows (photos\a.jpg) name the same files
     table = {str(list_entry(k)): v for k, v in read_landmark_file(Path(path), several=True).items()}
     file_names = Counter(Path(name).name for name in names)
     rows = []
