@@ -9,6 +9,7 @@ cropped with its five points by `cdface.data.align.align_face` (insightface's `n
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,8 +136,7 @@ def embed_search_sides(args: argparse.Namespace) -> dict[str, tuple[np.ndarray, 
     float32 (N, D) features, row names)}, embedded with --model; with --detect the image files, folders and
     lists are photos (one row per face), while a .rec side holds aligned crops and is embedded as it is.
     Empty when both sides are .npy files. Skipped images (unreadable, no face) are said on stderr."""
-    sides = {side: getattr(args, side) for side in ("gallery", "query")
-             if not str(getattr(args, side)).lower().endswith(".npy")}
+    sides = {side: getattr(args, side) for side in ("gallery", "query") if _images(getattr(args, side), args.model)}
     if not sides:
         if args.detect is not None:
             raise ConfigError("--detect finds faces in photos; --gallery and --query are features (.npy) here")
@@ -154,6 +154,16 @@ def embed_search_sides(args: argparse.Namespace) -> dict[str, tuple[np.ndarray, 
     embedder = make_embedder(args)
     with cpu_threads(args):
         return {side: _embed_side(args, embedder, path) for side, path in sides.items()}
+
+
+def _images(path: str, model: str | None) -> bool:
+    """Whether a search side is images to embed: with --model anything but a .npy; without, a folder or an
+    image file (to be told that --model is missing; other files get the .npy reader's message)."""
+    from cdface.data.image_files import is_image_file
+
+    if str(path).lower().endswith(".npy"):
+        return False
+    return bool(model) or os.path.isdir(path) or is_image_file(path)
 
 
 def _embed_side(args: argparse.Namespace, embedder: Any, path: str) -> tuple[np.ndarray, list[str]]:
