@@ -59,6 +59,8 @@ def evaluate_model(
     far_levels: Sequence[float] | None = None,
     strict: bool = False,
     quality: str | None = None,
+    detect: str | None = None,
+    face_filter: dict[str, Any] | None = None,
     **load_kwargs: Any,
 ) -> dict[str, TargetResult]:
     """Evaluate one model on each target; returns {target: TargetResult} (`.metrics` is the metric dict).
@@ -67,7 +69,9 @@ def evaluate_model(
     insightface's `val` at 1e-3; IJB 1:1; MegaFace); None keeps each protocol's default. `strict`: images
     not at the model's input size are an error instead of a warning. `load_kwargs` go to
     `load_embedding_model` (arch, input_mean, input_std, bgr, embedding_size). Every result's metrics hold
-    `valid` and `nonfinite_embeddings`.
+    `valid` and `nonfinite_embeddings`. A target that is a folder is a pair set in LFW's layout
+    (`targets.folder_pairs`); `detect` (a detector spec) and `face_filter` (min_score, min_face_size) make
+    its images photos whose largest face is found and aligned.
     """
     embedder = (
         model
@@ -102,6 +106,15 @@ def evaluate_model(
             from cdface.eval.targets.rfw import evaluate_rfw_target
 
             results[target] = evaluate_rfw_target(embedder, _require_root(data_root, target), **common)
+        elif Path(target).is_dir() and not (data_root is not None and (Path(data_root) / f"{target}.bin").is_file()):
+            from cdface.eval.targets.folder_pairs import evaluate_folder_pairs
+
+            if quality is not None:
+                raise ConfigError(f"--quality applies to .bin pair sets and IJB, not to the folder {target}")
+            results[target] = evaluate_folder_pairs(
+                embedder, target, Path(target), detect=detect, face_filter=face_filter, far_levels=far_levels or (),
+                strict=strict, **common,
+            )
         else:
             path = resolve_pair_target(target, data_root)
             if path is None:
