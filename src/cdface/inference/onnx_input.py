@@ -50,6 +50,14 @@ class InnerNormalisation:
 
     ops: tuple[str, ...]  # e.g. ("Sub 127.5", "Mul 0.0078125")
     input_range: str  # "pixels" (0..255) or "unit" (0..1)
+    scale: tuple[float, ...] = (1.0,)  # the composed map a x + b of the values fed (1 or 3 channels)
+    shift: tuple[float, ...] = (0.0,)
+
+    def pixel_map(self) -> tuple[np.ndarray, np.ndarray]:
+        """(a, b), each (3,), such that what the network body receives is a * pixels + b (pixels 0..255)."""
+        a = np.broadcast_to(np.asarray(self.scale, dtype=np.float64), (3,))
+        b = np.broadcast_to(np.asarray(self.shift, dtype=np.float64), (3,))
+        return (a if self.input_range == "pixels" else a / 255.0), b
 
     @property
     def mean(self) -> tuple[float, float, float]:
@@ -180,8 +188,8 @@ def _inner_normalisation(path: Path, input_name: str) -> InnerNormalisation | No
         return None
     span = np.abs(scale)
     if max(np.abs(shift).max(), np.abs(255 * scale + shift).max()) <= 3 and (255 * span).min() >= 0.9:
-        return InnerNormalisation(tuple(ops), "pixels")
+        return InnerNormalisation(tuple(ops), "pixels", tuple(scale.tolist()), tuple(shift.tolist()))
     identity = np.allclose(scale, 1) and np.allclose(shift, 0)
     if not identity and max(np.abs(shift).max(), np.abs(scale + shift).max()) <= 3 and span.min() >= 1.5:
-        return InnerNormalisation(tuple(ops), "unit")
+        return InnerNormalisation(tuple(ops), "unit", tuple(scale.tolist()), tuple(shift.tolist()))
     return None
