@@ -41,9 +41,11 @@ def _eval(setup, tmp_path, *extra):
     return {m["model"]: m for m in json.loads((out / "results.json").read_text())["models"]}
 
 
-def test_flags_fill_only_models_without_a_card(setup, tmp_path):
-    models = _eval(setup, tmp_path, "--model", str(setup["carded"]), "--model", str(setup["bare"]),
-                   "--input-mean", "0.1,0.2,0.3", "--input-std", "0.4,0.5,0.6")
+def test_flags_fill_only_models_without_a_card(setup, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="cdface.inference"):
+        models = _eval(setup, tmp_path, "--model", str(setup["carded"]), "--model", str(setup["bare"]),
+                       "--input-mean", "0.1,0.2,0.3", "--input-std", "0.4,0.5,0.6")
+    assert f"{setup['carded']}: --input-mean not applied: the value comes from model card" in caplog.text
     carded = models[str(setup["carded"])]["model_info"]
     assert carded["input_cfg"]["mean"] == pytest.approx(IMAGENET[0])
     assert carded["input_cfg"]["std"] == pytest.approx(IMAGENET[1])

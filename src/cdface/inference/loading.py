@@ -276,7 +276,8 @@ def load_embedding_model(
         return path_or_module
     if isinstance(path_or_module, nn.Module):
         own = getattr(path_or_module, "input_cfg", None)
-        cfg, preprocessing = _apply_fallback(resolve_input_cfg(own, **overrides), own, {}, overrides, fallback)
+        cfg, preprocessing = _apply_fallback(resolve_input_cfg(own, **overrides), own, {}, overrides, fallback,
+                                             type(path_or_module).__name__)
         dev = None if device is None else resolve_device(device)
         model = TorchEmbeddingModel(path_or_module, cfg, dev, precision)
         model.preprocessing = preprocessing
@@ -309,7 +310,7 @@ def load_embedding_model(
     obj = load_weights(path, "a PyTorch state_dict or checkpoint readable by torch.load")
     module = build_backbone(obj, path, arch, embedding_size, meta, model_kwargs)
     cfg = resolve_input_cfg(getattr(module, "input_cfg", None), meta, **overrides)
-    cfg, preprocessing = _apply_fallback(cfg, getattr(module, "input_cfg", None), meta, overrides, fallback)
+    cfg, preprocessing = _apply_fallback(cfg, getattr(module, "input_cfg", None), meta, overrides, fallback, path)
     module.eval()
     model = TorchEmbeddingModel(module, cfg, dev, precision, source_path=path)
     model.preprocessing = preprocessing
@@ -345,6 +346,7 @@ def _apply_fallback(
     meta: Mapping[str, Any],
     overrides: Mapping[str, Any],
     fallback: Mapping[str, Any],
+    source: object = "model",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A PyTorch model's input config with `fallback` filled in where neither the card (`meta`) nor the
     module's own non-default contract (`own`, set by its architecture) gives a value; and the record of where
@@ -369,12 +371,18 @@ def _apply_fallback(
     info = {"source": " + ".join(sources), "assumed": [], "values_from": values_from}
     ignored = {k: v for k, v in spare.items() if values_from[k] != _FROM_FALLBACK}
     if ignored:
-        info["not_applied"] = _not_applied_note(ignored, values_from)
+        info["not_applied"] = _not_applied_note(ignored, values_from, source)
     return out, info
 
 
-def _not_applied_note(ignored: Mapping[str, Any], values_from: Mapping[str, str]) -> dict[str, str]:
-    return {k: f"{_OVERRIDE_FLAGS[k]} not applied: the value comes from {values_from[k]}" for k in ignored}
+def _not_applied_note(
+    ignored: Mapping[str, Any], values_from: Mapping[str, str], source: object
+) -> dict[str, str]:
+    """What `fallback_input` left out, said once as a warning (cdface eval: each model keeps its own card)."""
+    notes = {k: f"{_OVERRIDE_FLAGS[k]} not applied: the value comes from {values_from[k]}" for k in ignored}
+    logger.warning("%s: %s (to set this model's own, append it to its --model: PATH:mean=C1,C2,C3:"
+                   "std=C1,C2,C3:color=BGR)", source, "; ".join(notes.values()))
+    return notes
 
 
 def _onnx_input_cfg(
@@ -445,7 +453,7 @@ def _onnx_input_cfg(
         info["graph"] = graph_text
     ignored = {k: v for k, v in spare.items() if values_from.get(k) != _FROM_FALLBACK}
     if ignored:
-        info["not_applied"] = _not_applied_note(ignored, values_from)
+        info["not_applied"] = _not_applied_note(ignored, values_from, path)
     return cfg, info
 
 
