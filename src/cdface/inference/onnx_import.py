@@ -22,7 +22,7 @@ import torch
 from cdface.errors import CdfaceError
 from cdface.files import atomic_write, atomic_writer, sha256_file
 
-__all__ = ["ImportReport", "import_onnx"]
+__all__ = ["ImportCheckError", "ImportReport", "import_onnx"]
 
 
 @dataclass
