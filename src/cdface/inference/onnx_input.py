@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from cdface.errors import FormatError
+from cdface.models.onnx_weights import graph_constants
 
 __all__ = ["InnerNormalisation", "OnnxInput", "read_onnx_input", "PIXEL_STD"]
 
@@ -133,23 +134,15 @@ def _inner_normalisation(path: Path, input_name: str) -> InnerNormalisation | No
     """Compose the constant affine nodes the input flows through first (see the module docstring)."""
     try:
         import onnx
-        from onnx import numpy_helper
     except ImportError:  # pragma: no cover - onnx comes with the onnx extra, beside onnxruntime
         return None
     try:
         graph = onnx.load(str(path), load_external_data=False).graph
     except Exception:  # onnxruntime read it; a file onnx cannot parse is simply not inspected
         return None
-    constants: dict[str, np.ndarray] = {}
-    for init in graph.initializer:
-        if int(np.prod(init.dims)) <= 4 and not init.data_location:  # scalars / per-channel vectors only
-            constants[init.name] = numpy_helper.to_array(init)
+    constants = graph_constants(graph, max_elements=4)  # scalars / per-channel vectors only
     consumers: dict[str, list[Any]] = {}
     for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            tensor = node.attribute[0].t
-            if int(np.prod(tensor.dims)) <= 4:
-                constants[node.output[0]] = numpy_helper.to_array(tensor)
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     scale, shift = np.ones(1), np.zeros(1)

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from cdface.errors import ConfigError, FormatError
 
-__all__ = ["OnnxWeightMapping", "map_onnx_weights"]
+__all__ = ["OnnxWeightMapping", "graph_constants", "map_onnx_weights"]
 
 _PARAM_OPS = ("Conv", "BatchNormalization", "PRelu", "Gemm", "MatMul")
 _LAYERS = (nn.Conv2d, nn.modules.batchnorm._BatchNorm, nn.PReLU, nn.Linear)
@@ -55,24 +55,13 @@ def map_onnx_weights(
     another shape, a BatchNorm epsilon that differs, or a layer type import cannot map (e.g. LayerNorm).
     """
     import onnx
-    from onnx import numpy_helper
 
     path = Path(path)
     try:
         graph = onnx.load(str(path)).graph
     except Exception as exc:  # onnx raises DecodeError and friends
         raise FormatError(path, None, f"a readable ONNX model ({type(exc).__name__}: {exc})") from None
-    weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:  # some exporters keep small tensors as Constant nodes, and share equal initialisers
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            weights[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-        elif node.op_type in ("Identity", "Unsqueeze") and node.input[0] in weights:
-            # torch shares equal initialisers through Identity, and without constant folding a PReLU slope
-            # reaches its node through Unsqueeze (its shape is taken from our layer below)
-            weights[node.output[0]] = weights[node.input[0]]
-        elif node.op_type == "Transpose" and node.input[0] in weights:  # an unfolded Linear: Transpose + MatMul
-            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
-            weights[node.output[0]] = np.transpose(weights[node.input[0]], perm)
+    weights = graph_constants(graph)
     ops = Counter(node.op_type for node in graph.node)
     summary = ", ".join(f"{n} {op}" for op, n in ops.most_common() if op not in ("Constant",))
     arch = getattr(module, "arch", type(module).__name__)
@@ -143,6 +132,30 @@ def map_onnx_weights(
         raise refuse(f"{len(extra)} parametric node(s) of the graph are left over after the model's layers, the "
                      f"first a {extra[0][0]}")
     return OnnxWeightMapping(state, folded, dict(ops))
+
+
+def graph_constants(graph: Any, max_elements: int | None = None) -> dict[str, np.ndarray]:
+    """{tensor name: value} of every constant tensor of an ONNX graph: initialisers, Constant nodes, and what
+    Identity / Unsqueeze / Transpose make of them (torch shares equal initialisers through Identity; without
+    constant folding a PReLU slope reaches its node through Unsqueeze, which keeps the value (callers reshape),
+    and a Linear through Transpose + MatMul). `max_elements` skips larger tensors (never converted)."""
+    from onnx import numpy_helper
+
+    def small(dims: Any) -> bool:
+        return max_elements is None or int(np.prod(dims)) <= max_elements
+
+    out = {init.name: numpy_helper.to_array(init) for init in graph.initializer
+           if small(init.dims) and not init.data_location}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            if small(node.attribute[0].t.dims):
+                out[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        elif node.op_type in ("Identity", "Unsqueeze") and node.input and node.input[0] in out:
+            out[node.output[0]] = out[node.input[0]]
+        elif node.op_type == "Transpose" and node.input[0] in out:
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+            out[node.output[0]] = np.transpose(out[node.input[0]], perm)
+    return out
 
 
 def _expect(refuse: Any, op: str, wanted: str, name: str, layer: nn.Module) -> None:
