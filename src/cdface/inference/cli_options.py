@@ -22,7 +22,9 @@ def add_model_options(parser: argparse.ArgumentParser, multiple: bool = False, w
     --workers."""
     if multiple:
         parser.add_argument("--model", action="append", required=True, metavar="PATH",
-                            help=MODEL_HELP + " (repeat --model to compare several models)")
+                            help=MODEL_HELP + " (repeat --model to compare several models; each keeps its "
+                            "own model card: --input-mean/--input-std/--bgr fill in only for models without one, "
+                            "PATH:mean=C1,C2,C3:std=C1,C2,C3:color=BGR sets one model's over its card)")
     else:
         parser.add_argument("--model", required=required, metavar="PATH", help=MODEL_HELP)
     parser.add_argument("--arch", help="architecture of a plain state_dict (default: from model.json or the keys)")
