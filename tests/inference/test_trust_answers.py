@@ -170,3 +170,14 @@ def _labels(tmp_path, names):
     path = tmp_path / "labels.txt"
     path.write_text("".join(f"id{i}\n" for i in range(len(names))))
     return path
+
+
+def test_compare_far_options_are_checked_before_any_model_runs(tmp_path, capsys):
+    for i, face in enumerate(random_faces(2, seed=3)):
+        Image.fromarray(face).save(tmp_path / f"{i}.png")
+    common = ["compare", str(tmp_path / "0.png"), str(tmp_path / "1.png"), "--model", str(tmp_path / "none.onnx")]
+    for extra, message in ((["--threshold", "0.3", "--far", "0.1"], "not both"),
+                           (["--calibrate", "p.bin"], "give --far F too"),
+                           (["--far", "0.1"], "--far needs where to calibrate it")):
+        assert main([*common, *extra]) == 2
+        assert message in capsys.readouterr().err

@@ -41,7 +41,8 @@ def add_trust_options(parser: argparse.ArgumentParser, search: bool = False) -> 
                         help="answer 'unknown' for a query whose best score is below this cosine")
     parser.add_argument("--by", choices=("image", "identity"), default="image",
                         help="rank gallery images, or identities (their images' scores combined by "
-                        "--identity-score) (default: image)")
+                        "--identity-score; --out's indices are then identities in sorted name order) "
+                        "(default: image)")
     parser.add_argument("--identity-score", choices=("max", "mean"), default="max",
                         help="with --by identity: an identity's score is the max (default) or the mean of its "
                         "images' cosines")
@@ -53,6 +54,8 @@ def add_trust_options(parser: argparse.ArgumentParser, search: bool = False) -> 
 def check_far_options(args: argparse.Namespace) -> None:
     """One-line errors for --far / --calibrate given without their partner."""
     calibrate = getattr(args, "calibrate", None)
+    if args.far is not None and getattr(args, "threshold", None) is not None:
+        raise ConfigError("--threshold COS is a threshold itself: give it, or --far F with its source, not both")
     if calibrate and args.far is None:
         raise ConfigError("--calibrate PAIRS_BIN calibrates the threshold at a FAR: give --far F too (e.g. --far 1e-3)")
     if args.far is not None and not (args.threshold_from or calibrate):
