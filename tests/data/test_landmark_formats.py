@@ -114,3 +114,14 @@ def test_fit_residual_matches_scikit_image_similarity_fit():
         assert fit_residual(points) == pytest.approx(expected, rel=1e-6)
     assert fit_residual(np.ones((5, 2))) == float("inf")
     assert fit_residual(_face()[[1, 0, 2, 4, 3]]) > RESIDUAL_BOUND
+
+
+def test_numbers_that_fit_a_face_in_both_orders_are_refused_with_the_line(tmp_path, monkeypatch):
+    import cdface.data.landmarks as landmarks
+
+    face = _face()
+    (tmp_path / "lmk.txt").write_text(_line("a.jpg", face), encoding="utf-8")
+    assert read_landmark_file(tmp_path / "lmk.txt", on_warning=None)["a.jpg"] == pytest.approx(face)
+    monkeypatch.setattr(landmarks, "RESIDUAL_BOUND", 10.0)  # a bound so loose that the MTCNN reading fits too
+    with pytest.raises(FormatError, match=r"lmk\.txt, line 1: .*fit both as x1 y1 \.\.\. x5 y5 and as MTCNN"):
+        read_landmark_file(tmp_path / "lmk.txt")
