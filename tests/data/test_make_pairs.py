@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from inference_helpers import run_cdface
 from PIL import Image
 
 from cdface.data.make_pairs import draw_pairs, make_pair_set, max_pairs
@@ -124,11 +123,10 @@ def test_identities_of_a_training_set_are_left_out(tmp_path):
 
 def test_cli_lowers_the_pair_count_to_what_the_folder_allows_and_says_so(tmp_path):
     _folder(tmp_path / "faces", {"a": 2, "b": 2, "c": 3})
-    cmd = [sys.executable, "-m", "cdface", "data", "make-pairs", str(tmp_path / "faces"), "--out",
-           str(tmp_path / "p.bin"), "--folds", "2"]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    cmd = ["data", "make-pairs", tmp_path / "faces", "--out", tmp_path / "p.bin", "--folds", "2"]
+    done = run_cdface(*cmd)
     assert done.returncode == 0, done.stderr
     assert "8 pairs (asked for 6000" in done.stdout and "2 folds of 4 (2 same, then 2 different)" in done.stdout
     assert len(load_bin(tmp_path / "p.bin").issame) == 8
-    bad = subprocess.run(cmd[:-2] + ["--pairs", "7"], capture_output=True, text=True, check=False)
+    bad = run_cdface(*cmd[:-2], "--pairs", "7")
     assert bad.returncode == 2 and "multiple of 2 x folds = 20" in bad.stderr and "Traceback" not in bad.stderr
