@@ -41,15 +41,12 @@ def test_identity_scores_are_the_max_or_mean_cosine_over_each_identity_s_images(
 
 
 def test_gallery_identities_come_from_folders_or_a_labels_file(tmp_path):
-    labels, ids = gallery_identities(["alice/1.jpg", "bob/1.jpg", "alice\\2.jpg", "/x/carol/3.png"], None, 4)
+    labels, ids = gallery_identities(["alice/1.jpg", "bob/1.jpg", "alice\\2.jpg", "/x/carol/3.png"])
     assert ids == ["alice", "bob", "carol"] and labels.tolist() == [0, 1, 0, 2]
-    (tmp_path / "labels.txt").write_text("x\ny\nx\n")
-    labels, ids = gallery_identities(None, str(tmp_path / "labels.txt"), 3)
+    labels, ids = gallery_identities(None, ["x", "y ", "x"])
     assert ids == ["x", "y"] and labels.tolist() == [0, 1, 0]
     with pytest.raises(FormatError, match="identity folders"):
-        gallery_identities(["a.jpg", "b.jpg"], None, 2)
-    with pytest.raises(FormatError, match="one identity per gallery row"):
-        gallery_identities(None, str(tmp_path / "labels.txt"), 4)
+        gallery_identities(["a.jpg", "b.jpg"])
 
 
 def _features(tmp_path):
@@ -92,8 +89,10 @@ def test_search_answers_unknown_below_the_threshold_per_probe_and_per_identity(t
 
 def test_search_threshold_options_are_checked_with_one_line(tmp_path, capsys):
     _features(tmp_path)
+    (tmp_path / "labels.txt").write_text("a\nb\na\n")  # 3 lines for 4 gallery rows
     common = ["search", "--gallery", str(tmp_path / "g.npy"), "--query", str(tmp_path / "q.npy")]
-    for extra, message in ((["--far", "1e-3"], "--far needs where to calibrate it"),
+    for extra, message in ((["--gallery-labels", str(tmp_path / "labels.txt")], "one name per row"),
+                           (["--far", "1e-3"], "--far needs where to calibrate it"),
                            (["--calibrate", "x.bin", "--far", "0.1"], "embeds the pair set with --model"),
                            (["--unknown-below", "0.3", "--far", "0.1"], "not both"),
                            (["--min-quality", "3"], "q.quality.npy")):

@@ -331,7 +331,8 @@ def _run_search(args: argparse.Namespace) -> int:
         raise ConfigError("--backend faiss needs the faiss package (pip install faiss-cpu); or use --backend torch")
     gallery_names = _read_names(args.gallery, args.gallery_paths, gallery.shape[0])
     query_names = _read_names(args.query, args.query_paths, query.shape[0])
-    trust = SearchTrust(args, gallery_names, gallery.shape[0], args.query, query.shape[0])
+    gallery_labels = _read_names(args.gallery, args.gallery_labels, gallery.shape[0]) if args.gallery_labels else None
+    trust = SearchTrust(args, gallery_names, gallery_labels, args.query, query.shape[0])
     scores, indices = trust.search(np.asarray(query), gallery, args.k)
     from cdface.eval.verification import count_nonfinite_rows
 

@@ -96,7 +96,7 @@ def add_search_threshold_options(parser: argparse.ArgumentParser) -> None:
 class SearchTrust:
     """`search`'s open-set answers: the threshold, gallery identities, query quality flags (see identify.py)."""
 
-    def __init__(self, args: argparse.Namespace, gallery_names: list[str] | None, gallery_rows: int,
+    def __init__(self, args: argparse.Namespace, gallery_names: list[str] | None, gallery_labels: list[str] | None,
                  query_path: str, query_rows: int) -> None:
         from cdface.eval.thresholds import CosineThreshold, threshold_from_results
         from cdface.inference.identify import gallery_identities
@@ -130,11 +130,11 @@ class SearchTrust:
             self.threshold = threshold_from_results(args.threshold_from, args.target, model=args.model)
         self.labels: np.ndarray | None = None
         self.identities: list[str] = []
-        if args.by == "identity" or args.gallery_labels:
-            self.labels, self.identities = gallery_identities(gallery_names, args.gallery_labels, gallery_rows)
+        if args.by == "identity" or gallery_labels is not None:
+            self.labels, self.identities = gallery_identities(gallery_names, gallery_labels)
         elif gallery_names is not None and (self.threshold is not None or args.min_quality is not None):
             try:  # answers name the identity (the folder) of the best image
-                self.labels, self.identities = gallery_identities(gallery_names, None, gallery_rows)
+                self.labels, self.identities = gallery_identities(gallery_names)
             except FormatError:  # image mode without identity folders: answers name the gallery path
                 self.labels = None
         self.low = np.zeros(query_rows, dtype=bool)

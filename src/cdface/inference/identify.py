@@ -26,26 +26,17 @@ import numpy as np
 import torch
 
 from cdface.errors import FormatError
-from cdface.files import TEXT_ENCODING
 from cdface.inference.loading import resolve_device
 
 __all__ = ["gallery_identities", "identity_scores", "open_set_answers"]
 
 
-def gallery_identities(names: list[str] | None, labels_file: str | None, rows: int
-                       ) -> tuple[np.ndarray, list[str]]:
-    """(label of each gallery row (G,) int64, identity names) from `labels_file` (one identity per line) or,
-    by default, the folder of each gallery path (``alice/1.jpg`` -> ``alice``). FormatError when neither gives
-    one identity per row."""
-    if labels_file:
-        path = Path(labels_file)
-        try:
-            per_row = path.read_text(encoding=TEXT_ENCODING).lstrip("\ufeff").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise FormatError(path, None, f"a UTF-8 text file, one identity per gallery row ({exc})") from None
-        if len(per_row) != rows:
-            raise FormatError(path, None, f"one identity per gallery row ({rows} rows), got {len(per_row)} lines")
-        per_row = [line.strip() for line in per_row]
+def gallery_identities(names: list[str] | None, per_row: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """(label of each gallery row (G,) int64, identity names) from `per_row` (one identity per row, e.g. the
+    lines of --gallery-labels) or, by default, the folder of each gallery path (``alice/1.jpg`` -> ``alice``).
+    FormatError when neither gives one identity per row."""
+    if per_row is not None:
+        per_row = [label.strip() for label in per_row]
     else:
         if names is None:
             raise FormatError("--gallery", None, "gallery row names (<gallery>.paths.txt, as cdface embed writes) or "
