@@ -1,4 +1,4 @@
-"""``cdface data ...``: inspect, pack, make-bin, synthetic."""
+"""``cdface data ...``: inspect, pack, make-bin, make-pairs, synthetic."""
 
 from __future__ import annotations
 
@@ -52,6 +52,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("pairs_txt")
     p.add_argument("out", type=output_file, help="output .bin")
     p.set_defaults(func=_make_bin)
+
+    p = sub.add_parser(
+        "make-pairs", help="draw a balanced 10-fold verification pair set (.bin) from identity folders",
+        description="Draw a seeded, balanced pair set from FOLDER/<identity>/<aligned crop> and write it in "
+        "insightface's .bin layout (per fold: same pairs, then as many different pairs), readable by `cdface "
+        "eval` and by insightface's loader; every pair is listed in <out stem>.pairs.txt. Folds are "
+        "identity-disjoint when there are two identities with two images or more per fold.",
+    )
+    p.add_argument("folder", help="FOLDER/<identity>/<image>: aligned crops (112x112 for cdface's models)")
+    p.add_argument("--out", required=True, type=output_file, help="the .bin to write")
+    p.add_argument("--pairs", type=int, default=6000,
+                   help="pairs in all, a multiple of 2 x folds (default 6000, as LFW; lowered to what the folder "
+                   "allows)")
+    p.add_argument("--folds", type=int, default=10, help="folds (default 10, insightface's protocol)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (the same seed draws the same pairs)")
+    p.add_argument("--exclude-from", action="append", default=[], metavar="TRAINING_SET",
+                   help="leave out identities of a training set: a folder (its sub-folder names), a .rec "
+                   "(identities with an image identical to one of its records) or a text file of identity "
+                   "names, one per line; repeatable")
+    folds = p.add_mutually_exclusive_group()
+    folds.add_argument("--disjoint-folds", dest="disjoint", action="store_true", default=None,
+                       help="require identity-disjoint folds (an error when there are too few identities)")
+    folds.add_argument("--mixed-folds", dest="disjoint", action="store_false",
+                       help="every fold draws from all identities")
+    p.set_defaults(func=_make_pairs)
 
     p = sub.add_parser("synthetic", help="write the synthetic face benchmark (train.rec + eval.bin)")
     p.add_argument("out_dir", type=output_folder)
@@ -234,6 +259,29 @@ def _make_bin(args: argparse.Namespace) -> int:
     out = make_bin_from_folder(args.root, args.pairs_txt, args.out)
     pairs = load_bin(out)
     print(f"wrote {out}: {len(pairs)} pairs ({int(pairs.issame.sum())} same)")
+    return 0
+
+
+def _make_pairs(args: argparse.Namespace) -> int:
+    from cdface.data.make_pairs import make_pair_set
+
+    r = make_pair_set(args.folder, args.out, num_pairs=args.pairs, folds=args.folds, seed=args.seed,
+                      exclude=args.exclude_from, disjoint=args.disjoint)
+    lowered = f" (asked for {r.requested}: the folder allows no more distinct pairs)" if r.pairs < r.requested else ""
+    print(f"wrote {r.out}: {r.pairs} pairs{lowered}, {r.folds} folds of {r.pairs // r.folds} "
+          f"({r.same // r.folds} same, then {(r.pairs - r.same) // r.folds} different), seed {r.seed}")
+    print(f"drawn from {r.identities_used} of {r.identities_total} identities ({r.images_total} images); folds "
+          + ("identity-disjoint" if r.disjoint else "share identities (fewer than 2 identities with 2+ images "
+             "per fold)" if args.disjoint is None else "share identities (--mixed-folds)"))
+    if r.excluded:
+        shown = ", ".join(r.excluded[:10]) + (f", ... ({len(r.excluded)} in all)" if len(r.excluded) > 10 else "")
+        print(f"left out {len(r.excluded)} identities of the training set(s): {shown}")
+    if r.reencoded:
+        print(f"{r.reencoded} images that were neither JPEG nor PNG were stored as JPEG (quality 95)")
+    if len(r.sizes) > 1 or (r.sizes and r.sizes[0] != (112, 112)):
+        print(f"note: image sizes {', '.join(f'{h}x{w}' for h, w in r.sizes[:5])}: a .bin holds aligned crops "
+              "at the model's input size (112x112 for cdface's models)")
+    print(f"pairs listed in {r.listing}")
     return 0
 
 

@@ -16,6 +16,7 @@ from cdface.cli_args import add_allow_nonfinite, nonfinite_exit, output_file, po
 from cdface.errors import ConfigError, FormatError
 from cdface.files import TEXT_ENCODING, atomic_write, atomic_writer, to_json_safe
 from cdface.inference.cli_options import add_model_options, cpu_threads, make_embedder
+from cdface.inference.cli_trust import add_search_threshold_options, add_trust_options
 from cdface.inference.photo_cli import add_detect_options
 
 __all__ = ["register"]
@@ -37,6 +38,9 @@ def register(subparsers: Any) -> None:
                    help="features .npy (N, D); names in <out>.paths.txt, one per row")
     e.add_argument("--landmarks", help="'<path> x1 y1 ... x5 y5' per line (per face): align the images first")
     add_detect_options(e)
+    e.add_argument("--min-quality", type=float, metavar="NORM",
+                   help="leave out faces whose embedding norm (un-normalised, model units; written per row to "
+                   "<out>.quality.npy) is below NORM")
     add_allow_nonfinite(e)
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.set_defaults(func=_run_embed)
@@ -55,8 +59,11 @@ def register(subparsers: Any) -> None:
     group = c.add_mutually_exclusive_group()
     group.add_argument("--threshold", type=float, help="cosine cut-off: same when cosine > threshold")
     group.add_argument("--threshold-from", metavar="RESULTS_JSON",
-                       help="results.json of `cdface eval --out`: use its pair-set threshold")
+                       help="results.json of `cdface eval --out`: use its pair-set threshold (at --far F if given)")
+    group.add_argument("--calibrate", metavar="PAIRS_BIN",
+                       help="with --far: calibrate the threshold on this .bin pair set, embedded with --model")
     c.add_argument("--target", help="with --threshold-from: which pair set's threshold (if it holds several)")
+    add_trust_options(c)
     c.add_argument("--landmarks", help="'<path> x1 y1 ... x5 y5' per line for the two images: align first")
     add_detect_options(c, several=False)
     c.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -84,6 +91,8 @@ def register(subparsers: Any) -> None:
     s.add_argument("--out", type=output_file, help="also write {'scores','indices'} to this .npz")
     add_model_options(s, required=False, device=False)
     add_detect_options(s)
+    add_trust_options(s, search=True)
+    add_search_threshold_options(s)
     s.set_defaults(func=_run_search)
 
     x = subparsers.add_parser(
@@ -164,20 +173,28 @@ def _run_embed(args: argparse.Namespace) -> int:
             dataset = ImageFiles(rows.paths if rows else source.paths, rows.landmarks if rows else None, size,
                                  skip_errors=True)
         feats = extract_features(embedder, dataset, args.batch_size, args.workers, not args.no_progress, "embed")
-    skipped = (rows.skipped if rows else []) + feats.errors
     out = Path(args.out)
     stem = out.name.removesuffix(".npy")
     skipped_path = out.with_name(stem + ".skipped.txt")
+    keep = np.setdiff1d(np.arange(len(names)), np.array(feats.failed, dtype=np.int64))
+    keep, low_quality = _drop_low_quality(feats.plain, keep, names, args.min_quality)
+    skipped = [*(rows.skipped if rows else []), *feats.errors, *low_quality]
     if not skipped:
         skipped_path.unlink(missing_ok=True)  # an earlier run's list would describe images of another run
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(skipped_path, "".join(f"{e}\n" for e in skipped))
-        print(f"skipped {len(skipped)} image(s) (unreadable or without a face), listed in {skipped_path}:",
-              file=sys.stderr)
+        if len(skipped) > len(low_quality):
+            print(f"skipped {len(skipped) - len(low_quality)} image(s) (unreadable or without a face), listed in "
+                  f"{skipped_path}:", file=sys.stderr)
+        if low_quality:
+            print(f"skipped {len(low_quality)} low-quality face(s) (embedding norm < --min-quality "
+                  f"{args.min_quality:g}), listed in {skipped_path}:", file=sys.stderr)
         for err in skipped[:10]:
             print(f"  {err}", file=sys.stderr)
-    keep = np.setdiff1d(np.arange(len(names)), np.array(feats.failed, dtype=np.int64))
+    if keep.size == 0 and low_quality:
+        raise ConfigError(f"{args.source}: every readable face ({len(low_quality)}) is below --min-quality "
+                          f"{args.min_quality:g} (listed in {skipped_path})")
     if keep.size == 0:
         raise FormatError(args.source, None, f"at least one readable image; none of {len(names)} could be read "
                           f"(first: {feats.errors[0] if feats.errors else 'unknown error'})")
@@ -199,6 +216,10 @@ def _run_embed(args: argparse.Namespace) -> int:
                                              "skipped": skipped}, indent=1) + "\n")
     else:
         faces_path.unlink(missing_ok=True)
+    from cdface.inference.face_quality import embedding_norms
+
+    with atomic_writer(out.with_name(stem + ".quality.npy")) as handle:  # per row: the embedding norm
+        np.save(handle, embedding_norms(feats.plain[keep]))
     print(
         f"wrote {len(keep)} features to {out} (names in {index_path}), {feats.images_per_second:.1f} images/s",
         file=sys.stderr,
@@ -219,6 +240,21 @@ def _face_rows(args: argparse.Namespace, source: Any, root: Path) -> Any:
     return landmark_rows(per_image, list(source.paths)) if per_image is not None else None
 
 
+def _drop_low_quality(plain: np.ndarray, keep: np.ndarray, names: list[str], min_quality: float | None
+                      ) -> tuple[np.ndarray, list[str]]:
+    """`keep` without the rows whose embedding norm is below --min-quality, and a line per dropped row."""
+    if min_quality is None:
+        return keep, []
+    from cdface.inference.face_quality import below_quality, embedding_norms, norm_note
+
+    norms = embedding_norms(plain)
+    if note := norm_note(norms[keep]):
+        print(f"cdface: warning: {note}", file=sys.stderr)
+    low = below_quality(norms[keep], min_quality)
+    lines = [f"{names[i]}: low quality (embedding norm {norms[i]:.4g} < {min_quality:g})" for i in keep[low]]
+    return keep[~low], lines
+
+
 def _relative(path: Path, root: Path) -> str:
     try:
         return str(path.relative_to(root))
@@ -232,6 +268,8 @@ def _relative(path: Path, root: Path) -> str:
 def _run_compare(args: argparse.Namespace) -> int:
     from cdface.eval.thresholds import CosineThreshold, threshold_from_results
     from cdface.eval.verification import count_nonfinite_rows
+    from cdface.inference.calibration import threshold_at_far_from
+    from cdface.inference.cli_trust import check_far_options, quality_fields
     from cdface.inference.embedder import compare
     from cdface.inference.extract import ImageFiles, extract_features
     from cdface.inference.input_check import check_input_sizes
@@ -246,14 +284,18 @@ def _run_compare(args: argparse.Namespace) -> int:
             raise FormatError(path, None, "an image file (JPEG, PNG, BMP, GIF, WebP, TIFF, PPM)")
     if args.target and not args.threshold_from:
         raise ConfigError("--target picks a pair set of --threshold-from RESULTS_JSON; give that too")
+    check_far_options(args)
     threshold: CosineThreshold | None = None
     if args.threshold is not None:
         if not -1.0 <= args.threshold <= 1.0:
             raise ConfigError(f"--threshold is a cosine in [-1, 1], got {args.threshold}")
         threshold = CosineThreshold(args.threshold, None, "--threshold (cosine)")
-    elif args.threshold_from:
+    elif args.threshold_from and args.far is None:
         threshold = threshold_from_results(args.threshold_from, args.target, model=args.model)
     embedder = make_embedder(args)
+    if args.far is not None:
+        threshold = threshold_at_far_from(args.far, args.threshold_from, args.calibrate, args.target, args.model,
+                                          embedder, args.batch_size)
     size = tuple(embedder.input_cfg["input_size"])
     from cdface.inference.photo_cli import compare_faces
 
@@ -267,21 +309,31 @@ def _run_compare(args: argparse.Namespace) -> int:
     cosine = compare(fused[0], fused[1])
     result: dict[str, Any] = {"image_a": str(paths[0]), "image_b": str(paths[1]), "cosine": round(cosine, 6)}
     result.update({f"face_{side}": face for side, face in zip("ab", faces) if face is not None})
+    quality, low = quality_fields(feats.plain, [str(p) for p in paths], args.min_quality)
+    result.update(quality)
     if threshold is not None:
-        result.update(same=bool(cosine > threshold.cosine), threshold=round(threshold.cosine, 6),
+        result.update(same=bool(threshold.same(cosine)), threshold=round(threshold.cosine, 6),
                       threshold_source=threshold.source)
+        if threshold.far is not None:
+            result.update(threshold_far=threshold.far, threshold_rule="same when cosine >= threshold")
         if threshold.distance is not None:
             result["threshold_squared_distance"] = threshold.distance
+        if low:  # a face below --min-quality gets no decision: a low-quality face is no evidence either way
+            result["same"] = None
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"cosine similarity {cosine:.4f}")
     if threshold is None:
-        print("no threshold given: pass --threshold COS or --threshold-from results.json for a decision",
-              file=sys.stderr)
+        print("no threshold given: pass --threshold COS, --threshold-from results.json or --far F with "
+              "--threshold-from/--calibrate for a decision", file=sys.stderr)
+    elif low:
+        print(f"undecided: low-quality face (embedding norm below --min-quality {args.min_quality:g}): "
+              + ", ".join(low))
     else:
+        op = threshold.operator if result["same"] else ("<" if threshold.inclusive else "<=")
         verdict = "same person" if result["same"] else "different people"
-        print(f"{verdict} (cosine {'>' if result['same'] else '<='} threshold {threshold.cosine:.4f})")
+        print(f"{verdict} (cosine {op} threshold {threshold.cosine:.4f})")
         print(f"threshold: {threshold.source}", file=sys.stderr)
     return 0
 
@@ -308,8 +360,9 @@ def _read_names(features: str, explicit: str | None, rows: int) -> list[str] | N
 
 def _run_search(args: argparse.Namespace) -> int:
     from cdface.eval.feature_files import load_npy
+    from cdface.inference.cli_trust import SearchTrust
     from cdface.inference.photo_cli import embed_search_sides
-    from cdface.inference.search import faiss_available, topk_search
+    from cdface.inference.search import faiss_available
 
     embedded = embed_search_sides(args)  # the sides given as images (with --model), embedded here
     gallery = embedded["gallery"][0] if "gallery" in embedded else load_npy(args.gallery, "gallery features",
@@ -327,7 +380,9 @@ def _run_search(args: argparse.Namespace) -> int:
                      _read_names(args.gallery, args.gallery_paths, gallery.shape[0]))
     query_names = embedded["query"][1] if "query" in embedded else _read_names(args.query, args.query_paths,
                                                                                  query.shape[0])
-    scores, indices = topk_search(np.asarray(query), gallery, k=args.k, device=args.device, backend=args.backend)
+    gallery_labels = _read_names(args.gallery, args.gallery_labels, gallery.shape[0]) if args.gallery_labels else None
+    trust = SearchTrust(args, gallery_names, gallery_labels, args.query, query.shape[0])
+    scores, indices = trust.search(np.asarray(query), gallery, args.k)
     from cdface.eval.verification import count_nonfinite_rows
 
     nonfinite = {  # the gallery may be memory-mapped: count_nonfinite_rows reads it in chunks
@@ -341,21 +396,28 @@ def _run_search(args: argparse.Namespace) -> int:
         with atomic_writer(out_path) as handle:
             np.savez(handle, scores=scores, indices=indices)
         print(f"wrote {out_path}", file=sys.stderr)
+    answers = trust.answers(scores, indices, gallery_names)
     rows = []
     for q in range(len(indices)):
         hits = [
-            {"rank": r + 1, "index": int(i), "score": round(float(sc), 6)}
-            | ({"path": gallery_names[int(i)]} if gallery_names else {})
+            {"rank": r + 1, "index": int(i), "score": round(float(sc), 6)} | trust.hit(int(i), gallery_names)
             for r, (i, sc) in enumerate(zip(indices[q], scores[q]))
         ]
-        rows.append({"query": q} | ({"query_path": query_names[q]} if query_names else {}) | {"results": hits})
+        rows.append({"query": q} | ({"query_path": query_names[q]} if query_names else {})
+                    | (answers[q] if answers else {}) | {"results": hits})
+    if trust.header():
+        print(trust.header(), file=sys.stderr)
     if args.json:  # strict JSON: a non-finite score (a NaN/inf feature row, ranked last) is null
         print(json.dumps(to_json_safe(rows), indent=1, allow_nan=False))
     else:
         for row in rows:
-            print(f"query {row['query']}" + (f"  {row['query_path']}" if "query_path" in row else ""))
+            print(f"query {row['query']}" + (f"  {row['query_path']}" if "query_path" in row else "")
+                  + (f"  -> {row['answer']}" + (f" ({row['answer_score']:.4f})" if row["answer_score"] is not None
+                                                 else "") if "answer" in row else ""))
             for hit in row["results"]:
-                print(f"  {hit['rank']:>3}. {hit['score']:.4f}  " + hit.get("path", f"gallery row {hit['index']}"))
+                name = hit.get("path", hit.get("identity", f"gallery row {hit['index']}"))
+                tag = f"  [{hit['identity']}]" if "path" in hit and "identity" in hit else ""
+                print(f"  {hit['rank']:>3}. {hit['score']:.4f}  {name}{tag}")
     return nonfinite_exit("search", nonfinite, args.allow_nonfinite)
 
 

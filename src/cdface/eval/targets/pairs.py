@@ -158,6 +158,11 @@ def evaluate_pair_target(
     metrics = result.to_dict()
     # insightface's XNorm: the mean norm of the un-fused embeddings (original and mirrored rows)
     metrics["xnorm"] = embedding_norm_stats(feats.plain, feats.flipped)
+    # cosine thresholds at the standard FARs (and --far's), for `cdface compare/search --far --threshold-from`
+    from cdface.eval.far_threshold import STANDARD_FARS, far_threshold_table
+
+    cosine = 1.0 - pair_distances(feats.fused()) / 2.0
+    metrics["far_thresholds"] = far_threshold_table(issame, cosine, (*STANDARD_FARS, *far_levels))
     if quality is not None:
         from cdface.data.pairs_bin import load_bin
         from cdface.eval.quality import erc_outputs, pair_set_erc
