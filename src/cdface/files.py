@@ -2,6 +2,8 @@
 
 - `load_weights`: the only `torch.load` of the package. `weights_only=True`, so a pickle that asks to build
   Python objects beyond tensors and plain containers is refused (UnsafeFileError naming the file), never run;
+  a TorchScript archive (code, not weights) is refused before torch sees it, with one line on converting it;
+  a `.safetensors` file is read with the `safetensors` library (a name -> tensor dict, no pickle at all);
   anything else that is not a `torch.save` file is a FormatError naming the file.
 - `atomic_write` / `atomic_writer`: write a temporary file in the target's folder, flush and fsync it, rename it
   over the target (`os.replace`, atomic on POSIX and Windows), then fsync the folder so the rename itself
@@ -17,6 +19,8 @@ import math
 import os
 import pickle
 import secrets
+import struct
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -41,6 +45,15 @@ def load_weights(path: str | os.PathLike[str], expected: str = "a file written b
     """
     import torch
 
+    if _is_safetensors(path):
+        return _load_safetensors(path, expected)
+    if _is_torchscript(path):
+        raise FormatError(
+            path, None,
+            f"{expected}, but it is a TorchScript archive (torch.jit.save: a program, which cdface does not run). "
+            "If you trust its source, convert it once: python -c \"import torch; torch.save(torch.jit.load('IN')"
+            ".state_dict(), 'OUT.pt')\" and load OUT.pt (pass --arch if its keys are not recognised)",
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
@@ -58,6 +71,45 @@ def load_weights(path: str | os.PathLike[str], expected: str = "a file written b
         empty = os.path.isfile(path) and os.path.getsize(path) == 0
         reason = "the file is empty" if empty else (str(exc) or type(exc).__name__)
         raise FormatError(path, None, f"{expected} ({reason})") from exc
+
+
+def _is_torchscript(path: str | os.PathLike[str]) -> bool:
+    """A zip whose records hold TorchScript's `code/` or `constants.pkl` (a torch.save zip holds only `data.pkl`,
+    `data/N` and version records): read from the zip's directory, nothing is unpickled."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name or name.endswith("/constants.pkl") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _is_safetensors(path: str | os.PathLike[str]) -> bool:
+    """A `.safetensors` name, or the format's header: an 8-byte little-endian length, then a JSON object."""
+    if str(path).lower().endswith(".safetensors"):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 2 <= struct.unpack("<Q", head[:8])[0] < (1 << 30)
+
+
+def _load_safetensors(path: str | os.PathLike[str], expected: str) -> dict[str, Any]:
+    """The tensors of a safetensors file (CPU), or FormatError naming the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(path)
+    try:
+        from safetensors.torch import load_file
+    except ImportError:  # pragma: no cover - safetensors is a dependency
+        raise FormatError(path, None, f"{expected}: a .safetensors file needs the safetensors package "
+                          "(pip install safetensors)") from None
+    try:
+        return dict(load_file(str(path), device="cpu"))
+    except Exception as exc:  # safetensors raises its own SafetensorError for a damaged header or data
+        raise FormatError(path, None, f"{expected} (a damaged safetensors file: {exc})") from exc
 
 
 # The weights-only unpickler's reasons for a pickle that asks for a global (a class, a function), an object
