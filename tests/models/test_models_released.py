@@ -8,6 +8,9 @@ Parity with the releasing projects' own module code was checked once outside the
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from cdface.errors import FormatError
+from cdface.errors import FormatError, UnsafeFileError
 from cdface.inference.loading import load_embedding_model
 from cdface.models import create_model, load_state_dict_strict
 from cdface.models.known import KNOWN_MODELS, KnownModel, identify_known
@@ -83,6 +86,55 @@ def test_adaface_ckpt_loads_without_flags_with_bgr_contract(arch: str, tmp_path:
     out = loaded(images)
     _close(out, bgr)
     assert _not_close(out, rgb)  # the contract matters: RGB input would embed differently
+
+
+def _fake_lightning(monkeypatch: pytest.MonkeyPatch) -> tuple[type, type]:
+    """Stand-ins for the pytorch_lightning classes a Lightning `.ckpt` pickles by name (not installed here)."""
+    import types
+
+    class ModelCheckpoint:
+        pass
+
+    class AttributeDict(dict):
+        pass
+
+    for cls, module_name in [(ModelCheckpoint, "pytorch_lightning.callbacks.model_checkpoint"),
+                             (AttributeDict, "pytorch_lightning.utilities.parsing")]:
+        cls.__module__, cls.__qualname__ = module_name, cls.__name__
+    for name in ("pytorch_lightning", "pytorch_lightning.callbacks", "pytorch_lightning.utilities"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    for name, attr, value in [("pytorch_lightning.callbacks.model_checkpoint", "ModelCheckpoint", ModelCheckpoint),
+                              ("pytorch_lightning.utilities.parsing", "AttributeDict", AttributeDict)]:
+        module = types.ModuleType(name)
+        setattr(module, attr, value)
+        monkeypatch.setitem(sys.modules, name, module)
+    return ModelCheckpoint, AttributeDict
+
+
+def test_lightning_ckpt_with_framework_objects_loads_and_nothing_else_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    direct = _randomise(create_model("adaface_ir18", widths=TINY), 7)
+    state = {f"model.{k}": v for k, v in direct.state_dict().items()}
+    state["head.kernel"] = torch.randn(512, 10)
+    checkpoint_cls, attribute_dict = _fake_lightning(monkeypatch)
+    ckpt = {"state_dict": state, "epoch": 1, "pytorch-lightning_version": "1.4.4",
+            "callbacks": {checkpoint_cls: {"best_model_score": torch.tensor(0.5)}},  # Lightning < 1.5 keys
+            "hyper_parameters": attribute_dict(arch="ir_50", lr=0.1), "hparams_name": "kwargs",
+            "args": argparse.Namespace(batch_size=512)}
+    path = tmp_path / "adaface_ir18_lightning.ckpt"
+    torch.save(ckpt, path)
+    torch.save({**ckpt, "evil": os.getcwd}, tmp_path / "mixed.ckpt")  # a global no framework checkpoint holds
+    monkeypatch.delitem(sys.modules, "pytorch_lightning.callbacks.model_checkpoint")
+    monkeypatch.delitem(sys.modules, "pytorch_lightning.utilities.parsing")
+
+    loaded = load_embedding_model(path, device="cpu")  # the framework objects are inert stand-ins
+    images = _images(112)
+    with torch.no_grad():
+        ref = direct((_nchw(images).flip(1) / 255 - 0.5) / 0.5)
+    _close(loaded(images), ref)
+    with pytest.raises(UnsafeFileError, match="mixed.ckpt.*refused"):
+        load_embedding_model(tmp_path / "mixed.ckpt", device="cpu")
 
 
 def test_adaface_block_has_the_extra_batchnorm_and_se_block_keys() -> None:
