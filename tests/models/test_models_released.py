@@ -231,6 +231,24 @@ def test_damaged_safetensors_is_one_format_error(tmp_path: Path) -> None:
         load_embedding_model(path, device="cpu")
 
 
+# ---------------------------------------------------------------------------------------------- TransFace
+
+
+def test_transface_model_pt_keeps_its_patch_gate(tmp_path: Path) -> None:
+    direct = _randomise(create_model("transface_tiny", embedding_size=16), 8)
+    path = tmp_path / "model.pt"
+    torch.save(direct.state_dict(), path)  # TransFace saves the backbone's plain state_dict
+    loaded = load_embedding_model(path, device="cpu")
+    assert loaded.arch == "transface_tiny" and loaded.input_cfg["color"] == "RGB"
+    images = _images(112)
+    x = (_nchw(images) / 255 - 0.5) / 0.5  # TransFace eval_ijbc.py: RGB, (x/255 - 0.5)/0.5
+    with torch.no_grad():
+        ref = direct(x)
+        ungated = direct.feature(direct.forward_features(x))  # what an insightface ViT would compute
+    _close(loaded(images), ref)
+    assert _not_close(loaded(images), ungated)
+
+
 # ------------------------------------------------------------------------------------------ known models
 
 

@@ -3,8 +3,8 @@
 Architectures: insightface's IResNet (iresnet18..200), face.evoLVe's IR / IR-SE (ir18..152, ir_se50..152,
 the paper's backbone family), insightface's MobileFaceNet, insightface's face ViTs (vit_t .. vit_h and its
 WebFace42M variants), AdaFace's IR (adaface_ir18..101, an extra BN per block, BGR), MagFace's IResNet
-(magface_iresnet18..100), facenet-pytorch's Inception-ResNet-v1 (160x160), and `iresnet_tiny` / `vit_tiny`
-(narrow models for the CPU quickstart and tests).
+(magface_iresnet18..100), facenet-pytorch's Inception-ResNet-v1 (160x160), TransFace's ViT (transface_s/b/l),
+and `iresnet_tiny` / `vit_tiny` / `transface_tiny` (narrow models for the CPU quickstart and tests).
 Every model takes float (N, 3, H, W) images and returns un-normalised embeddings; `model.input_cfg` states its
 preprocessing (by default RGB in [-1, 1]) and `InputContract.from_model(model)` applies it to uint8 crops.
 """
@@ -20,6 +20,7 @@ from cdface.models import (  # noqa: F401
     magface_iresnet,
     mobilefacenet,
     tiny,
+    transface_vit,
     vit,
 )
 from cdface.models.flops import count_flops, count_parameters, model_summary

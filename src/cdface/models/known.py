@@ -36,6 +36,7 @@ _ADAFACE_SRC = "https://github.com/mk-minchul/AdaFace#pretrained-models (Validat
 _CVLFACE_SRC = "https://github.com/mk-minchul/CVLface/blob/main/cvlface/pretrained_models/README.md"
 _MAGFACE_SRC = "https://github.com/IrvingMeng/MagFace#model-zoo"
 _FACENET_SRC = "https://github.com/timesler/facenet-pytorch#pretrained-models"
+_TRANSFACE_SRC = "https://github.com/DanJun6737/TransFace#transface-pretrained-models"
 _RESEARCH = "the training set's terms apply to the weights (non-commercial research)"
 
 
@@ -44,7 +45,7 @@ class KnownModel:
     """One released checkpoint: what it is, how to feed it, what its authors report.
 
     layout: the release container (`cdface.models.released`: "adaface", "magface", "facenet-pytorch",
-    "cvlface"). head_classes: the classifier's class count in the file (None: the release keeps no head).
+    "cvlface", "transface"). head_classes: the classifier's class count in the file (None: the release keeps no head).
     accuracy: the published numbers, verbatim from `source`. sha256: the published digest, or None.
     """
 
@@ -87,6 +88,14 @@ def _adaface(arch: str, dataset: str, lfw: str, cfp: str, agedb: str) -> KnownMo
     )
 
 
+def _transface(arch: str, dataset: str, far1e5: str, far1e4: str) -> KnownModel:
+    return KnownModel(
+        f"{arch}_{dataset.lower()}", arch, "transface", dataset, CVLFACE_INPUT_CFG,
+        f"no licence file in the TransFace repository; {_RESEARCH}",
+        f"IJB-C TAR {far1e5} @ FAR 1e-5, {far1e4} @ FAR 1e-4", _TRANSFACE_SRC,
+    )
+
+
 def _cvlface(loss: str, arch: str, dataset: str, lfw: str, cfp: str, agedb: str) -> KnownModel:
     return KnownModel(
         f"cvlface_{loss}_{arch.removeprefix('adaface_')}_{dataset.lower().replace('-', '_')}", arch, "cvlface",
@@ -119,6 +128,13 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
     _cvlface("adaface", "adaface_ir18", "WebFace4M", "99.58", "97.80", "96.48"),
     _cvlface("adaface", "adaface_ir18", "VGGFace2", "99.53", "97.64", "94.07"),
     _cvlface("adaface", "adaface_ir18", "CASIA-WebFace", "99.22", "94.93", "92.68"),
+    # TransFace README "TransFace Pretrained Models" (model.pt: a plain state_dict, no classifier)
+    _transface("transface_s", "MS1MV2", "93.87", "96.45"),
+    _transface("transface_b", "MS1MV2", "94.15", "96.55"),
+    _transface("transface_l", "MS1MV2", "94.55", "96.59"),
+    _transface("transface_s", "Glint360K", "96.06", "97.33"),
+    _transface("transface_b", "Glint360K", "96.18", "97.45"),
+    _transface("transface_l", "Glint360K", "96.29", "97.61"),
     # MagFace README "Model Zoo" (its README publishes no accuracy table)
     KnownModel("magface_iresnet100_ms1mv2", "magface_iresnet100", "magface", "MS1MV2", MAGFACE_INPUT_CFG,
                "Apache-2.0 (MagFace code); " + _RESEARCH, "not published in the README", _MAGFACE_SRC,

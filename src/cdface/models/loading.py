@@ -39,6 +39,8 @@ _IR_BLOCK_CONV = re.compile(r"^body\.(\d+)\.res_layer\.1\.weight$")
 # (embed_dim, depth) -> name; the first name of each shape in VIT_SETTINGS is the plain one (vit_b, not
 # vit_b_dp005_mask_005); vit_tiny is the test model's shape.
 _VIT_BY_SHAPE = {**{s[:2]: n for n, s in reversed(VIT_SETTINGS.items())}, (32, 2): "vit_tiny"}
+_TRANSFACE_BY_SHAPE = {(512, 12): "transface_s", (512, 24): "transface_b", (768, 24): "transface_l",
+                       (32, 2): "transface_tiny"}
 _VIT_BLOCK = re.compile(r"^blocks\.(\d+)\.norm1\.weight$")
 _IRESNET_BLOCK = re.compile(r"^layer([1-4])\.(\d+)\.")
 _MBF_RESIDUAL = re.compile(r"^layers\.(\d+)\.layers\.(\d+)\.layers\.0\.layers\.0\.weight$")
@@ -212,7 +214,8 @@ def _infer_vit(state: dict[str, Any]) -> dict[str, Any] | None:
     if patch[2:] != (9, 9) or pos[1] != 144:  # insightface's 112x112 faces in 9x9 patches
         return None
     depth = 1 + max((int(m.group(1)) for m in map(_VIT_BLOCK.match, state) if m), default=-1)
-    name = _VIT_BY_SHAPE.get((pos[2], depth))
+    by_shape = _TRANSFACE_BY_SHAPE if "senet.0.weight" in state else _VIT_BY_SHAPE  # TransFace's patch gate
+    name = by_shape.get((pos[2], depth))
     if name is None:
         return None
     return {"arch": name, "embedding_size": head[0], "model_kwargs": {}}

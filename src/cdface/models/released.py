@@ -13,8 +13,9 @@ Layouts (each checked against the releasing project's module code, see the tests
 - "magface": MagFace checkpoint -> `magface_iresnet*` (BGR, [0, 1], BN eps 2e-5).
 - "facenet-pytorch": -> `inception_resnet_v1` (160x160 RGB, (x - 127.5)/128).
 - "cvlface": CVLface's `net.`-prefixed IR weights -> `adaface_ir*` with CVLface's RGB [-1, 1] input.
-Anything else (insightface, face.evoLVe, cdface's own files, and TFace / ElasticFace / CurricularFace /
-TransFace releases, which use those key layouts) is left to `cdface.models.infer_model_config`.
+- "transface": TransFace's `model.pt` (insightface's ViT keys plus its patch gate `senet.*`) -> `transface_*`.
+Anything else (insightface, face.evoLVe, cdface's own files, and TFace / ElasticFace / CurricularFace
+releases, which use those key layouts) is left to `cdface.models.infer_model_config`.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def recognise_release(obj: Any) -> ReleasedWeights | None:
     above, else None (a plain or cdface state_dict is not a "release layout": the caller handles it)."""
     for state in _candidates(obj):
         state = strip_wrapper_prefixes(state)
-        for recognise in (_adaface, _magface, _facenet, _cvlface):
+        for recognise in (_adaface, _magface, _facenet, _cvlface, _transface):
             found = recognise(state)
             if found is not None:
                 return found
@@ -165,3 +166,13 @@ def _cvlface(state: dict[str, Tensor]) -> ReleasedWeights | None:
     if config is None or not config["arch"].startswith("adaface_"):
         return None
     return ReleasedWeights("cvlface", backbone, config, dict(CVLFACE_INPUT_CFG))
+
+
+def _transface(state: dict[str, Tensor]) -> ReleasedWeights | None:
+    """TransFace: a plain state_dict, insightface's ViT keys plus `senet.{0,2}.weight` (RGB [-1, 1] input)."""
+    if "senet.0.weight" not in state:
+        return None
+    config = infer_model_config(state)
+    if config is None or not config["arch"].startswith("transface_"):
+        return None
+    return ReleasedWeights("transface", state, config)
