@@ -137,6 +137,21 @@ def test_lightning_ckpt_with_framework_objects_loads_and_nothing_else_does(
         load_embedding_model(tmp_path / "mixed.ckpt", device="cpu")
 
 
+def test_bare_adaface_layout_assumes_bgr_and_says_so_and_a_card_overrides(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "ir18.pth"
+    torch.save(create_model("adaface_ir18", widths=TINY).state_dict(), path)  # TFace saves this layout bare
+    with caplog.at_level("WARNING", logger="cdface.inference"):
+        assert load_embedding_model(path, device="cpu").input_cfg["color"] == "BGR"
+    assert "TFace" in caplog.text and '"color": "RGB"' in caplog.text
+    path.with_suffix(".json").write_text('{"color": "RGB"}')
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cdface.inference"):
+        assert load_embedding_model(path, device="cpu").input_cfg["color"] == "RGB"
+    assert "TFace" not in caplog.text
+
+
 def test_adaface_block_has_the_extra_batchnorm_and_se_block_keys() -> None:
     with torch.device("meta"):
         state = create_model("adaface_ir_se50").state_dict()

@@ -366,6 +366,12 @@ def build_backbone(
     load_state_dict_strict(module, state_dict, str(source))
     if released is not None:
         _apply_release(module, released, source)
+    elif module.arch.startswith("adaface_") and not (meta or {}).get("color"):
+        # AdaFace's IR keys without AdaFace's container: AdaFace's own weights (BGR), or TFace's (RGB)
+        logger.warning(
+            "%s: a bare state_dict in AdaFace's IR layout: AdaFace's BGR input is assumed; TFace's weights in this "
+            "layout take RGB: for those, write a model card with \"color\": \"RGB\" (docs/inference.md)", source,
+        )
     return module
 
 
