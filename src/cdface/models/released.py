@@ -144,9 +144,10 @@ def _magface(state: dict[str, Tensor]) -> ReleasedWeights | None:
 
 
 def _facenet(state: dict[str, Tensor]) -> ReleasedWeights | None:
-    """facenet-pytorch: InceptionResnetV1's keys, with the classifier `logits.{weight,bias}` (classes, 512)."""
+    """facenet-pytorch: InceptionResnetV1's keys, with the classifier `logits.{weight,bias}` (classes, 512) that
+    both releases keep (without it, a bare InceptionResnetV1 state_dict, e.g. one cdface trained, is no release)."""
     backbone = {k: v for k, v in state.items() if not k.startswith("logits.")}
-    if "conv2d_1a.conv.weight" not in backbone:
+    if "conv2d_1a.conv.weight" not in backbone or "logits.weight" not in state:
         return None
     config = infer_model_config(backbone)
     if config is None or config["arch"] != "inception_resnet_v1":
