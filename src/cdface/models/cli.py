@@ -24,8 +24,21 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     parser.add_argument("--embedding-size", type=positive_int, default=512, help="embedding size to count with")
     parser.set_defaults(func=_run)
-    sub = parser.add_subparsers(dest="models_command")
-    known = sub.add_parser(
+    _register_known(parser)
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> Any:
+    """The `cdface models` sub-command table, made once and shared by every sub-command (`known`, `import`):
+    argparse allows one per parser."""
+    for action in parser._actions:  # argparse keeps the table among the parser's actions
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest="models_command")
+
+
+def _register_known(parser: argparse.ArgumentParser) -> None:
+    """`cdface models known [--json]`."""
+    known = _subcommands(parser).add_parser(
         "known",
         help="list the released checkpoints cdface recognises (architecture, training set, input, accuracy)",
         description="Released face-recognition checkpoints that load with no --arch and no preprocessing "
