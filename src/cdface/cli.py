@@ -17,6 +17,7 @@ from cdface.errors import CdfaceError
 _COMMAND_MODULES = (
     "cdface.models.cli",
     "cdface.data.cli",
+    "cdface.detect.cli",
     "cdface.train.cli",
     "cdface.eval.cli",
     "cdface.inference.cli",
@@ -34,6 +35,7 @@ examples:
   cdface quickstart --scale 0.2                        the whole pipeline on synthetic faces (CPU)
   cdface train configs/ms1mv2_r100_arcface.yaml data.path=/data/faces_emore
   cdface eval --model runs/x --targets lfw,cfp_fp --data-root /data/val --out results/
+  cdface detect photos/ --json                         faces, boxes and landmarks in photos
   cdface embed photos/ --model runs/x --out feats.npy
   cdface compare a.jpg b.jpg --model runs/x --threshold-from results/results.json
 Run 'cdface COMMAND --help' for a command's options."""

@@ -93,3 +93,13 @@ def test_eval_cli_writes_outputs(tmp_path, capsys):
     table = (out / "results.md").read_text()
     assert "tinyface rank-1" in table and "tinyface rank-20" in table
     assert (out / "cmc_tinyface.png").stat().st_size > 1000
+
+
+def test_layout_reader_skips_mac_metadata_among_the_distractors(tmp_path):
+    root = write_tinyface(tmp_path)
+    distractors = root / "tinyface" / "Testing_Set" / "Gallery_Distractor"
+    (distractors / "._1.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # a copy made on a Mac
+    (distractors / "__MACOSX").mkdir()
+    (distractors / "__MACOSX" / "._2.jpg").write_bytes(b"\x00\x05\x16\x07")
+    layout = read_tinyface_layout(root)
+    assert layout.num_distractors == 6  # not 8 undecodable "distractors"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("image_folder")
     p.add_argument("out_dir", type=output_folder)
     p.add_argument("--quality", type=int, default=95, help="JPEG quality for images that are not JPEG already")
+    from cdface.detect.options import add_detect_options  # `--detect`: the folder holds raw photos
+
+    add_detect_options(p, what="pack the largest face of each photo (every face with --all-faces) as an aligned "
+                       "112x112 crop; photos without a face are listed in OUT_DIR/skipped.txt")
+    p.add_argument("--all-faces", action="store_true", help="with --detect: every face of a photo, not the largest")
     p.set_defaults(func=_pack)
 
     p = sub.add_parser("make-bin", help="build an insightface .bin from aligned images and an LFW pairs.txt")
@@ -130,7 +136,8 @@ def inspect_path(path: str | Path, check: bool = False, max_pixels: int | None =
             summary["property"] = prop.read_text().strip()
     elif p.is_dir():
         dataset = ImageFolderDataset(p, max_pixels=max_pixels)
-        summary = {"kind": "folder", "path": str(p)}
+        # what the scan passed over: hidden/system entries (__MACOSX, ._*, .DS_Store) and non-image files
+        summary = {"kind": "folder", "path": str(p), "ignored": dataset.scan.ignored, "not_images": dataset.scan.other}
     elif p.suffix.lower() in LIST_SUFFIXES:
         dataset = ImageListDataset(p, max_pixels=max_pixels)
         summary = {"kind": "list", "path": str(p)}
@@ -174,6 +181,11 @@ def _pack(args: argparse.Namespace) -> int:
     from cdface.data.decode import decode_image, encode_jpeg, is_jpeg
     from cdface.data.recordio import write_insightface_rec
 
+    if args.detect is not None or args.all_faces:
+        return _pack_photos(args)
+    from cdface.detect.options import selection_from_args
+
+    selection_from_args(args)  # a face filter without --detect is an error
     dataset = ImageFolderDataset(args.image_folder)
     shapes: set[tuple[int, ...]] = set()
 
@@ -186,9 +198,33 @@ def _pack(args: argparse.Namespace) -> int:
     first = decode_image(dataset.paths[0].read_bytes(), dataset.paths[0])
     paths = write_insightface_rec(args.out_dir, dataset.labels, get, image_size=first.shape[:2])
     print(f"packed {len(dataset)} images of {dataset.num_classes} classes into {paths['rec']}")
+    if dataset.scan.note():
+        print(f"{args.image_folder}: {dataset.scan.note()}")
     if len(shapes) > 1:
         print(f"warning: images have several sizes {sorted(shapes)[:5]}; training uses every crop at the "
               "first one's size, which must be the model's input size (112x112 for cdface's models)")
+    return 0
+
+
+def _pack_photos(args: argparse.Namespace) -> int:
+    from cdface.detect.options import detector_from_args, selection_from_args
+    from cdface.detect.pack import pack_photo_folder
+    from cdface.errors import ConfigError
+
+    if args.detect is None:
+        raise ConfigError("--all-faces chooses which detected faces are packed: add --detect")
+    summary = pack_photo_folder(detector_from_args(args), args.image_folder, args.out_dir, selection_from_args(args),
+                                all_faces=args.all_faces, quality=args.quality,
+                                progress=sys.stderr.isatty())
+    print(f"packed {summary.faces} face(s) of {summary.classes} classes from {summary.photos_with_face} of "
+          f"{summary.photos} photos into {summary.rec}")
+    if summary.skipped:
+        print(f"{len(summary.skipped)} photo(s) without a face or unreadable, listed in {summary.skipped_file}")
+    if summary.empty_classes:
+        print(f"{len(summary.empty_classes)} class folder(s) without any face, not packed: "
+              f"{', '.join(summary.empty_classes[:10])}")
+    if summary.scan_note:
+        print(f"{args.image_folder}: {summary.scan_note}")
     return 0
 
 

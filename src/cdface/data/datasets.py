@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from cdface.data.cache import cache_file
 from cdface.data.decode import decode_image
+from cdface.data.image_files import IMAGE_EXTENSIONS, FolderScan, is_ignored_entry, scan_image_folder
 from cdface.data.lists import read_image_list
 from cdface.data.recordio import RecordIOReader
 from cdface.data.transforms import EvalTransform, sample_rng
@@ -43,7 +44,6 @@ __all__ = [
 logger = logging.getLogger("cdface.data")
 
 Transform = Callable[[np.ndarray, np.random.Generator], torch.Tensor]
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
 
 def contiguous_labels(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -292,20 +292,24 @@ class ImageFolderDataset(_FileListDataset):
         root_path = Path(root)
         if not root_path.is_dir():
             raise FormatError(root_path, None, "an image folder: root/<class>/<image files>")
-        self.class_names = sorted(d.name for d in root_path.iterdir() if d.is_dir())
+        entries = sorted(root_path.iterdir())
+        self.class_names = [d.name for d in entries if d.is_dir() and not is_ignored_entry(d.name)]
+        # what the scan passed over (__MACOSX, ._*, .DS_Store, non-image files), for the summaries
+        self.scan = FolderScan(ignored=sum(is_ignored_entry(d.name) for d in entries))
         paths: list[Path] = []
         labels: list[int] = []
         for label, name in enumerate(self.class_names):
-            files = sorted(
-                f for f in (root_path / name).rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()
-            )
-            paths.extend(files)
-            labels.extend([label] * len(files))
+            found = scan_image_folder(root_path / name)
+            self.scan += found
+            paths.extend(found.files)
+            labels.extend([label] * len(found.files))
         if not paths:
             raise FormatError(root_path, None, f"image files ({', '.join(IMAGE_EXTENSIONS)}) in class sub-folders")
         self.paths = paths
         mapped, self.class_ids = contiguous_labels(np.asarray(labels))
         self.class_names = [self.class_names[i] for i in self.class_ids]  # drop empty folders
+        if self.scan.note():
+            logger.info("%s: %s", root_path, self.scan.note())
         super().__init__(mapped, root_path, transform, seed, max_pixels)
 
 

@@ -18,11 +18,15 @@ def _number(text: str) -> bool:
     return True
 
 
-def read_landmark_file(path: str | Path) -> dict[str, np.ndarray]:
+def read_landmark_file(path: str | Path, several: bool = False) -> dict[str, np.ndarray]:
     """{image: (5, 2) float64}; malformed lines and non-finite coordinates name the file and line.
 
     The numbers are read from the end of the line, so an image path may hold spaces (``my photos/a.jpg x1 ...``),
     as in image lists; a line of 11 trailing numbers carries a score.
+
+    ``several``: an image may have several lines (several faces in one photo): {image: (F, 5, 2) float64}, one
+    face per distinct line in file order (a repeated identical line is one face). Without it, an image listed
+    again with other points is a FormatError.
     """
     path = Path(path)
     try:
@@ -47,6 +51,13 @@ def read_landmark_file(path: str | Path) -> dict[str, np.ndarray]:
         if not np.isfinite(values).all():
             raise FormatError(path, f"line {number}", "finite landmark coordinates")
         points = values.reshape(5, 2)
+        if several:
+            faces = table.get(fields[0])
+            if faces is None:
+                table[fields[0]] = points[None]
+            elif not (faces == points).all(axis=(1, 2)).any():
+                table[fields[0]] = np.concatenate([faces, points[None]])
+            continue
         if fields[0] in table and not np.array_equal(table[fields[0]], points):  # which one is right?
             raise FormatError(path, f"line {number}", f"one landmark line per image; {fields[0]} is listed again "
                               "with other points")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cdface.data.image_files import list_entry
 from cdface.errors import FormatError
 from cdface.files import TEXT_ENCODING
 
@@ -103,7 +104,7 @@ def read_image_list(
                 "aligned entries (insightface '1\\t<path>\\t<label>'); this one is unaligned (0, box and "
                 "landmarks follow): align the faces first",
             )
-        paths.append(base / entry[0])
+        paths.append(base / list_entry(entry[0]))
         labels.append(entry[1])
     if not paths:
         raise FormatError(list_path, None, f"at least one entry in one of the forms {LIST_FORMS}")

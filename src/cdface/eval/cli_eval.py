@@ -35,7 +35,7 @@ def register_eval(subparsers: Any) -> None:
     add_model_options(p, multiple=True)
     p.add_argument("--targets", required=True,
                    help="comma list: lfw,cfp_fp,agedb_30,calfw,cplfw (with --data-root), ijbb, ijbc, megaface, "
-                   "tinyface, rfw, or .bin paths")
+                   "tinyface, rfw, .bin paths, or folders in LFW's layout with pairs.txt (photos with --detect)")
     p.add_argument("--data-root", help="directory holding <name>.bin, IJBB/, IJBC/, megaface/")
     p.add_argument("--out", type=output_folder,
                    help="write results.json, results.md and plots (ROC, score histograms) here")
@@ -50,6 +50,10 @@ def register_eval(subparsers: Any) -> None:
     add_allow_nonfinite(p)
     p.add_argument("--quality", help="error-versus-reject on pair sets and IJB 1:1 with this per-image quality: "
                    "norm, faceness (IJB detector score) or a .npy file")
+    from cdface.detect.options import add_detect_options
+
+    add_detect_options(p, several=False, what="for a folder target (LFW's layout with pairs.txt): the largest "
+                       "face of each photo; a pair with a photo without a face is left out and counted")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_eval)
@@ -93,6 +97,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         far_levels=args.far,
         strict=args.strict,
         quality=args.quality,
+        **_detect_options(args),
         **load_kwargs(args),
     )
     if rank != 0:
@@ -114,6 +119,16 @@ def _evaluate(args: argparse.Namespace) -> int:
             n_images = (entry["provenance"].get(target) or {}).get("num_images", 0)
             counts[f"{entry['model']} {target}"] = (int(metrics.get("nonfinite_embeddings") or 0), int(n_images))
     return nonfinite_exit("eval", counts, args.allow_nonfinite)
+
+
+def _detect_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`detect` and `face_filter` for folder targets; {} without --detect (a filter alone is an error)."""
+    from cdface.detect.options import selection_from_args
+
+    selection_from_args(args)
+    if args.detect is None:
+        return {}
+    return {"detect": args.detect, "face_filter": {"min_score": args.min_score, "min_face_size": args.min_face_size}}
 
 
 def _one_line(metrics: dict[str, Any]) -> str:

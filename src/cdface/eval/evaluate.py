@@ -25,10 +25,49 @@ from cdface.files import sha256_file
 from cdface.inference.embedder import FaceEmbedder
 from cdface.inference.loading import EmbeddingModel, load_embedding_model
 
-__all__ = ["evaluate_model", "evaluate_models", "parse_targets", "IJB_TARGETS", "MEGAFACE_TARGETS"]
+__all__ = ["evaluate_model", "evaluate_models", "parse_model_spec", "parse_targets", "IJB_TARGETS",
+           "MEGAFACE_TARGETS"]
 
 IJB_TARGETS = {"ijbb": "IJBB", "ijbc": "IJBC"}
 MEGAFACE_TARGETS = ("megaface",)
+_FALLBACK_KEYS = {"mean": "input_mean", "std": "input_std", "bgr": "bgr"}
+_SPEC_KEYS = ("mean", "std", "color")
+
+
+def parse_model_spec(spec: str | Path) -> tuple[str, dict[str, Any]]:
+    """`cdface eval --model PATH[:mean=C1,C2,C3][:std=C1,C2,C3][:color=RGB|BGR]` -> (PATH, {"mean", "std",
+    "bgr"}): preprocessing for this one model, over its card. A string naming an existing file or folder is
+    a path as it is (a path may contain ':'). ConfigError for a malformed value or an unknown key."""
+    from cdface.models.input_contract import parse_triple
+
+    text = str(spec)
+    parts = text.split(":")
+    cut = len(parts)
+    while cut > 1 and parts[cut - 1].split("=", 1)[0].strip().lower() in _SPEC_KEYS and "=" in parts[cut - 1]:
+        cut -= 1
+    if cut == len(parts) or Path(text).exists():
+        return text, {}
+    own: dict[str, Any] = {}
+    for item in parts[cut:]:
+        key, value = (v.strip() for v in item.split("=", 1))
+        key = key.lower()
+        if key == "color":
+            if value.upper() not in ("RGB", "BGR"):
+                raise ConfigError(f"--model {text}: color must be RGB or BGR, got {value!r}")
+            own["bgr"] = value.upper() == "BGR"
+        else:
+            own[key] = parse_triple(value, f"--model {text}: {key}")
+    return ":".join(parts[:cut]), own
+
+
+def _label_per_model_values(model: EmbeddingModel, own: dict[str, Any]) -> None:
+    """Values given with `--model PATH:key=value` are recorded as such (the loader calls them command line)."""
+    values_from = model.preprocessing.get("values_from")
+    if not own or not values_from:
+        return
+    for key in ("mean", "std", "color"):
+        if (key if key != "color" else "bgr") in own and key in values_from:
+            values_from[key] = "command line, for this model (--model PATH:key=value)"
 
 
 def parse_targets(targets: str | Sequence[str]) -> list[str]:
@@ -59,6 +98,8 @@ def evaluate_model(
     far_levels: Sequence[float] | None = None,
     strict: bool = False,
     quality: str | None = None,
+    detect: str | None = None,
+    face_filter: dict[str, Any] | None = None,
     **load_kwargs: Any,
 ) -> dict[str, TargetResult]:
     """Evaluate one model on each target; returns {target: TargetResult} (`.metrics` is the metric dict).
@@ -67,7 +108,9 @@ def evaluate_model(
     insightface's `val` at 1e-3; IJB 1:1; MegaFace); None keeps each protocol's default. `strict`: images
     not at the model's input size are an error instead of a warning. `load_kwargs` go to
     `load_embedding_model` (arch, input_mean, input_std, bgr, embedding_size). Every result's metrics hold
-    `valid` and `nonfinite_embeddings`.
+    `valid` and `nonfinite_embeddings`. A target that is a folder is a pair set in LFW's layout
+    (`targets.folder_pairs`); `detect` (a detector spec) and `face_filter` (min_score, min_face_size) make
+    its images photos whose largest face is found and aligned.
     """
     embedder = (
         model
@@ -102,6 +145,15 @@ def evaluate_model(
             from cdface.eval.targets.rfw import evaluate_rfw_target
 
             results[target] = evaluate_rfw_target(embedder, _require_root(data_root, target), **common)
+        elif Path(target).is_dir() and not (data_root is not None and (Path(data_root) / f"{target}.bin").is_file()):
+            from cdface.eval.targets.folder_pairs import evaluate_folder_pairs
+
+            if quality is not None:
+                raise ConfigError(f"--quality applies to .bin pair sets and IJB, not to the folder {target}")
+            results[target] = evaluate_folder_pairs(
+                embedder, target, Path(target), detect=detect, face_filter=face_filter, far_levels=far_levels or (),
+                strict=strict, **common,
+            )
         else:
             path = resolve_pair_target(target, data_root)
             if path is None:
@@ -139,26 +191,35 @@ def evaluate_models(
 
     load_keys = ("arch", "input_mean", "input_std", "bgr", "embedding_size")
     load_kwargs = {k: options.pop(k) for k in load_keys if options.get(k) is not None}
+    # preprocessing flags fill in only what a model does not give itself (each model keeps its own card)
+    fallback = {key: load_kwargs.pop(name, None) for key, name in _FALLBACK_KEYS.items()}
     entries = []
     per_model: list[tuple[str, dict[str, TargetResult]]] = []
-    for model_path in models:
+    for spec in models:
+        model_path, own = parse_model_spec(spec)
         loaded = load_embedding_model(
             model_path,
             device=options.get("device"),
             precision=options.get("precision", "fp32"),
+            fallback_input=fallback,
+            input_mean=own.get("mean"),
+            input_std=own.get("std"),
+            bgr=own.get("bgr"),
             **load_kwargs,
         )
+        _label_per_model_values(loaded, own)
         results = evaluate_model(loaded, targets, data_root, **options)
         source = loaded.source_path or Path(model_path)
-        entries.append(
-            {
-                "model": str(model_path),
-                "sha256": sha256_file(source) if Path(source).is_file() else None,
-                "model_info": loaded.describe(),
-                "results": {t: r.metrics for t, r in results.items()},
-                "provenance": {t: r.provenance for t, r in results.items()},
-            }
-        )
+        entry = {
+            "model": str(model_path),
+            "sha256": sha256_file(source) if Path(source).is_file() else None,
+            "model_info": loaded.describe(),
+            "results": {t: r.metrics for t, r in results.items()},
+            "provenance": {t: r.provenance for t, r in results.items()},
+        }
+        if own:
+            entry["model_options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in own.items()}
+        entries.append(entry)
         per_model.append((str(model_path), results))
     document = {
         "cdface_version": cdface.__version__,
@@ -173,6 +234,7 @@ def evaluate_models(
             "targets": parse_targets(targets),
             "data_root": str(data_root) if data_root else None,
             **load_kwargs,
+            **{name: fallback[key] for key, name in _FALLBACK_KEYS.items() if fallback[key] is not None},
         },
         "models": entries,
     }

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cdface.data.image_files import scan_image_folder
 from cdface.errors import ConfigError, FormatError
 
 __all__ = ["TinyFaceLayout", "find_tinyface_testing_set", "read_tinyface_layout", "DISTRACTOR_LABEL",
@@ -95,7 +96,8 @@ def _label(name: str, where: Path, entry: str) -> int:
 def _by_stem(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise FormatError(folder, None, "a folder of TinyFace images (not found)")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in _IMAGE_EXTENSIONS)
+    # hidden/system entries (a copy made on a Mac: ._*.jpg, __MACOSX/) are no images (cdface.data.image_files)
+    files = [p for p in scan_image_folder(folder).files if p.suffix.lower() in _IMAGE_EXTENSIONS]
     return {p.stem: p for p in files}
 
 

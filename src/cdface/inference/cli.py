@@ -16,6 +16,7 @@ from cdface.cli_args import add_allow_nonfinite, nonfinite_exit, output_file, po
 from cdface.errors import ConfigError, FormatError
 from cdface.files import TEXT_ENCODING, atomic_write, atomic_writer, to_json_safe
 from cdface.inference.cli_options import add_model_options, cpu_threads, make_embedder
+from cdface.inference.photo_cli import add_detect_options
 
 __all__ = ["register"]
 
@@ -27,13 +28,15 @@ def register(subparsers: Any) -> None:
         help="embed face images (one image, a folder, a list file or a .rec) into .npy",
         description="Embed aligned face crops into L2-normalised features (N, D) float32. SOURCE is one image, "
         "a folder (searched recursively), a text file with one image path per line, or a RecordIO .rec. "
-        "Unaligned photos: give 5-point landmarks with --landmarks to align them to the ArcFace template.",
+        "Unaligned photos: --detect finds the faces (one row per face), or give 5-point landmarks with "
+        "--landmarks (several lines for a photo with several faces) to align them to the ArcFace template.",
     )
     e.add_argument("source", help="an image, a folder, a list file (one path per line) or a .rec")
     add_model_options(e)
     e.add_argument("--out", required=True, type=output_file,
                    help="features .npy (N, D); names in <out>.paths.txt, one per row")
-    e.add_argument("--landmarks", help="'<path> x1 y1 ... x5 y5' per line: align the images first")
+    e.add_argument("--landmarks", help="'<path> x1 y1 ... x5 y5' per line (per face): align the images first")
+    add_detect_options(e)
     add_allow_nonfinite(e)
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.set_defaults(func=_run_embed)
@@ -55,6 +58,7 @@ def register(subparsers: Any) -> None:
                        help="results.json of `cdface eval --out`: use its pair-set threshold")
     c.add_argument("--target", help="with --threshold-from: which pair set's threshold (if it holds several)")
     c.add_argument("--landmarks", help="'<path> x1 y1 ... x5 y5' per line for the two images: align first")
+    add_detect_options(c, several=False)
     c.add_argument("--json", action="store_true", help="print the result as JSON")
     c.set_defaults(func=_run_compare)
 
@@ -62,10 +66,13 @@ def register(subparsers: Any) -> None:
         "search",
         help="exact top-k cosine search of query features in a gallery",
         description="For each query row, the k gallery rows of highest cosine similarity (exact). Names come "
-        "from the <features>.paths.txt files `cdface embed` writes beside its .npy.",
+        "from the <features>.paths.txt files `cdface embed` writes beside its .npy. --gallery and --query may "
+        "also be images (an image, a folder, a list, a .rec) embedded with --model first; photos with --detect "
+        "(one row per face).",
     )
-    s.add_argument("--gallery", required=True, help="gallery features .npy (G, D), e.g. from cdface embed")
-    s.add_argument("--query", required=True, help="query features .npy (Q, D)")
+    s.add_argument("--gallery", required=True,
+                   help="gallery features .npy (G, D), e.g. from cdface embed, or images with --model")
+    s.add_argument("--query", required=True, help="query features .npy (Q, D), or images with --model")
     s.add_argument("--k", type=positive_int, default=5, help="results per query")
     s.add_argument("--backend", choices=("torch", "faiss", "auto"), default="torch",
                    help="torch (exact, chunked), faiss (IndexFlatIP, exact; needs faiss) or auto")
@@ -75,6 +82,8 @@ def register(subparsers: Any) -> None:
     s.add_argument("--json", action="store_true", help="print JSON (one object per query) instead of a table")
     add_allow_nonfinite(s)
     s.add_argument("--out", type=output_file, help="also write {'scores','indices'} to this .npz")
+    add_model_options(s, required=False, device=False)
+    add_detect_options(s)
     s.set_defaults(func=_run_search)
 
     x = subparsers.add_parser(
@@ -102,13 +111,16 @@ def register(subparsers: Any) -> None:
 # ---------------------------------------------------------------------------------------------------- embed
 
 
-def _landmarks_for(path: str | None, names: list[str], root: Path) -> np.ndarray | None:
-    """(N, 5, 2) landmarks of each image from a landmark file keyed by full path, path under root or name."""
+def _landmarks_for(path: str | None, names: list[str], root: Path) -> list[np.ndarray] | None:
+    """(F, 5, 2) landmarks of each image (F faces: lines) from a landmark file keyed by full path, path under
+    root or name."""
     if not path:
         return None
+    from cdface.data.image_files import list_entry
     from cdface.data.landmarks import read_landmark_file
 
-    table = read_landmark_file(Path(path))
+    # keys written on Windows (photos\a.jpg) name the same files
+    table = {str(list_entry(k)): v for k, v in read_landmark_file(Path(path), several=True).items()}
     file_names = Counter(Path(name).name for name in names)
     rows = []
     for name in names:
@@ -122,7 +134,7 @@ def _landmarks_for(path: str | None, names: list[str], root: Path) -> np.ndarray
         if key is None:
             raise FormatError(path, None, f"landmarks for every image; {name} has none")
         rows.append(table[key])
-    return np.stack(rows)
+    return rows
 
 
 def _run_embed(args: argparse.Namespace) -> int:
@@ -132,29 +144,38 @@ def _run_embed(args: argparse.Namespace) -> int:
     from cdface.inference.sources import resolve_image_source
 
     source = resolve_image_source(args.source)
+    if source.scan is not None and source.scan.note():
+        print(f"{args.source}: {source.scan.note()}", file=sys.stderr)
     names = source.names
     embedder = make_embedder(args)
     size = tuple(embedder.input_cfg["input_size"])
+    rows = None
     if source.kind == "recordio":
-        if args.landmarks:
-            raise ConfigError("--landmarks applies to image files; the records of a .rec are aligned crops already")
+        if args.landmarks or args.detect is not None:
+            raise ConfigError(f"--{'landmarks' if args.landmarks else 'detect'} applies to image files; the records "
+                              "of a .rec are aligned crops already")
         assert source.rec is not None and source.keys is not None
         dataset: Any = RecordImages(source.rec, source.keys, size, skip_errors=True)
-    else:
-        root = source.origin if source.kind == "folder" else source.origin.parent
-        dataset = ImageFiles(source.paths, _landmarks_for(args.landmarks, names, root), size, skip_errors=True)
     with cpu_threads(args):
+        if source.kind != "recordio":
+            root = source.origin if source.kind == "folder" else source.origin.parent
+            rows = _face_rows(args, source, root)
+            names = rows.names if rows else names
+            dataset = ImageFiles(rows.paths if rows else source.paths, rows.landmarks if rows else None, size,
+                                 skip_errors=True)
         feats = extract_features(embedder, dataset, args.batch_size, args.workers, not args.no_progress, "embed")
+    skipped = (rows.skipped if rows else []) + feats.errors
     out = Path(args.out)
     stem = out.name.removesuffix(".npy")
     skipped_path = out.with_name(stem + ".skipped.txt")
-    if not feats.errors:
+    if not skipped:
         skipped_path.unlink(missing_ok=True)  # an earlier run's list would describe images of another run
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(skipped_path, "".join(f"{e}\n" for e in feats.errors))
-        print(f"skipped {len(feats.errors)} unreadable image(s), listed in {skipped_path}:", file=sys.stderr)
-        for err in feats.errors[:10]:
+        atomic_write(skipped_path, "".join(f"{e}\n" for e in skipped))
+        print(f"skipped {len(skipped)} image(s) (unreadable or without a face), listed in {skipped_path}:",
+              file=sys.stderr)
+        for err in skipped[:10]:
             print(f"  {err}", file=sys.stderr)
     keep = np.setdiff1d(np.arange(len(names)), np.array(feats.failed, dtype=np.int64))
     if keep.size == 0:
@@ -171,11 +192,31 @@ def _run_embed(args: argparse.Namespace) -> int:
         np.save(handle, l2_normalize(fused).astype(np.float32))
     index_path = out.with_name(stem + ".paths.txt")
     atomic_write(index_path, "".join(f"{names[i]}\n" for i in keep))
+    faces_path = out.with_name(stem + ".faces.json")
+    if rows and rows.faces is not None:  # the detector's box, score and points of each row, for quality checks
+        atomic_write(faces_path, json.dumps({"detector": rows.detector, "photos": rows.photos,
+                                             "faces": [{"row": r} | rows.faces[i] for r, i in enumerate(keep)],
+                                             "skipped": skipped}, indent=1) + "\n")
+    else:
+        faces_path.unlink(missing_ok=True)
     print(
         f"wrote {len(keep)} features to {out} (names in {index_path}), {feats.images_per_second:.1f} images/s",
         file=sys.stderr,
     )
     return nonfinite_exit("embed", {str(args.source): (nonfinite, int(keep.size))}, args.allow_nonfinite)
+
+
+def _face_rows(args: argparse.Namespace, source: Any, root: Path) -> Any:
+    """The face rows of --detect or --landmarks (`photo_cli.FaceRows`); None for aligned crops."""
+    from cdface.inference.photo_cli import detect_rows, landmark_rows, selection_from_args
+
+    if args.detect is not None and args.landmarks:
+        raise ConfigError("--detect finds the landmarks that --landmarks gives: use one of them")
+    if args.detect is not None:
+        return detect_rows(args, list(source.paths), args.source, args.workers, not args.no_progress)
+    selection_from_args(args)  # a face filter without --detect is an error
+    per_image = _landmarks_for(args.landmarks, source.names, root)
+    return landmark_rows(per_image, list(source.paths)) if per_image is not None else None
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -202,7 +243,7 @@ def _run_compare(args: argparse.Namespace) -> int:
             raise FormatError(path, None, "an image file" + (" (it is a folder; compare takes two images, embed a "
                                                              "folder)" if path.is_dir() else " (not found)"))
         if not is_image_file(path):
-            raise FormatError(path, None, "an image file (JPEG, PNG, BMP, WebP, TIFF, PPM)")
+            raise FormatError(path, None, "an image file (JPEG, PNG, BMP, GIF, WebP, TIFF, PPM)")
     if args.target and not args.threshold_from:
         raise ConfigError("--target picks a pair set of --threshold-from RESULTS_JSON; give that too")
     threshold: CosineThreshold | None = None
@@ -214,7 +255,10 @@ def _run_compare(args: argparse.Namespace) -> int:
         threshold = threshold_from_results(args.threshold_from, args.target, model=args.model)
     embedder = make_embedder(args)
     size = tuple(embedder.input_cfg["input_size"])
-    landmarks = _landmarks_for(args.landmarks, [str(p) for p in paths], paths[0].parent)
+    from cdface.inference.photo_cli import compare_faces
+
+    landmarks, faces = compare_faces(args, paths, _landmarks_for(args.landmarks, [str(p) for p in paths],
+                                                                 paths[0].parent))
     feats = extract_features(embedder, ImageFiles(paths, landmarks, size), 2, 0, False, "compare")
     check_input_sizes(feats.size_counts, size, f"{paths[0]}, {paths[1]}", strict=args.strict)
     fused = feats.fused()
@@ -222,6 +266,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.model}: the model gave non-finite (NaN/inf) embeddings; check its weights")
     cosine = compare(fused[0], fused[1])
     result: dict[str, Any] = {"image_a": str(paths[0]), "image_b": str(paths[1]), "cosine": round(cosine, 6)}
+    result.update({f"face_{side}": face for side, face in zip("ab", faces) if face is not None})
     if threshold is not None:
         result.update(same=bool(cosine > threshold.cosine), threshold=round(threshold.cosine, 6),
                       threshold_source=threshold.source)
@@ -263,10 +308,13 @@ def _read_names(features: str, explicit: str | None, rows: int) -> list[str] | N
 
 def _run_search(args: argparse.Namespace) -> int:
     from cdface.eval.feature_files import load_npy
+    from cdface.inference.photo_cli import embed_search_sides
     from cdface.inference.search import faiss_available, topk_search
 
-    gallery = load_npy(args.gallery, "gallery features", mmap=True)
-    query = load_npy(args.query, "query features")
+    embedded = embed_search_sides(args)  # the sides given as images (with --model), embedded here
+    gallery = embedded["gallery"][0] if "gallery" in embedded else load_npy(args.gallery, "gallery features",
+                                                                             mmap=True)
+    query = embedded["query"][0] if "query" in embedded else load_npy(args.query, "query features")
     for path, arr in ((args.gallery, gallery), (args.query, query)):
         if arr.ndim != 2 or 0 in arr.shape or arr.dtype.kind not in "fiu":
             raise FormatError(path, None, f"a numeric (N, D) array with N, D >= 1, got shape {arr.shape} {arr.dtype}")
@@ -275,8 +323,10 @@ def _run_search(args: argparse.Namespace) -> int:
                           f"got {query.shape[1]}")
     if args.backend == "faiss" and not faiss_available():
         raise ConfigError("--backend faiss needs the faiss package (pip install faiss-cpu); or use --backend torch")
-    gallery_names = _read_names(args.gallery, args.gallery_paths, gallery.shape[0])
-    query_names = _read_names(args.query, args.query_paths, query.shape[0])
+    gallery_names = (embedded["gallery"][1] if "gallery" in embedded else
+                     _read_names(args.gallery, args.gallery_paths, gallery.shape[0]))
+    query_names = embedded["query"][1] if "query" in embedded else _read_names(args.query, args.query_paths,
+                                                                                 query.shape[0])
     scores, indices = topk_search(np.asarray(query), gallery, k=args.k, device=args.device, backend=args.backend)
     from cdface.eval.verification import count_nonfinite_rows
 

@@ -15,16 +15,21 @@ __all__ = ["MODEL_HELP", "add_model_options", "load_kwargs", "make_embedder", "c
 MODEL_HELP = "a run directory, checkpoint, backbone state_dict (.pt/.pth) or .onnx"
 
 
-def add_model_options(parser: argparse.ArgumentParser, multiple: bool = False, workers: bool = True) -> None:
-    """--model (repeatable with `multiple`), --arch, --device, --batch-size, --precision, the input overrides,
-    --no-flip, --strict and (with `workers`) --workers."""
+def add_model_options(parser: argparse.ArgumentParser, multiple: bool = False, workers: bool = True,
+                      required: bool = True, device: bool = True) -> None:
+    """--model (repeatable with `multiple`; optional unless `required`), --arch, --device (unless the command
+    has its own), --batch-size, --precision, the input overrides, --no-flip, --strict and (with `workers`)
+    --workers."""
     if multiple:
         parser.add_argument("--model", action="append", required=True, metavar="PATH",
-                            help=MODEL_HELP + " (repeat --model to compare several models)")
+                            help=MODEL_HELP + " (repeat --model to compare several models; each keeps its "
+                            "own model card: --input-mean/--input-std/--bgr fill in only for models without one, "
+                            "PATH:mean=C1,C2,C3:std=C1,C2,C3:color=BGR sets one model's over its card)")
     else:
-        parser.add_argument("--model", required=True, metavar="PATH", help=MODEL_HELP)
+        parser.add_argument("--model", required=required, metavar="PATH", help=MODEL_HELP)
     parser.add_argument("--arch", help="architecture of a plain state_dict (default: from model.json or the keys)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: the GPU when present)")
+    if device:
+        parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: the GPU when present)")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                         help="inference precision (autocast)")

@@ -8,8 +8,13 @@ every cdface backbone; the torch.export-based exporter is the fallback where the
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
+import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,11 +23,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cdface.errors import ConfigError
+from cdface.errors import CdfaceError, ConfigError
 from cdface.inference.input_config import write_model_json
 from cdface.inference.loading import TorchEmbeddingModel, load_embedding_model
 
-__all__ = ["ExportReport", "export_onnx"]
+__all__ = ["ExportError", "ExportReport", "export_onnx"]
 
 _INPUT_NAME, _OUTPUT_NAME = "input", "embedding"
 
@@ -125,6 +130,44 @@ def export_onnx(
 
 
 def _run_exporter(module: nn.Module, dummy: Tensor, out_path: Path, opset: int, dynamic_batch: bool) -> None:
+    """Run the exporter with the process's stderr held back: on failure the TorchScript exporter prints the
+    whole traced graph there (hundreds of lines) before raising. A failure becomes one ExportError line."""
+    try:
+        with _stderr_held():
+            _export(module, dummy, out_path, opset, dynamic_batch)
+    except Exception as exc:  # the exporters raise many untyped errors (RuntimeError, OnnxExporterError, ...)
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        dtype = "float16" if dummy.dtype == torch.float16 else "float32"
+        raise ExportError(
+            f"{out_path}: ONNX export of {type(_unwrapped(module)).__name__} at opset {opset} ({dtype}) failed: "
+            f"{type(exc).__name__}: {first[:300]}"
+        ) from None
+
+
+class ExportError(CdfaceError):
+    """The exporter could not turn the model into an ONNX graph (one line: model, opset, precision, cause)."""
+
+
+def _unwrapped(module: nn.Module) -> nn.Module:
+    return module.module if isinstance(module, _FirstOutput) else module
+
+
+@contextlib.contextmanager
+def _stderr_held() -> Iterator[None]:
+    """Point file descriptor 2 at a temporary file for the block (C++ code writes there, not to sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield None
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _export(module: nn.Module, dummy: Tensor, out_path: Path, opset: int, dynamic_batch: bool) -> None:
     dynamic_axes = {_INPUT_NAME: {0: "batch"}, _OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
     kwargs: dict[str, Any] = {
         "input_names": [_INPUT_NAME],

@@ -75,19 +75,30 @@ class ImageFiles(Dataset):
         self.size = size
         self.skip_errors = skip_errors
         self.template = template
+        # the last photo decoded (in this worker): the rows of a photo with several faces follow each other
+        # (`--detect`, several-line `--landmarks`), so the photo is decoded once for all of them
+        self._last: tuple[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _decode(self, path: str) -> np.ndarray:
+        from cdface.data.decode import decode_image
+
+        if self._last is not None and self._last[0] == path:
+            return self._last[1]
+        with open(path, "rb") as handle:
+            data = handle.read()
+        image = decode_image(data, path)
+        self._last = (path, image)
+        return image
+
     def __getitem__(self, index: int) -> _Item:
         from cdface.data.align import align_face
-        from cdface.data.decode import decode_image
 
         path = self.paths[index]
         try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-            image = decode_image(data, path)
+            image = self._decode(path)
             source_size: tuple[int, int] | None = (int(image.shape[0]), int(image.shape[1]))
             if self.landmarks is not None:
                 image = align_face(image, self.landmarks[index], size=self.size[0], template=self.template)

@@ -79,16 +79,22 @@ class EmbeddingModel:
 
     def preprocess(self, images: np.ndarray | Tensor) -> Tensor:
         """uint8 (N,H,W,3) RGB -> float32 (N,3,h,w) on the model's device, colour-ordered and normalised."""
+        contract = InputContract.from_cfg(self.input_cfg)  # the one preprocessing training used too
+        return contract(self._nchw_at_input_size(images))
+
+    def _nchw_at_input_size(self, images: np.ndarray | Tensor) -> Tensor:
+        """uint8 (N,H,W,3) RGB -> (N,3,h,w) RGB on the device at the input size (uint8, or float 0..255 when
+        it had to be resized)."""
         x = torch.from_numpy(_writable(images)) if isinstance(images, np.ndarray) else torch.as_tensor(images)
         if x.ndim == 3:
             x = x.unsqueeze(0)
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"expected images of shape (N, H, W, 3), got {tuple(x.shape)}")
         x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
-        contract = InputContract.from_cfg(self.input_cfg)  # the one preprocessing training used too
-        if tuple(x.shape[-2:]) != contract.input_size:
-            x = F.interpolate(x.float(), size=contract.input_size, mode="bilinear", align_corners=False)
-        return contract(x)
+        size = tuple(self.input_cfg["input_size"])
+        if tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False)
+        return x
 
     def __call__(self, images: np.ndarray | Tensor) -> np.ndarray:
         if len(images) == 0:
@@ -171,13 +177,17 @@ class TorchEmbeddingModel(EmbeddingModel):
 
 
 class OnnxEmbeddingModel(EmbeddingModel):
-    """An ONNX model under onnxruntime; input name, layout, size and a fixed batch are read from the graph."""
+    """An ONNX model under onnxruntime. Input name, element type (float32/16/64 or uint8), layout (NCHW or NHWC),
+    channels (3, or 1 for grey models), size, a fixed batch, and a normalisation the graph does itself are read
+    from the graph (`cdface.inference.onnx_input`); a graph that cannot be fed is a one-line FormatError."""
 
     def __init__(self, path: Path, input_cfg: Mapping[str, Any], device: torch.device) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError("ONNX models need onnxruntime: pip install 'cdface[onnx]'") from exc
+        from cdface.inference.onnx_input import read_onnx_input
+
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
@@ -185,22 +195,38 @@ class OnnxEmbeddingModel(EmbeddingModel):
             self.session = ort.InferenceSession(str(path), providers=providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
             raise FormatError(path, None, f"a valid ONNX model ({exc})") from exc
-        graph_input = self.session.get_inputs()[0]
-        self.input_name = graph_input.name
-        shape = list(graph_input.shape)
-        if len(shape) != 4:
-            raise FormatError(path, f"input {graph_input.name!r}", f"a 4-D image input, got shape {shape}")
-        self.channels_last = shape[1] != 3 and shape[3] == 3
-        hw = shape[1:3] if self.channels_last else shape[2:4]
-        self.fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
-        self.input_dtype = np.float16 if graph_input.type == "tensor(float16)" else np.float32
-        graph_size = tuple(hw) if all(isinstance(v, int) and v > 0 for v in hw) else None
+        self.graph_input = read_onnx_input(path, self.session)
+        self.input_name = self.graph_input.name
+        self.channels_last = self.graph_input.channels_last
+        self.fixed_batch = self.graph_input.fixed_batch
+        self.input_dtype = self.graph_input.dtype
         cfg = dict(input_cfg)
-        if graph_size is not None:
-            cfg["input_size"] = graph_size
+        if self.graph_input.size is not None:
+            cfg["input_size"] = self.graph_input.size
         super().__init__(cfg, torch.device("cpu"), path)
         out_shape = self.session.get_outputs()[0].shape
         self.embedding_size = out_shape[-1] if isinstance(out_shape[-1], int) else None
+
+    def preprocess(self, images: np.ndarray | Tensor) -> Tensor:
+        """uint8 (N,H,W,3) RGB -> (N,C,h,w) as the graph takes it: colour-ordered, grey for a 1-channel graph
+        (ITU-R 601 luma rounded to integers, as PIL's and OpenCV's grey conversion), then uint8 pixels for a
+        uint8 graph, the pixels as floats when the input config is mean 0 / std 1/255, else (x/255 - mean)/std."""
+        cfg = self.input_cfg
+        grey = self.graph_input.channels == 1
+        if not grey and not self.graph_input.is_uint8 and not _is_pixel_cfg(cfg):
+            return super().preprocess(images)  # the InputContract path, bit for bit what training applies
+        x = self._nchw_at_input_size(images)
+        if cfg["color"] == "BGR" and not grey:
+            x = x.flip(1)
+        x = x.float()
+        if grey:  # luma weights in R, G, B order
+            x = (x[:, 0:1] * 0.299 + x[:, 1:2] * 0.587 + x[:, 2:3] * 0.114).round_()
+        if self.graph_input.is_uint8:
+            return x.round_().clamp_(0, 255).to(torch.uint8)
+        if _is_pixel_cfg(cfg):
+            return x
+        mean, std = cfg["mean"][0], cfg["std"][0]  # a grey graph: one value (a card may give one or three)
+        return x.div_(255.0).sub_(mean).div_(std)
 
     def forward_normalized(self, x: Tensor) -> np.ndarray:
         if self.channels_last:
@@ -216,6 +242,13 @@ class OnnxEmbeddingModel(EmbeddingModel):
             out = self.session.run(None, {self.input_name: chunk})[0]
             outs.append(np.asarray(out, dtype=np.float32).reshape(step, -1)[:n])
         return np.concatenate(outs)
+
+
+def _is_pixel_cfg(cfg: Mapping[str, Any]) -> bool:
+    """mean 0 and std 1/255: (x/255 - 0)/(1/255) is x itself, fed exactly instead of through two roundings."""
+    from cdface.inference.onnx_input import PIXEL_STD
+
+    return all(m == 0 for m in cfg["mean"]) and all(abs(v / PIXEL_STD - 1) < 1e-6 for v in cfg["std"])
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -234,19 +267,28 @@ def load_embedding_model(
     embedding_size: int | None = None,
     precision: str = "fp32",
     model_kwargs: Mapping[str, Any] | None = None,
+    fallback_input: Mapping[str, Any] | None = None,
 ) -> EmbeddingModel:
     """Load any supported model source into an EmbeddingModel (see the module docstring for the sources).
 
-    `input_mean`/`input_std` (0..1 units) and `bgr` override the input config found with the model;
-    `device=None` picks the GPU when present.
+    `input_mean`/`input_std` (0..1 units) and `bgr` override the input config found with the model.
+    `fallback_input` ({"mean", "std", "bgr"}, values or None) fills only the values the model does not give
+    itself (no model card, no normalisation inside an ONNX graph, the project default otherwise): `cdface eval`
+    passes its --input-mean/--input-std/--bgr this way, so that each model keeps its own card. Where each value
+    came from is in `model.preprocessing["values_from"]`. `device=None` picks the GPU when present.
     """
     overrides = {"mean": input_mean, "std": input_std, "bgr": bgr}
+    fallback = {k: v for k, v in (fallback_input or {}).items() if v is not None}
     if isinstance(path_or_module, EmbeddingModel):
         return path_or_module
     if isinstance(path_or_module, nn.Module):
-        cfg = resolve_input_cfg(getattr(path_or_module, "input_cfg", None), **overrides)
+        own = getattr(path_or_module, "input_cfg", None)
+        cfg, preprocessing = _apply_fallback(resolve_input_cfg(own, **overrides), own, {}, overrides, fallback,
+                                             type(path_or_module).__name__)
         dev = None if device is None else resolve_device(device)
-        return TorchEmbeddingModel(path_or_module, cfg, dev, precision)
+        model = TorchEmbeddingModel(path_or_module, cfg, dev, precision)
+        model.preprocessing = preprocessing
+        return model
     path = Path(path_or_module)
     dev = resolve_device(device)
     if path.is_dir():
@@ -260,9 +302,11 @@ def load_embedding_model(
                 "%s: --precision %s is ignored for an ONNX model, which runs in its graph's own precision "
                 "(cdface export --fp16 writes a float16 graph)", path, precision,
             )
-        model = OnnxEmbeddingModel(path, resolve_input_cfg(meta, **overrides), dev)
+        model = OnnxEmbeddingModel(path, resolve_input_cfg(meta), dev)
         model.arch = meta.get("arch") if meta else None
-        model.preprocessing = _onnx_preprocessing(path, meta, overrides, model.input_cfg)
+        cfg, model.preprocessing = _onnx_input_cfg(path, model.graph_input, meta, overrides, fallback)
+        model.input_cfg = resolve_input_cfg(model.input_cfg, cfg)
+        _warn_assumed(path, model.preprocessing, model.input_cfg)
         declared = meta.get("input_size") if meta else None
         if declared and tuple(int(v) for v in declared) != tuple(model.input_cfg["input_size"]):
             logger.warning(
@@ -273,8 +317,11 @@ def load_embedding_model(
     obj = load_weights(path, "a PyTorch state_dict or checkpoint readable by torch.load")
     module = build_backbone(obj, path, arch, embedding_size, meta, model_kwargs)
     cfg = resolve_input_cfg(getattr(module, "input_cfg", None), meta, **overrides)
+    cfg, preprocessing = _apply_fallback(cfg, getattr(module, "input_cfg", None), meta, overrides, fallback, path)
     module.eval()
-    return TorchEmbeddingModel(module, cfg, dev, precision, source_path=path)
+    model = TorchEmbeddingModel(module, cfg, dev, precision, source_path=path)
+    model.preprocessing = preprocessing
+    return model
 
 
 def _is_onnx(path: Path) -> bool:
@@ -288,37 +335,152 @@ def _is_onnx(path: Path) -> bool:
 
 
 _OVERRIDE_FLAGS = {"mean": "--input-mean", "std": "--input-std", "color": "--bgr"}
+_PREPROCESSING_KEYS = ("mean", "std", "color")
+_FROM_FLAG, _FROM_FALLBACK = "command line", "command line (for a model without its own)"
 
 
-def _onnx_preprocessing(
-    path: Path, meta: Mapping[str, Any], overrides: Mapping[str, Any], cfg: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Where an ONNX model's normalisation came from; warns when some of it is only the project default.
+def _given(values: Mapping[str, Any]) -> dict[str, Any]:
+    """{"mean", "std", "bgr"} loader keywords -> input-config keys ("bgr" -> "color"), the given ones only."""
+    out = {k: values[k] for k in ("mean", "std") if values.get(k) is not None}
+    if values.get("bgr") is not None:
+        out["color"] = "BGR" if values["bgr"] else "RGB"
+    return out
 
-    An ONNX graph carries no normalisation, so without its card (`<stem>.json`) the mean, std and colour
-    order are a guess: third-party models use ImageNet statistics, [0, 1], or BGR as often as [-1, 1] RGB.
+
+def _apply_fallback(
+    cfg: Mapping[str, Any],
+    own: Mapping[str, Any] | None,
+    meta: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    fallback: Mapping[str, Any],
+    source: object = "model",
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A PyTorch model's input config with `fallback` filled in where neither the card (`meta`) nor the
+    module's own non-default contract (`own`, set by its architecture) gives a value; and the record of where
+    each value came from."""
+    given, spare = _given(overrides), _given(fallback)
+    default, own_cfg = resolve_input_cfg(), resolve_input_cfg(own)
+    values_from: dict[str, str] = {"input_size": "model card" if meta.get("input_size") else "the model"}
+    filled: dict[str, Any] = {}
+    for key in _PREPROCESSING_KEYS:
+        if key in given:
+            values_from[key] = _FROM_FLAG
+        elif meta.get(key) is not None:
+            values_from[key] = "model card"
+        elif own and own_cfg[key] != default[key]:
+            values_from[key] = "the model"  # its architecture's (or a recognised release's) contract
+        elif key in spare:
+            filled[key], values_from[key] = spare[key], _FROM_FALLBACK
+        else:
+            values_from[key] = "the model" if own else "default"
+    out = resolve_input_cfg(cfg, filled)
+    sources = list(dict.fromkeys(values_from[k] for k in _PREPROCESSING_KEYS))
+    info = {"source": " + ".join(sources), "assumed": [], "values_from": values_from}
+    ignored = {k: v for k, v in spare.items() if values_from[k] != _FROM_FALLBACK}
+    if ignored:
+        info["not_applied"] = _not_applied_note(ignored, values_from, source)
+    return out, info
+
+
+def _not_applied_note(
+    ignored: Mapping[str, Any], values_from: Mapping[str, str], source: object
+) -> dict[str, str]:
+    """What `fallback_input` left out, said once as a warning (cdface eval: each model keeps its own card)."""
+    notes = {k: f"{_OVERRIDE_FLAGS[k]} not applied: the value comes from {values_from[k]}" for k in ignored}
+    logger.warning("%s: %s (to set this model's own, append it to its --model: PATH:mean=C1,C2,C3:"
+                   "std=C1,C2,C3:color=BGR)", source, "; ".join(notes.values()))
+    return notes
+
+
+def _onnx_input_cfg(
+    path: Path, graph_input: Any, meta: Mapping[str, Any], overrides: Mapping[str, Any],
+    fallback: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An ONNX model's mean / std / colour, key by key: the command line, else the model card (`<stem>.json`),
+    else the graph itself (a uint8 input, or normalisation in its first nodes: `cdface.inference.onnx_input`),
+    else `fallback`, else the project default (assumed, and said so by `_warn_assumed`).
+
+    Returns (the input-config layer, the preprocessing record: source, assumed keys, values_from per key, what
+    was not applied). ConfigError when --input-mean/--input-std are asked of a uint8 graph (it takes pixels).
     """
-    given = {"mean": overrides.get("mean"), "std": overrides.get("std"), "color": overrides.get("bgr")}
-    assumed = [k for k in ("mean", "std", "color") if given[k] is None and meta.get(k) is None]
-    sources = []
-    if meta:
-        sources.append("model card")
-    if any(v is not None for v in given.values()):
-        sources.append("command line")
-    info: dict[str, Any] = {"source": " + ".join(sources) or "assumed (no model card)", "assumed": assumed}
-    if assumed:
-        values = ", ".join(
-            f"{k} {','.join(f'{v:g}' for v in cfg[k])}" if k != "color" else f"colour {cfg['color']}"
-            for k in assumed
-        )
-        flags = " ".join(f"{_OVERRIDE_FLAGS[k]}{'' if k == 'color' else ' C1,C2,C3'}" for k in assumed)
-        info["note"] = (
-            f"no model card ({path.with_suffix('.json').name} or model.json) gives the preprocessing: assumed "
-            f"{values}, i.e. (x/255 - mean)/std. If the model was trained otherwise pass {flags} (ImageNet "
-            "statistics: --input-mean 0.485,0.456,0.406 --input-std 0.229,0.224,0.225), or write the card"
-        )
-        logger.warning("%s: %s", path, info["note"])
-    return info
+    given, spare = _given(overrides), _given(fallback)
+    inner = graph_input.inner
+    graph_values: dict[str, Any] = {}
+    graph_text = ""
+    if graph_input.is_uint8:
+        if "mean" in given or "std" in given:
+            raise ConfigError(
+                f"{path}: --input-mean/--input-std cannot apply: its input {graph_input.name!r} is uint8 "
+                f"{list(graph_input.shape)}, so the graph takes the pixels as they are and normalises them itself"
+            )
+        graph_values = {"mean": (0.0,) * 3, "std": (1.0 / 255.0,) * 3}
+        graph_text = "the graph (uint8 input: fed the pixels)"
+        card = {k: meta[k] for k in ("mean", "std") if meta.get(k) is not None}
+        if card and not _is_pixel_cfg(resolve_input_cfg(card)):
+            logger.warning("%s: the model card's mean/std are ignored: the graph's input is uint8 (the pixels as "
+                           "they are)", path)
+        meta = {k: v for k, v in meta.items() if k not in ("mean", "std")}
+    elif inner is not None:
+        graph_values = {"mean": inner.mean, "std": inner.std}
+        graph_text = f"the graph ({inner.describe()})"
+    cfg: dict[str, Any] = {}
+    values_from: dict[str, str] = {}
+    if graph_input.size is not None:
+        values_from["input_size"] = "the graph"
+    elif meta.get("input_size"):
+        values_from["input_size"], cfg["input_size"] = "model card", meta["input_size"]
+    else:
+        values_from["input_size"] = "default"
+    assumed = []
+    for key in _PREPROCESSING_KEYS:
+        if key == "color" and graph_input.channels == 1:
+            values_from[key] = "the graph (1 channel: grey)"
+        elif key in given:
+            cfg[key], values_from[key] = given[key], _FROM_FLAG
+        elif meta.get(key) is not None:
+            cfg[key], values_from[key] = meta[key], "model card"
+            if key in graph_values and not np.allclose(resolve_input_cfg({key: meta[key]})[key], graph_values[key]):
+                logger.warning("%s: the model card's %s overrides what the graph implies (%s)", path, key, graph_text)
+        elif key in graph_values:
+            cfg[key], values_from[key] = graph_values[key], graph_text
+        elif key in spare:
+            cfg[key], values_from[key] = spare[key], _FROM_FALLBACK
+        elif key == "color" and graph_values:
+            # a graph that takes pixels says nothing of their order; insightface's loader feeds such graphs RGB
+            values_from[key] = "RGB, insightface's convention for graphs that take pixels (the graph cannot say)"
+        else:
+            values_from[key] = "default (assumed)"
+            assumed.append(key)
+    sources = [s for s in ("model card", _FROM_FLAG, _FROM_FALLBACK) if s in values_from.values()]
+    if graph_text and graph_text in values_from.values():
+        sources.append("the graph")
+    info: dict[str, Any] = {"source": " + ".join(sources) or "assumed (no model card)", "assumed": assumed,
+                            "values_from": values_from}
+    if graph_text:
+        info["graph"] = graph_text
+    ignored = {k: v for k, v in spare.items() if values_from.get(k) != _FROM_FALLBACK}
+    if ignored:
+        info["not_applied"] = _not_applied_note(ignored, values_from, path)
+    return cfg, info
+
+
+def _warn_assumed(path: Path, info: dict[str, Any], cfg: Mapping[str, Any]) -> None:
+    """Warn (and note in `info`) when some of an ONNX model's normalisation is only the project default: an
+    ONNX graph carries no normalisation, so without its card (`<stem>.json`) the mean, std and colour order are
+    a guess: third-party models use ImageNet statistics, [0, 1], or BGR as often as [-1, 1] RGB."""
+    assumed = info["assumed"]
+    if not assumed:
+        return
+    values = ", ".join(
+        f"{k} {','.join(f'{v:g}' for v in cfg[k])}" if k != "color" else f"colour {cfg['color']}" for k in assumed
+    )
+    flags = " ".join(f"{_OVERRIDE_FLAGS[k]}{'' if k == 'color' else ' C1,C2,C3'}" for k in assumed)
+    info["note"] = (
+        f"no model card ({path.with_suffix('.json').name} or model.json) gives the preprocessing: assumed "
+        f"{values}, i.e. (x/255 - mean)/std. If the model was trained otherwise pass {flags} (ImageNet "
+        "statistics: --input-mean 0.485,0.456,0.406 --input-std 0.229,0.224,0.225), or write the card"
+    )
+    logger.warning("%s: %s", path, info["note"])
 
 
 def build_backbone(

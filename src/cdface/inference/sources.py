@@ -14,25 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cdface.data.datasets import IMAGE_EXTENSIONS
+from cdface.data.image_files import IMAGE_EXTENSIONS, FolderScan, is_image_file, list_entry, scan_image_folder
 from cdface.errors import FormatError
 from cdface.files import TEXT_ENCODING
 
 __all__ = ["ImageSource", "resolve_image_source", "is_image_file"]
-
-# magic bytes of the encodings the decoder reads (JPEG, PNG, BMP, GIF, WebP (RIFF), TIFF, PPM)
-_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"GIF8", b"RIFF", b"II*\x00", b"MM\x00*", b"P6", b"P3")
-
-
-def is_image_file(path: Path) -> bool:
-    """True when the file starts like an encoded image (or has an image suffix and is not text)."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(8)
-    except OSError:
-        return False
-    return head.startswith(_MAGIC)
-
 
 @dataclass(frozen=True)
 class ImageSource:
@@ -44,6 +30,7 @@ class ImageSource:
     paths: tuple[Path, ...] = ()
     rec: Path | None = None
     keys: np.ndarray | None = None
+    scan: FolderScan | None = None  # a folder's: the hidden/system entries and other files passed over
 
     @property
     def names(self) -> list[str]:
@@ -61,9 +48,9 @@ def resolve_image_source(path: str | Path) -> ImageSource:
     does not exist, is unreadable, or holds no image at all."""
     source = Path(path)
     if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        if files:
-            return ImageSource("folder", source, tuple(files))
+        scan = scan_image_folder(source)
+        if scan.files:
+            return ImageSource("folder", source, tuple(scan.files), scan=scan)
         recs = sorted(source.glob("*.rec"))
         if recs:
             return _recordio(source)
@@ -107,7 +94,7 @@ def _read_list(path: Path) -> list[Path]:
             continue
         if "\x00" in item:
             raise FormatError(path, f"line {number}", "an image path per line (binary data found)")
-        entry = Path(item)
+        entry = list_entry(item)
         out.append(entry if entry.is_absolute() else base / entry)
     if not out:
         raise FormatError(path, None, "at least one image path (one per line); the list is empty")

@@ -14,7 +14,10 @@ patches goes through the blocks, and after the final LayerNorm the dropped posit
 learned `mask_token` before the feature head.
 
 Precision follows insightface: the attention scores, softmax and weighted sum always run in float32 (autocast
-off), the residual stream stays float32, and the final LayerNorm and the feature head run in float32.
+off), the residual stream stays float32, and the final LayerNorm and the feature head run in float32. Under
+ONNX export the attention is written out (matmul, softmax, matmul) instead of `scaled_dot_product_attention`,
+which has no ONNX form before opset 14; a model cast to half (`cdface export --fp16`) runs in float16 except
+the attention core.
 """
 
 from __future__ import annotations
@@ -96,6 +99,14 @@ def _autocast_off(x: Tensor) -> torch.autocast:
     return torch.autocast(x.device.type if x.device.type in ("cuda", "cpu") else "cpu", enabled=False)
 
 
+def _explicit_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """softmax(q k^T / sqrt(d)) v written out with matmul and softmax (what SDPA computes without a mask or
+    dropout), so that the ONNX exporter needs no `scaled_dot_product_attention` op at any opset.
+    q, k, v: (B, H, N, d) -> (B, H, N, d)."""
+    scores = torch.matmul(q, k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
+    return torch.matmul(scores.softmax(dim=-1), v)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention: qkv = Linear(D, 3D, no bias); softmax(q k^T / sqrt(D/H)) v in float32; proj."""
 
@@ -113,7 +124,12 @@ class Attention(nn.Module):
         # (B, N, 3D) -> (3, B, H, N, D/H): the qkv weight's rows are [q; k; v], each head-major.
         q, k, v = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
         with _autocast_off(x):  # insightface computes the attention itself in float32 under any autocast
-            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+            if torch.onnx.is_in_onnx_export():  # SDPA has no ONNX form before opset 14 (insightface exports at 11)
+                out = _explicit_attention(q.float(), k.float(), v.float())
+            else:
+                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+        # back to the block's dtype: a no-op in float32 and under autocast, float16 in a model cast to half
+        out = out.to(x.dtype)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(batch, tokens, dim)))
 
     def extra_macs(self, output: Tensor) -> int:
@@ -273,7 +289,7 @@ class VisionTransformer(nn.Module):
                     x = checkpoint(block, x, use_reentrant=False)
                 else:
                     x = block(x)
-        x = self.norm(x.float())
+        x = self.norm(x.to(self.norm.weight.dtype))  # float32, unless the whole model was cast to half
         if masking:
             fill = self.mask_token.to(x.dtype).expand(batch, self.num_patches - x.shape[1], -1)
             x = torch.gather(torch.cat([x, fill], dim=1), 1, restore.unsqueeze(-1).expand(-1, -1, x.shape[2]))
@@ -283,7 +299,7 @@ class VisionTransformer(nn.Module):
         """(B, 3, 112, 112) RGB in [-1, 1] -> (B, embedding_size), not normalised."""
         features = self.forward_features(x)
         with _autocast_off(features):  # insightface's feature head runs in float32
-            return self.feature(features.float())
+            return self.feature(features.to(self.feature[0].weight.dtype))
 
 
 def _register(name: str) -> Callable[..., VisionTransformer]:
