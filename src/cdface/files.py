@@ -2,6 +2,8 @@
 
 - `load_weights`: the only `torch.load` of the package. `weights_only=True`, so a pickle that asks to build
   Python objects beyond tensors and plain containers is refused (UnsafeFileError naming the file), never run;
+  a TorchScript archive (code, not weights) is refused before torch sees it, with one line on converting it;
+  a `.safetensors` file is read with the `safetensors` library (a name -> tensor dict, no pickle at all);
   anything else that is not a `torch.save` file is a FormatError naming the file.
 - `atomic_write` / `atomic_writer`: write a temporary file in the target's folder, flush and fsync it, rename it
   over the target (`os.replace`, atomic on POSIX and Windows), then fsync the folder so the rename itself
@@ -17,6 +19,8 @@ import math
 import os
 import pickle
 import secrets
+import struct
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -36,17 +40,30 @@ def load_weights(path: str | os.PathLike[str], expected: str = "a file written b
     """`torch.load(path, map_location="cpu", weights_only=True)`, with clean errors.
 
     Raises UnsafeFileError (a pickle that wants to build arbitrary objects), FileNotFoundError (no such file,
-    as `open` does), or FormatError(path, None, `expected` + the reason) for anything unreadable.
-    `mmap`: map the tensors' storage instead of reading it (only the rows used are read from disk).
+    as `open` does), or FormatError(path, None, `expected` + the reason) for anything unreadable (a TorchScript
+    archive: one line on converting it). A `.safetensors` file (by name or header) returns its name -> tensor
+    dict. A training framework's objects beside the weights (a PyTorch Lightning `.ckpt`'s callback keys,
+    AttributeDict, argparse Namespace: `_FRAMEWORK_GLOBALS`) come back as inert stand-ins; any other global is
+    refused. `mmap`: map the tensors' storage instead of reading it (only the rows used are read from disk).
     """
-    import torch
-
+    if _is_safetensors(path):
+        return _load_safetensors(path, expected)
+    if _is_torchscript(path):
+        raise FormatError(
+            path, None,
+            f"{expected}, but it is a TorchScript archive (torch.jit.save: a program, which cdface does not run). "
+            "If you trust its source, convert it once: python -c \"import torch; torch.save(torch.jit.load('IN')"
+            ".state_dict(), 'OUT.pt')\" and load OUT.pt (pass --arch if its keys are not recognised)",
+        )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        return _weights_only_load(path, mmap)
     except pickle.UnpicklingError as exc:
         reason = _unpickler_reason(exc)
         if not any(mark in reason for mark in _UNSAFE_MARKS):  # damaged data, not a request to build objects
             raise FormatError(path, None, f"{expected} (corrupt: {reason})") from exc
+        inert = _load_with_inert_framework_objects(path, mmap)
+        if inert is not None:
+            return inert
         raise UnsafeFileError(
             f"{path}: refused to load: the file is a pickle that asks to build Python objects beyond tensors "
             f"and plain containers ({reason}). Only weights are loaded (torch.load weights_only=True); "
@@ -58,6 +75,100 @@ def load_weights(path: str | os.PathLike[str], expected: str = "a file written b
         empty = os.path.isfile(path) and os.path.getsize(path) == 0
         reason = "the file is empty" if empty else (str(exc) or type(exc).__name__)
         raise FormatError(path, None, f"{expected} ({reason})") from exc
+
+
+def _weights_only_load(path: str | os.PathLike[str], mmap: bool) -> Any:
+    """The package's one `torch.load`: CPU tensors, weights only."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def _is_torchscript(path: str | os.PathLike[str]) -> bool:
+    """A zip whose records hold TorchScript's `code/` or `constants.pkl` (a torch.save zip holds only `data.pkl`,
+    `data/N` and version records): read from the zip's directory, nothing is unpickled."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name or name.endswith("/constants.pkl") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _is_safetensors(path: str | os.PathLike[str]) -> bool:
+    """A `.safetensors` name, or the format's header: an 8-byte little-endian length, then a JSON object."""
+    if str(path).lower().endswith(".safetensors"):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 2 <= struct.unpack("<Q", head[:8])[0] < (1 << 30)
+
+
+def _load_safetensors(path: str | os.PathLike[str], expected: str) -> dict[str, Any]:
+    """The tensors of a safetensors file (CPU), or FormatError naming the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(path)
+    try:
+        from safetensors.torch import load_file
+    except ImportError:  # pragma: no cover - safetensors is a dependency
+        raise FormatError(path, None, f"{expected}: a .safetensors file needs the safetensors package "
+                          "(pip install safetensors)") from None
+    try:
+        return dict(load_file(str(path), device="cpu"))
+    except Exception as exc:  # safetensors raises its own SafetensorError for a damaged header or data
+        raise FormatError(path, None, f"{expected} (a damaged safetensors file: {exc})") from exc
+
+
+# Training frameworks whose objects a released checkpoint carries beside its weights (a PyTorch Lightning `.ckpt`
+# such as AdaFace's keys its callback states by the callback class and may hold an AttributeDict or an argparse
+# Namespace of hyper-parameters). Such objects are built as inert placeholders (`_Inert`), never as themselves.
+_FRAMEWORK_GLOBALS = ("pytorch_lightning.", "lightning.", "lightning_fabric.", "argparse.Namespace", "omegaconf.")
+
+
+class _Inert:
+    """A placeholder for a framework object in a checkpoint: takes any constructor arguments and state, runs
+    nothing, keeps nothing of it (the weights beside it are what is read)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+def _load_with_inert_framework_objects(path: str | os.PathLike[str], mmap: bool) -> Any | None:
+    """`torch.load(weights_only=True)` again with each global the file asks for stood in by an inert
+    placeholder, when every such global is a training framework's (`_FRAMEWORK_GLOBALS`); None otherwise
+    (the caller then refuses the file), and on a torch without `safe_globals` (before 2.5)."""
+    from torch import serialization
+
+    if not hasattr(serialization, "get_unsafe_globals_in_checkpoint") or not hasattr(serialization, "safe_globals"):
+        return None
+    try:
+        names = serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # not a zip checkpoint (a legacy pickle): refuse as before
+        return None
+    if not names or not all(name.startswith(_FRAMEWORK_GLOBALS) for name in names):
+        return None
+    # each class stands in as an inert object, except a dict subclass (Lightning's AttributeDict of
+    # hyper-parameters), which stands in as a plain dict: the only mapping the weights-only unpickler fills
+    as_dict: set[str] = set()
+    for _ in range(len(names) + 1):
+        stand_ins = [(dict if name in as_dict else type(f"_Inert_{i}", (_Inert,), {}), name)
+                     for i, name in enumerate(names)]
+        try:
+            with serialization.safe_globals(stand_ins):
+                return _weights_only_load(path, mmap)
+        except Exception as exc:  # noqa: BLE001 - the unpickler's reason names the stand-in it could not fill
+            wanted = {name for (cls, name) in stand_ins if cls is not dict and f"{cls.__qualname__}'" in str(exc)}
+            if not wanted or "SETITEMS" not in str(exc):
+                return None
+            as_dict |= wanted
+    return None
 
 
 # The weights-only unpickler's reasons for a pickle that asks for a global (a class, a function), an object

@@ -1,8 +1,11 @@
 """Load a face model from any format into one callable: uint8 RGB images in, float32 embeddings out.
 
 Sources: an `nn.Module`; a cdface run directory (`backbone.pt` + `model.json`); a cdface checkpoint (dict with
-"backbone" and "config"); a plain backbone state_dict (`.pt`/`.pth`: insightface IResNet, the paper's IR-100;
-architecture from `arch=`, a `model.json` beside it, or inferred from its keys); an ONNX file (onnxruntime).
+"backbone" and "config"); a plain backbone state_dict (`.pt`/`.pth`/`.safetensors`: insightface IResNet, the
+paper's IR-100; architecture from `arch=`, a `model.json` beside it, or inferred from its keys); another
+project's release container (AdaFace `.ckpt`, MagFace, facenet-pytorch, CVLface: `cdface.models.released`),
+whose input contract comes with it and, for a known release (`cdface.models.known`), from its card; an ONNX
+file (onnxruntime).
 Files are read with `torch.load(weights_only=True)` only (`cdface.files.load_weights`): a pickle that wants to
 build arbitrary objects is refused with UnsafeFileError, never executed. The model does its own normalisation
 from its input config, so callers only ever hand over aligned uint8 crops.
@@ -104,7 +107,7 @@ class EmbeddingModel:
 
     def describe(self) -> dict[str, Any]:
         """Provenance: where the model came from and how its input is prepared."""
-        return {
+        info = {
             "source": str(self.source_path) if self.source_path else None,
             "arch": self.arch,
             "embedding_size": self.embedding_size,
@@ -112,6 +115,10 @@ class EmbeddingModel:
             "preprocessing": dict(self.preprocessing),
             "precision": self._precision_text(),
         }
+        release = getattr(getattr(self, "module", None), "release_card", None)
+        if release:  # another project's release: which one, and so whose input contract the model carries
+            info["release"] = release
+        return info
 
     def _precision_text(self) -> str:
         """The precision the model really runs at (autocast for PyTorch, the graph's input type for ONNX)."""
@@ -485,17 +492,30 @@ def build_backbone(
     model_kwargs: Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """Turn a loaded checkpoint / state_dict into a backbone with its weights loaded strictly."""
-    from cdface.models import create_model, infer_model_config, load_state_dict_strict, resolve_model_name
+    from cdface.models import (
+        create_model,
+        infer_model_config,
+        load_state_dict_strict,
+        nearest_layout,
+        resolve_model_name,
+    )
+    from cdface.models.released import recognise_release
 
-    state_dict, config = _unwrap(obj, source)
+    released = recognise_release(obj)
+    if released is not None:  # another project's container: its backbone, in our key names
+        state_dict = released.state_dict
+        config = obj["config"] if isinstance(obj, Mapping) and isinstance(obj.get("config"), Mapping) else {}
+    else:
+        state_dict, config = _unwrap(obj, source)
     spec = _spec_from_config(config)
     spec.update({k: v for k, v in (meta or {}).items() if k in ("arch", "embedding_size", "model_kwargs")})
-    inferred = infer_model_config(state_dict) or {}
+    inferred = released.config if released is not None else infer_model_config(state_dict) or {}
     if not (arch or spec.get("arch")):
         spec.update(inferred)
     name = arch or spec.get("arch")
     if not name:
-        raise FormatError(source, None, "a state_dict of a known architecture: pass --arch NAME (see cdface models)")
+        raise FormatError(source, None, "a state_dict of a known architecture, pass --arch NAME (see cdface "
+                          f"models); {nearest_layout(state_dict)}")
     kwargs = dict(model_kwargs if model_kwargs is not None else spec.get("model_kwargs") or {})
     for training_only in _TRAINING_ONLY_OPTIONS:  # precision is the loader's `precision`, not the card's
         kwargs.pop(training_only, None)
@@ -506,7 +526,37 @@ def build_backbone(
     size = size or _infer_embedding_size(name, state_dict, kwargs)
     module = create_model(name, embedding_size=int(size), **kwargs)
     load_state_dict_strict(module, state_dict, str(source))
+    if released is not None:
+        _apply_release(module, released, source)
+    elif module.arch.startswith("adaface_") and not (meta or {}).get("color"):
+        # AdaFace's IR keys without AdaFace's container: AdaFace's own weights (BGR), or TFace's (RGB)
+        logger.warning(
+            "%s: a bare state_dict in AdaFace's IR layout: AdaFace's BGR input is assumed; TFace's weights in this "
+            "layout take RGB: for those, write a model card with \"color\": \"RGB\" (docs/inference.md)", source,
+        )
     return module
+
+
+def _apply_release(module: nn.Module, released: Any, source: Path) -> None:
+    """Give a backbone taken from another project's release that release's input contract (its known card
+    when the file is one of `cdface models known`), and log what was set aside and what it was taken for."""
+    from cdface.files import sha256_file
+    from cdface.models.known import identify_known
+
+    if released.input_cfg:
+        module.input_cfg = {**module.input_cfg, **released.input_cfg}
+    matches = [] if released.config.get("model_kwargs") else identify_known(  # a release has standard widths
+        released.layout, module.arch, released.config["embedding_size"], released.head_classes,
+        lambda: sha256_file(source))
+    if matches and module.arch == matches[0].arch:
+        module.input_cfg = dict(matches[0].input_cfg)
+        names = " or ".join(m.name for m in matches)
+        module.release_card = f"known release {names} (cdface models known)"
+    else:
+        module.release_card = f"{released.layout} release layout"
+    if released.set_aside:
+        logger.info("%s: %s; set aside (not part of the backbone): %s", source, module.release_card,
+                    ", ".join(released.set_aside))
 
 
 def _unwrap(obj: Any, source: Path) -> tuple[dict[str, Tensor], Mapping[str, Any]]:

@@ -2,7 +2,9 @@
 
 Architectures: insightface's IResNet (iresnet18..200), face.evoLVe's IR / IR-SE (ir18..152, ir_se50..152,
 the paper's backbone family), insightface's MobileFaceNet, insightface's face ViTs (vit_t .. vit_h and its
-WebFace42M variants), and `iresnet_tiny` / `vit_tiny` (narrow models for the CPU quickstart and tests).
+WebFace42M variants), AdaFace's IR (adaface_ir18..101, an extra BN per block, BGR), MagFace's IResNet
+(magface_iresnet18..100), facenet-pytorch's Inception-ResNet-v1 (160x160), TransFace's ViT (transface_s/b/l),
+and `iresnet_tiny` / `vit_tiny` / `transface_tiny` (narrow models for the CPU quickstart and tests).
 Every model takes float (N, 3, H, W) images and returns un-normalised embeddings; `model.input_cfg` states its
 preprocessing (by default RGB in [-1, 1]) and `InputContract.from_model(model)` applies it to uint8 crops.
 """
@@ -10,13 +12,24 @@ preprocessing (by default RGB in [-1, 1]) and `InputContract.from_model(model)` 
 from __future__ import annotations
 
 # importing an architecture module registers its models
-from cdface.models import ir, iresnet, mobilefacenet, tiny, vit  # noqa: F401
+from cdface.models import (  # noqa: F401
+    adaface_ir,
+    inception_resnet_v1,
+    ir,
+    iresnet,
+    magface_iresnet,
+    mobilefacenet,
+    tiny,
+    transface_vit,
+    vit,
+)
 from cdface.models.flops import count_flops, count_parameters, model_summary
 from cdface.models.input_contract import InputContract
 from cdface.models.loading import (
     infer_arch_from_state_dict,
     infer_model_config,
     load_state_dict_strict,
+    nearest_layout,
     strip_wrapper_prefixes,
 )
 from cdface.models.registry import (
@@ -41,4 +54,5 @@ __all__ = [
     "infer_arch_from_state_dict",
     "infer_model_config",
     "strip_wrapper_prefixes",
+    "nearest_layout",
 ]

@@ -1,4 +1,5 @@
-"""`cdface models`: a table of every registered backbone (params, GFLOPs as MACs, input, embedding, aliases)."""
+"""`cdface models`: a table of every registered backbone (params, GFLOPs as MACs, input, embedding, aliases);
+`cdface models known`: the released checkpoints cdface recognises (`cdface.models.known`)."""
 
 from __future__ import annotations
 
@@ -24,11 +25,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--embedding-size", type=positive_int, default=512, help="embedding size to count with")
     parser.set_defaults(func=_run)
     _register_import(parser)
+    _register_known(parser)
 
 
 def _register_import(parser: argparse.ArgumentParser) -> None:
     """`cdface models import FILE.onnx --arch NAME --out backbone.pt`."""
-    sub = parser.add_subparsers(dest="models_command", metavar="{import}")
+    sub = _subcommands(parser)
     imp = sub.add_parser(
         "import",
         help="turn an ONNX recognition model into a trainable backbone (backbone.pt + model.json)",
@@ -51,6 +53,29 @@ def _run_import(args: argparse.Namespace) -> int:
     report = import_onnx(args.onnx, args.arch, args.out, embedding_size=args.embedding_size)
     print(json.dumps(report.to_dict(), indent=2))
     return 0
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> Any:
+    """The `cdface models` sub-command table, made once and shared by every sub-command (`known`, `import`):
+    argparse allows one per parser."""
+    for action in parser._actions:  # argparse keeps the table among the parser's actions
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest="models_command", metavar="{import,known}")
+
+
+def _register_known(parser: argparse.ArgumentParser) -> None:
+    """`cdface models known [--json]`."""
+    known = _subcommands(parser).add_parser(
+        "known",
+        help="list the released checkpoints cdface recognises (architecture, training set, input, accuracy)",
+        description="Released face-recognition checkpoints that load with no --arch and no preprocessing "
+        "flags: each is recognised by its key layout and shapes (the classifier it ships tells training sets "
+        "apart; a published sha256 names the exact file), and its input contract is then applied. Accuracy "
+        "and licence notes are quoted from the releasing project's README (the source column).",
+    )
+    known.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    known.set_defaults(func=_run_known)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -77,4 +102,19 @@ def _run(args: argparse.Namespace) -> int:
                         for j, (c, w) in enumerate(zip(line, widths))).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths))
+    return 0
+
+
+def _run_known(args: argparse.Namespace) -> int:
+    from cdface.models.known import KNOWN_MODELS
+
+    if args.json:
+        print(json.dumps([m.as_dict() for m in KNOWN_MODELS], indent=2))
+        return 0
+    for m in KNOWN_MODELS:
+        print(f"{m.name}\n    architecture {m.arch} ({m.layout} release), trained on {m.training_set}, embedding "
+              f"{m.embedding_size}\n    input {m.contract_text()}\n    published: {m.accuracy}  [{m.source}]\n"
+              f"    licence: {m.licence}")
+    print(f"\n{len(KNOWN_MODELS)} releases. Other checkpoints in a known key layout (cdface models) load too, "
+          "with the project's default input unless a model card says otherwise (docs/inference.md).")
     return 0

@@ -35,14 +35,15 @@ def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
 class IBasicBlock(nn.Module):
     """Pre-activation-style block: BN -> conv3x3 -> BN -> PReLU -> conv3x3(stride) -> BN, plus shortcut."""
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 eps: float = _BN_EPS):
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(inplanes, eps=_BN_EPS)
+        self.bn1 = nn.BatchNorm2d(inplanes, eps=eps)
         self.conv1 = _conv3x3(inplanes, planes)
-        self.bn2 = nn.BatchNorm2d(planes, eps=_BN_EPS)
+        self.bn2 = nn.BatchNorm2d(planes, eps=eps)
         self.prelu = nn.PReLU(planes)
         self.conv2 = _conv3x3(planes, planes, stride)
-        self.bn3 = nn.BatchNorm2d(planes, eps=_BN_EPS)
+        self.bn3 = nn.BatchNorm2d(planes, eps=eps)
         self.downsample = downsample
         self.stride = stride
 
@@ -65,6 +66,9 @@ class IResNet(nn.Module):
             insightface, the recompute updates BN running statistics a second time.
         channels_last: keep weights and activations NHWC (faster convs on tensor-core GPUs).
         zero_init_residual: insightface's option: zero each block's `bn2` weight (sic, not `bn3`).
+        bn_eps: every BatchNorm's epsilon: 1e-5 in arcface_torch, 2e-5 in MagFace's copy (not in the
+            state_dict, so it is the architecture's to know).
+        widths: the four stages' channels (64, 128, 256, 512 in every release; narrower only for tests).
     """
 
     fc_scale = 7 * 7
@@ -78,25 +82,30 @@ class IResNet(nn.Module):
         gradient_checkpointing: bool = False,
         channels_last: bool = False,
         zero_init_residual: bool = False,
+        bn_eps: float = _BN_EPS,
+        widths: tuple[int, int, int, int] | list[int] = (64, 128, 256, 512),
     ):
         super().__init__()
         if len(layers) != 4 or min(layers) < 1:
             raise ValueError(f"IResNet needs 4 positive block counts, got {list(layers)}")
+        if len(widths) != 4 or min(widths) < 1:
+            raise ValueError(f"IResNet needs 4 positive stage widths, got {list(widths)}")
         self.fp16 = bool(fp16)
         self.gradient_checkpointing = bool(gradient_checkpointing)
         self.channels_last = bool(channels_last)
-        self.inplanes = 64
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64, eps=_BN_EPS)
-        self.prelu = nn.PReLU(64)
-        self.layer1 = self._make_layer(64, layers[0])
-        self.layer2 = self._make_layer(128, layers[1])
-        self.layer3 = self._make_layer(256, layers[2])
-        self.layer4 = self._make_layer(512, layers[3])
-        self.bn2 = nn.BatchNorm2d(512, eps=_BN_EPS)
+        self.bn_eps = float(bn_eps)
+        self.inplanes = widths[0]
+        self.conv1 = nn.Conv2d(3, widths[0], kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0], eps=bn_eps)
+        self.prelu = nn.PReLU(widths[0])
+        self.layer1 = self._make_layer(widths[0], layers[0])
+        self.layer2 = self._make_layer(widths[1], layers[1])
+        self.layer3 = self._make_layer(widths[2], layers[2])
+        self.layer4 = self._make_layer(widths[3], layers[3])
+        self.bn2 = nn.BatchNorm2d(widths[3], eps=bn_eps)
         self.dropout = nn.Dropout(p=dropout)
-        self.fc = nn.Linear(512 * self.fc_scale, embedding_size)
-        self.features = nn.BatchNorm1d(embedding_size, eps=_BN_EPS)
+        self.fc = nn.Linear(widths[3] * self.fc_scale, embedding_size)
+        self.features = nn.BatchNorm1d(embedding_size, eps=bn_eps)
         nn.init.constant_(self.features.weight, 1.0)
         self.features.weight.requires_grad = False
 
@@ -118,11 +127,11 @@ class IResNet(nn.Module):
     def _make_layer(self, planes: int, blocks: int) -> nn.Sequential:
         downsample = nn.Sequential(
             nn.Conv2d(self.inplanes, planes, kernel_size=1, stride=2, bias=False),
-            nn.BatchNorm2d(planes, eps=_BN_EPS),
+            nn.BatchNorm2d(planes, eps=self.bn_eps),
         )
-        stage = [IBasicBlock(self.inplanes, planes, stride=2, downsample=downsample)]
+        stage = [IBasicBlock(self.inplanes, planes, stride=2, downsample=downsample, eps=self.bn_eps)]
         self.inplanes = planes
-        stage.extend(IBasicBlock(planes, planes) for _ in range(1, blocks))
+        stage.extend(IBasicBlock(planes, planes, eps=self.bn_eps) for _ in range(1, blocks))
         return nn.Sequential(*stage)
 
     def _run_stage(self, stage: nn.Sequential, x: Tensor) -> Tensor:

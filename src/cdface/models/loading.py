@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from cdface.errors import FormatError
@@ -27,6 +28,7 @@ __all__ = [
     "load_state_dict_strict",
     "infer_arch_from_state_dict",
     "infer_model_config",
+    "nearest_layout",
 ]
 
 _SHOW = 5  # how many keys of each kind an error message lists
@@ -37,9 +39,14 @@ _IR_BLOCK_CONV = re.compile(r"^body\.(\d+)\.res_layer\.1\.weight$")
 # (embed_dim, depth) -> name; the first name of each shape in VIT_SETTINGS is the plain one (vit_b, not
 # vit_b_dp005_mask_005); vit_tiny is the test model's shape.
 _VIT_BY_SHAPE = {**{s[:2]: n for n, s in reversed(VIT_SETTINGS.items())}, (32, 2): "vit_tiny"}
+_TRANSFACE_BY_SHAPE = {(512, 12): "transface_s", (512, 24): "transface_b", (768, 24): "transface_l",
+                       (32, 2): "transface_tiny"}
 _VIT_BLOCK = re.compile(r"^blocks\.(\d+)\.norm1\.weight$")
 _IRESNET_BLOCK = re.compile(r"^layer([1-4])\.(\d+)\.")
 _MBF_RESIDUAL = re.compile(r"^layers\.(\d+)\.layers\.(\d+)\.layers\.0\.layers\.0\.weight$")
+_ADAFACE_NAMES = {(18, False): "adaface_ir18", (34, False): "adaface_ir34", (50, False): "adaface_ir50",
+                  (100, False): "adaface_ir101", (50, True): "adaface_ir_se50", (100, True): "adaface_ir_se101"}
+_FACENET_REPEAT = re.compile(r"^repeat_([1-3])\.(\d+)\.conv2d\.weight$")
 
 
 # What wrappers put in front of every key: DataParallel / DDP ("module."), torch.compile ("_orig_mod."), and a
@@ -86,6 +93,12 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Any], sour
     if non_tensors:
         raise FormatError(source, f"key {non_tensors[0]!r}",
                           f"a state_dict of tensors; {len(non_tensors)} value(s) are not tensors")
+    # torch's own strict loader fills a BatchNorm's missing `num_batches_tracked` (a counter that only matters
+    # when training with momentum=None) in a state_dict without version metadata, as old and converted files
+    # are: do the same, with the model's own value
+    for key in expected:
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = expected[key]
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     mismatched = [
@@ -105,6 +118,8 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Any], sour
         guess = infer_arch_from_state_dict(state)
         if guess is not None and guess != arch:
             parts.append(f"the checkpoint looks like {guess}")
+        elif guess is None:
+            parts.append(nearest_layout(state))
         raise FormatError(source, None, "; ".join(parts))
     model.load_state_dict(state, strict=True)
     return model
@@ -123,7 +138,7 @@ def infer_model_config(state_dict: Mapping[str, Any]) -> dict[str, Any] | None:
     its output BatchNorm1d is affine); pass it to `create_model(arch, embedding_size, **model_kwargs)`.
     """
     state = strip_wrapper_prefixes(state_dict)
-    for infer in (_infer_iresnet, _infer_ir, _infer_mobilefacenet, _infer_vit):
+    for infer in (_infer_iresnet, _infer_adaface_ir, _infer_ir, _infer_mobilefacenet, _infer_vit, _infer_facenet):
         config = infer(state)
         if config is not None:
             return config
@@ -151,8 +166,8 @@ def _infer_iresnet(state: dict[str, Any]) -> dict[str, Any] | None:
 
 def _infer_ir(state: dict[str, Any]) -> dict[str, Any] | None:
     fc = _shape(state.get("output_layer.3.weight"))
-    if fc is None or "input_layer.0.weight" not in state:
-        return None
+    if fc is None or "input_layer.0.weight" not in state or "body.0.res_layer.5.running_mean" in state:
+        return None  # a BatchNorm at res_layer.5 is AdaFace's layout (_infer_adaface_ir)
     per_depth: dict[int, int] = {}
     for key, value in state.items():
         if _IR_BLOCK_CONV.match(key) and _shape(value) is not None:
@@ -199,7 +214,98 @@ def _infer_vit(state: dict[str, Any]) -> dict[str, Any] | None:
     if patch[2:] != (9, 9) or pos[1] != 144:  # insightface's 112x112 faces in 9x9 patches
         return None
     depth = 1 + max((int(m.group(1)) for m in map(_VIT_BLOCK.match, state) if m), default=-1)
-    name = _VIT_BY_SHAPE.get((pos[2], depth))
+    by_shape = _TRANSFACE_BY_SHAPE if "senet.0.weight" in state else _VIT_BY_SHAPE  # TransFace's patch gate
+    name = by_shape.get((pos[2], depth))
     if name is None:
         return None
     return {"arch": name, "embedding_size": head[0], "model_kwargs": {}}
+
+
+def _infer_adaface_ir(state: dict[str, Any]) -> dict[str, Any] | None:
+    """AdaFace / TFace / CVLface IR: face.evoLVe's keys plus a BatchNorm at res_layer.2 and res_layer.5."""
+    fc = _shape(state.get("output_layer.3.weight"))
+    if fc is None or "input_layer.0.weight" not in state or "body.0.res_layer.5.running_mean" not in state:
+        return None
+    per_depth: dict[int, int] = {}
+    for key, value in state.items():
+        if _IR_BLOCK_CONV.match(key) and _shape(value) is not None:
+            per_depth[int(value.shape[0])] = per_depth.get(int(value.shape[0]), 0) + 1
+    widths = tuple(sorted(per_depth))
+    if len(widths) != 4 or fc[1] != widths[3] * 49:  # 112x112 input: a 7x7 map before the fc
+        return None
+    name = _ADAFACE_NAMES.get(
+        (_IR_BY_STAGES.get(tuple(per_depth[w] for w in widths), 0), "body.0.res_layer.se_block.fc1.weight" in state)
+    )
+    if name is None:
+        return None
+    kwargs = {} if widths == (64, 128, 256, 512) else {"widths": widths}
+    return {"arch": name, "embedding_size": fc[0], "model_kwargs": kwargs}
+
+
+def _infer_facenet(state: dict[str, Any]) -> dict[str, Any] | None:
+    """facenet-pytorch's InceptionResnetV1: `conv2d_1a` ... `repeat_{1,2,3}` ... `last_linear`, `last_bn`."""
+    stem = _shape(state.get("conv2d_1a.conv.weight"))
+    head = _shape(state.get("last_linear.weight"))
+    if stem is None or head is None or "block8.conv2d.weight" not in state or 32 % stem[0]:
+        return None
+    repeats = [0, 0, 0]
+    for key in state:
+        match = _FACENET_REPEAT.match(key)
+        if match:
+            repeats[int(match.group(1)) - 1] = max(repeats[int(match.group(1)) - 1], int(match.group(2)) + 1)
+    if min(repeats) < 1:
+        return None
+    kwargs: dict[str, Any] = {}
+    if tuple(repeats) != (5, 10, 5):
+        kwargs["repeats"] = tuple(repeats)
+    if stem[0] != 32:
+        kwargs["channel_divisor"] = 32 // stem[0]
+    return {"arch": "inception_resnet_v1", "embedding_size": head[0], "model_kwargs": kwargs}
+
+
+# One model of each key layout the loader knows, and who releases weights in it: an unknown state_dict is
+# compared with these to name the nearest and what differs.
+_LAYOUT_FAMILIES = {
+    "iresnet50": "insightface IResNet (arcface_torch, MagFace, ElasticFace)",
+    "ir50": "face.evoLVe IR (the paper's code, CurricularFace)",
+    "ir_se50": "face.evoLVe IR-SE",
+    "adaface_ir50": "AdaFace / TFace / CVLface IR",
+    "mobilefacenet": "insightface MobileFaceNet",
+    "vit_b": "insightface ViT",
+    "inception_resnet_v1": "facenet-pytorch InceptionResnetV1",
+}
+_INDEX = re.compile(r"\d+")
+
+
+def _patterns(keys: Any) -> dict[str, str]:
+    """{key with every number replaced by '#': one example key}."""
+    out: dict[str, str] = {}
+    for key in keys:
+        out.setdefault(_INDEX.sub("#", str(key)), str(key))
+    return out
+
+
+def nearest_layout(state_dict: Mapping[str, Any]) -> str:
+    """One line naming the known key layout nearest to these keys (shared key patterns, numbers ignored) and
+    what differs: a few key patterns it lacks and a few it has that the layout does not."""
+    from cdface.models.registry import create_model
+
+    found = _patterns(strip_wrapper_prefixes(state_dict))
+    best: tuple[float, str, dict[str, str]] | None = None
+    for name in _LAYOUT_FAMILIES:
+        with torch.device("meta"):
+            ref = _patterns(create_model(name).state_dict())
+        score = len(found.keys() & ref.keys()) / max(1, len(found.keys() | ref.keys()))
+        if best is None or score > best[0]:
+            best = (score, name, ref)
+    assert best is not None
+    score, name, ref = best
+    lacking = [ref[p] for p in ref if p not in found]
+    extra = [found[p] for p in found if p not in ref]
+    text = (f"nearest known layout: {_LAYOUT_FAMILIES[name]} ({name}), {len(found.keys() & ref.keys())} of its "
+            f"{len(ref)} key patterns present")
+    if lacking:
+        text += f"; it has keys like {_listing(lacking)} that this file lacks"
+    if extra:
+        text += f"; this file has keys like {_listing(extra)} that it does not"
+    return text
