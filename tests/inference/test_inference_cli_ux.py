@@ -12,7 +12,8 @@ from PIL import Image
 
 from cdface.cli import build_parser, main
 from cdface.data.decode import decode_image, encode_jpeg
-from cdface.data.recordio import RecordIOReader, write_insightface_rec
+from cdface.data.recordio import RecordIOReader
+from cdface.data.recordio_writer import write_insightface_rec
 from cdface.inference import FaceEmbedder
 from cdface.inference.export import export_onnx
 

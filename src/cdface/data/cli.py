@@ -179,7 +179,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _pack(args: argparse.Namespace) -> int:
     from cdface.data.datasets import ImageFolderDataset
     from cdface.data.decode import decode_image, encode_jpeg, is_jpeg
-    from cdface.data.recordio import write_insightface_rec
+    from cdface.data.recordio_writer import write_insightface_rec
 
     if args.detect is not None or args.all_faces:
         return _pack_photos(args)
