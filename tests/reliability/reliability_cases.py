@@ -661,7 +661,7 @@ def _m_bin_object_array(tmp: Path) -> Call:
 
 
 def _m_lfw_pairs(tmp: Path) -> Call:
-    from cdface.data.pairs_bin import read_lfw_pairs
+    from cdface.data.lfw_pairs import read_lfw_pairs
 
     (tmp / "pairs.txt").write_text("10 300\nAaron 1 2\nAaron 1 Bob\n")
     return lambda: read_lfw_pairs(tmp / "pairs.txt")
@@ -968,7 +968,7 @@ MALFORMED_CASES: list[MalformedCase] = [
                   _m_list_few_fields, "FormatError", (r"train\.lst", r"line 3", r"<path> <label >= 0>")),
     MalformedCase("list-negative-label", "image-list line with a negative label", "ImageListDataset",
                   _m_list_bad_label, "FormatError", (r"train\.lst", r"line 3", r"<path> <label >= 0>")),
-    MalformedCase("lfw-pairs-bad-line", "LFW pairs.txt line of neither pair form", "pairs_bin.read_lfw_pairs",
+    MalformedCase("lfw-pairs-bad-line", "LFW pairs.txt line of neither pair form", "lfw_pairs.read_lfw_pairs",
                   _m_lfw_pairs, "FormatError", (r"pairs\.txt", r"line 3", r"name1 i name2 j")),
     MalformedCase("list-insightface-unaligned", "insightface .lst entry with aligned flag 0 (box, landmarks)",
                   "ImageListDataset", _m_list_unaligned, "FormatError", (r"train\.lst", r"line 2", r"align")),

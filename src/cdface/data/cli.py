@@ -229,7 +229,8 @@ def _pack_photos(args: argparse.Namespace) -> int:
 
 
 def _make_bin(args: argparse.Namespace) -> int:
-    from cdface.data.pairs_bin import load_bin, make_bin_from_folder
+    from cdface.data.lfw_pairs import make_bin_from_folder
+    from cdface.data.pairs_bin import load_bin
 
     out = make_bin_from_folder(args.root, args.pairs_txt, args.out)
     pairs = load_bin(out)
