@@ -407,7 +407,7 @@ HOSTILE_CASES: list[HostileCase] = [
                 "cdface.config.load_config(overrides=...)", _h_override, "ConfigError",
                 (r"override .name=", r"cannot parse value")),
     HostileCase("npy-features", "`cdface score pairs` embeddings .npy holding a pickled object array",
-                "cdface score pairs (eval.cli._load_array)", _h_npy, "FormatError",
+                "cdface score pairs (eval.cli_common.load_array)", _h_npy, "FormatError",
                 (r"evil_embeddings\.npy", r"without pickled objects")),
     HostileCase("quickstart-backbone", "run folder backbone.pt read by the quickstart report",
                 "cdface.train.ablation.load_backbone", _h_quickstart, "UnsafeFileError",
