@@ -50,9 +50,6 @@ KNOWN_UPWARD = {
     ("cdface.inference.cli", "cdface.eval.verification"),
     ("cdface.inference.cli", "cdface.eval.thresholds"),
     ("cdface.inference.cli", "cdface.eval.feature_files"),
-    # `cdface detect` resolves its inputs as `cdface embed` does: inference/sources.py reads only data/
-    # formats and is to move to data/ (its other importer, inference/cli.py, is being edited)
-    ("cdface.detect.cli", "cdface.inference.sources"),
     # `cdface data pack --detect` runs detect/pack.py: the `--detect` variant to be registered by detect/
     ("cdface.data.cli", "cdface.detect.options"),
     ("cdface.data.cli", "cdface.detect.pack"),

@@ -87,7 +87,7 @@ def test_embed_rerun_without_unreadable_images_removes_the_old_skipped_list(tiny
 def test_embed_reads_labelled_training_lists_too(faces_dir):
     """A training list (`<path> <label>`, im2rec's `idx<TAB>label<TAB>path`) names images: embed reads them,
     instead of taking each whole line as a path and skipping every image as missing."""
-    from cdface.inference.sources import resolve_image_source
+    from cdface.data.image_sources import resolve_image_source
 
     expected = [faces_dir / f"p{i}.png" for i in range(2)]
     (faces_dir / "plain.lst").write_text("p0.png 0\np1.png 1\n")
