@@ -10,13 +10,16 @@ Layers, lowest first (docs/architecture.md, "Layers"): a module may import its o
 below it. The order is the one the code follows: detection packs RecordIO (data), the miner serves the
 heads (a head's ``hard_negatives`` calls it), the sharded head builds on heads and miners, inference
 builds on models and detection, evaluation embeds through inference's ``FaceEmbedder``, and training runs
-periodic verification with eval's scoring.
+periodic verification with eval's scoring. eval/ holds two layers: scoring saved features (no model; used by
+train/ and inference/) below inference/, and evaluating a model (targets/, evaluate.py) above it.
 """
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
+
+import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -31,8 +34,14 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("heads", {"cdface.heads"}),
     ("losses", {"cdface.losses"}),
     ("parallel", {"cdface.parallel"}),
+    # eval/'s first half scores saved features (no model): verification, roc, ijb, megaface, thresholds,
+    # feature files, `cdface score`'s protocols; train/ and inference/ score with it
+    ("eval: scoring", {"cdface.eval"}),
     ("inference", {"cdface.inference"}),
-    ("eval", {"cdface.eval"}),
+    # eval/'s second half embeds each benchmark through inference's FaceEmbedder; eval/cli.py registers
+    # `cdface eval` (cli_eval.py) beside `cdface score`
+    ("eval: from a model", {"cdface.eval.targets", "cdface.eval.evaluate", "cdface.eval.cli_eval",
+                            "cdface.eval.cli"}),
     # config is the training run's schema: read by train/ only, it checks margin names against heads/
     ("train", {"cdface.train", "cdface.config"}),
     # the `cdface` command: imports each area's cli.py (by name, through importlib)
@@ -45,11 +54,6 @@ KNOWN_UPWARD = {
     # checkpoint discovery (list_checkpoints, newest_valid_checkpoint): to move below train/ and inference/,
     # e.g. cdface/run_files.py, once train/checkpoint.py and inference/loading.py are free to edit
     ("cdface.inference.loading", "cdface.train.checkpoint"),
-    # `cdface compare --threshold-from` and `embed`/`search` read eval's files and count non-finite rows:
-    # count_nonfinite_rows, load_npy and the threshold reader to move below inference/
-    ("cdface.inference.cli", "cdface.eval.verification"),
-    ("cdface.inference.cli", "cdface.eval.thresholds"),
-    ("cdface.inference.cli", "cdface.eval.feature_files"),
     # `cdface data pack --detect` runs detect/pack.py: the `--detect` variant to be registered by detect/
     ("cdface.data.cli", "cdface.detect.options"),
     ("cdface.data.cli", "cdface.detect.pack"),
@@ -135,11 +139,14 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def layer_of(module: str) -> int:
-    """Position of ``module``'s layer in ``LAYERS``: by its folder, or by name for a top-level module."""
-    folder = ".".join(module.split(".")[:2])  # cdface.data.recordio -> cdface.data
-    for position, (_, members) in enumerate(LAYERS):
-        if module in members or folder in members:
-            return position
+    """Position of ``module``'s layer in ``LAYERS``: the longest name in a layer that is ``module`` or a package
+    holding it (``cdface.eval.targets.ijb`` -> ``cdface.eval.targets``; ``cdface.eval.roc`` -> ``cdface.eval``)."""
+    parts = module.split(".")
+    for end in range(len(parts), min(len(parts), 2) - 1, -1):  # never up to "cdface" itself
+        prefix = ".".join(parts[:end])
+        for position, (_, members) in enumerate(LAYERS):
+            if prefix in members:
+                return position
     raise AssertionError(f"{module}: in no layer of tests/test_imports.py LAYERS (and docs/architecture.md)")
 
 
@@ -162,6 +169,10 @@ def test_cycle_finder_finds_a_circle():
 def test_every_module_has_a_layer():
     for module in import_graph():
         layer_of(module)  # raises for a new folder or top-level module not placed in LAYERS
+    for stray in ("cdface.newarea.x", "cdface.newtool"):
+        with pytest.raises(AssertionError, match="in no layer"):
+            layer_of(stray)
+    assert layer_of("cdface.eval.targets.ijb") > layer_of("cdface.inference.embedder") > layer_of("cdface.eval.roc")
 
 
 def test_no_import_runs_back_up_the_pipeline():
