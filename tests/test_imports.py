@@ -4,7 +4,9 @@ The graph is built statically (``ast``) from every ``import``/``from ... import`
 the ones inside functions (a lazy import is still a dependency). ``from cdface.x import y`` is an edge to
 the module ``cdface.x.y`` when that is a module, else to ``cdface.x``. Importing a submodule also runs its
 package's ``__init__``; that implicit edge is left out, since every package's ``__init__`` imports its own
-submodules.
+submodules. Names that ``cdface/__init__.py`` and ``eval/__init__.py`` resolve through ``importlib`` on first
+attribute access (a facade over their package) are not edges either; nor is ``cdface.cli`` loading each
+area's ``cli.py`` by name.
 
 Layers, lowest first (docs/architecture.md, "Layers"): a module may import its own layer and the layers
 below it. The order is the one the code follows: detection packs RecordIO (data), the miner serves the
