@@ -76,7 +76,7 @@ class _PillowDataset(torch.utils.data.Dataset):
 
 def _label_scan(num_records: int, folder: Path) -> None:
     """Time reading every label from the headers of an insightface-layout file (MS1MV2 has 5.8M)."""
-    from cdface.data.recordio import write_insightface_rec
+    from cdface.data.recordio_writer import write_insightface_rec
 
     labels = np.repeat(np.arange(num_records // 50), 50)
     write_insightface_rec(folder, labels, lambda i: b"\xff\xd8\xff" + bytes(int(60 + i % 40)))

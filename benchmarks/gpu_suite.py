@@ -133,7 +133,7 @@ def _write_rec(folder: Path, num_images: int, per_class: int) -> Path:
     import torch
 
     from cdface.data.decode import encode_jpeg
-    from cdface.data.recordio import write_insightface_rec
+    from cdface.data.recordio_writer import write_insightface_rec
 
     rng = np.random.default_rng(0)
     low = torch.from_numpy(rng.uniform(0, 255, (1024, 3, 14, 14)).astype(np.float32))

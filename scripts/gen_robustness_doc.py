@@ -142,7 +142,7 @@ def render() -> str:
         "",
         "Static proof (`tests/reliability/test_reliability_static.py`): an AST scan of every module in",
         "`src/cdface` finds no `eval`/`exec`/`__import__`/`compile()`, no `pickle.load(s)`/`Unpickler` (except",
-        "the restricted unpickler of `data/pairs_bin.py`, which must override `find_class`), no `marshal`,",
+        "the restricted unpickler of `data/safe_unpickle.py`, which must override `find_class`), no `marshal`,",
         "`dill`, `joblib`, `shelve`, `torch.jit.load`, `yaml.load`/`unsafe_load`/`full_load`, no `np.load` with",
         "`allow_pickle` other than False, and no `torch.load` without a literal `weights_only=True` (nor an",
         "alias of it). Existing per-module tests: `tests/data/test_data_pairs_bin.py`,",

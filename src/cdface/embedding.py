@@ -1,4 +1,6 @@
-"""The two embedding helpers every path shares: flip-fused test-time embedding and row L2 normalisation.
+"""The embedding helpers every path shares: flip-fused test-time embedding, row L2 normalisation, and the
+cosine of embeddings against class centres (``normalized_cosine``: the heads', the sharded head's and the
+hard-negative miner's).
 
 Flip fusion is the field's test-time augmentation (insightface's `verification.py` and IJB scripts, the paper's
 repository, AdaFace's `pre_norm_vector_add`): a face is embedded together with its horizontal mirror and the two
@@ -14,9 +16,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["flip_embed", "l2_normalize"]
+__all__ = ["flip_embed", "l2_normalize", "normalized_cosine"]
 
 Out = TypeVar("Out", Tensor, np.ndarray)
 
@@ -42,3 +45,14 @@ def l2_normalize(x: Any, eps: float = 1e-12) -> np.ndarray:
     `cdface.eval._arrays.l2_normalize_rows` instead."""
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+def normalized_cosine(embeddings: Tensor, weight: Tensor) -> Tensor:
+    """(B, C) = normalize(x) @ normalize(W).T, clamped to [-1, 1].
+
+    Half-precision results (autocast) are promoted to float32: margins take acos/sqrt of them.
+    """
+    cosine = F.linear(F.normalize(embeddings, dim=1), F.normalize(weight, dim=1))
+    if cosine.dtype in (torch.float16, torch.bfloat16):
+        cosine = cosine.float()
+    return cosine.clamp(-1.0, 1.0)

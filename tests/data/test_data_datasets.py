@@ -19,7 +19,9 @@ from cdface.data.datasets import (
     build_train_dataset,
 )
 from cdface.data.decode import decode_image, encode_jpeg
-from cdface.data.recordio import IRHeader, RecordIOReader, RecordIOWriter, pack_header, write_insightface_rec
+from cdface.data.recordio import RecordIOReader
+from cdface.data.recordio_format import IRHeader, pack_header
+from cdface.data.recordio_writer import RecordIOWriter, write_insightface_rec
 from cdface.data.transforms import EvalTransform, TrainTransform
 from cdface.errors import ConfigError, FormatError
 

@@ -11,8 +11,8 @@ from PIL import Image
 from cdface.cli import main
 from cdface.data.datasets import ImageFolderDataset
 from cdface.data.image_files import IMAGE_EXTENSIONS, is_image_file, scan_image_folder
+from cdface.data.image_sources import resolve_image_source
 from cdface.data.lists import read_image_list
-from cdface.inference.sources import resolve_image_source
 
 
 def _crop(path, value: int) -> None:

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cdface.data.decode import encode_jpeg
-from cdface.data.pairs_bin import decode_pairs, dumps_bin, load_bin, loads_bin, make_bin_from_folder, write_bin
+from cdface.data.lfw_pairs import make_bin_from_folder
+from cdface.data.pairs_bin import decode_pairs, dumps_bin, load_bin, loads_bin, write_bin
 from cdface.errors import CdfaceError, FormatError, UnsafeFileError
 
 REAL_BIN = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "realfaces" / "pairs.bin"

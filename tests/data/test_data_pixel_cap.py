@@ -21,7 +21,7 @@ from huge_images import flat_gray_jpeg, flat_gray_png
 
 from cdface.data.datasets import RecordIODataset
 from cdface.data.decode import DEFAULT_MAX_IMAGE_PIXELS, MAX_PIXELS_ENV, ImageTooLargeError, decode_image
-from cdface.data.recordio import write_insightface_rec
+from cdface.data.recordio_writer import write_insightface_rec
 from cdface.errors import ConfigError
 
 SRC = Path(__file__).resolve().parents[2] / "src"

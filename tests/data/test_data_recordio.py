@@ -10,17 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cdface.data.recordio import (
-    MAGIC,
-    IRHeader,
-    RecordIOReader,
-    RecordIOWriter,
-    encode_record,
-    pack_header,
-    read_idx,
-    unpack_header,
-    write_insightface_rec,
-)
+from cdface.data.recordio import RecordIOReader
+from cdface.data.recordio_format import MAGIC, IRHeader, encode_record, pack_header, read_idx, unpack_header
+from cdface.data.recordio_writer import RecordIOWriter, write_insightface_rec
 from cdface.errors import CdfaceError, FormatError
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"

@@ -15,14 +15,10 @@ import pytest
 
 from cdface.data.datasets import RecordIODataset
 from cdface.data.decode import encode_jpeg
-from cdface.data.recordio import (
-    IRHeader,
-    RecordIOReader,
-    detect_layout,
-    encode_record,
-    float32_tolerance,
-    write_insightface_rec,
-)
+from cdface.data.recordio import RecordIOReader
+from cdface.data.recordio_format import IRHeader, encode_record
+from cdface.data.recordio_layout import detect_layout, float32_tolerance
+from cdface.data.recordio_writer import write_insightface_rec
 from cdface.errors import FormatError
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from cdface.data.image_sources import resolve_image_source
 from cdface.data.landmarks import read_landmark_file
+from cdface.data.lfw_pairs import read_lfw_pairs
 from cdface.data.lists import read_image_list
-from cdface.data.pairs_bin import read_lfw_pairs
 from cdface.eval.ijb_meta import read_template_media_list
-from cdface.inference.sources import resolve_image_source
 
 BOM = "\ufeff"
 

@@ -12,7 +12,8 @@ from PIL import Image
 
 from cdface.cli import build_parser, main
 from cdface.data.decode import decode_image, encode_jpeg
-from cdface.data.recordio import RecordIOReader, write_insightface_rec
+from cdface.data.recordio import RecordIOReader
+from cdface.data.recordio_writer import write_insightface_rec
 from cdface.inference import FaceEmbedder
 from cdface.inference.export import export_onnx
 
@@ -86,7 +87,7 @@ def test_embed_rerun_without_unreadable_images_removes_the_old_skipped_list(tiny
 def test_embed_reads_labelled_training_lists_too(faces_dir):
     """A training list (`<path> <label>`, im2rec's `idx<TAB>label<TAB>path`) names images: embed reads them,
     instead of taking each whole line as a path and skipping every image as missing."""
-    from cdface.inference.sources import resolve_image_source
+    from cdface.data.image_sources import resolve_image_source
 
     expected = [faces_dir / f"p{i}.png" for i in range(2)]
     (faces_dir / "plain.lst").write_text("p0.png 0\np1.png 1\n")

@@ -407,7 +407,7 @@ HOSTILE_CASES: list[HostileCase] = [
                 "cdface.config.load_config(overrides=...)", _h_override, "ConfigError",
                 (r"override .name=", r"cannot parse value")),
     HostileCase("npy-features", "`cdface score pairs` embeddings .npy holding a pickled object array",
-                "cdface score pairs (eval.cli._load_array)", _h_npy, "FormatError",
+                "cdface score pairs (eval.cli_common.load_array)", _h_npy, "FormatError",
                 (r"evil_embeddings\.npy", r"without pickled objects")),
     HostileCase("quickstart-backbone", "run folder backbone.pt read by the quickstart report",
                 "cdface.train.ablation.load_backbone", _h_quickstart, "UnsafeFileError",
@@ -440,7 +440,8 @@ def _jpeg(seed: int = 0) -> bytes:
 
 def _small_rec(tmp: Path, n: int = 3) -> Path:
     """t.rec/t.idx, im2rec layout: keys 0..n-1, each an IRHeader + 50 payload bytes."""
-    from cdface.data.recordio import IRHeader, RecordIOWriter, pack_header
+    from cdface.data.recordio_format import IRHeader, pack_header
+    from cdface.data.recordio_writer import RecordIOWriter
 
     with RecordIOWriter(tmp / "t.rec", tmp / "t.idx") as writer:
         for key in range(n):
@@ -449,7 +450,7 @@ def _small_rec(tmp: Path, n: int = 3) -> Path:
 
 
 def _offset(tmp: Path, key: int) -> int:
-    from cdface.data.recordio import read_idx
+    from cdface.data.recordio_format import read_idx
 
     keys, offsets = read_idx(tmp / "t.idx")
     return int(offsets[list(keys).index(key)])
@@ -523,7 +524,8 @@ def _m_rec_bad_cflag(tmp: Path) -> Call:
 
 
 def _m_rec_short_header(tmp: Path) -> Call:
-    from cdface.data.recordio import RecordIOReader, RecordIOWriter
+    from cdface.data.recordio import RecordIOReader
+    from cdface.data.recordio_writer import RecordIOWriter
 
     with RecordIOWriter(tmp / "t.rec", tmp / "t.idx") as writer:
         writer.write(0, b"short")
@@ -532,7 +534,8 @@ def _m_rec_short_header(tmp: Path) -> Call:
 
 def _m_rec_label_nan(tmp: Path) -> Call:
     from cdface.data.datasets import RecordIODataset
-    from cdface.data.recordio import IRHeader, RecordIOWriter, pack_header
+    from cdface.data.recordio_format import IRHeader, pack_header
+    from cdface.data.recordio_writer import RecordIOWriter
 
     with RecordIOWriter(tmp / "t.rec", tmp / "t.idx") as writer:
         writer.write(0, pack_header(IRHeader(0, 1.0, 0, 0), _jpeg(0)))
@@ -542,7 +545,7 @@ def _m_rec_label_nan(tmp: Path) -> Call:
 
 def _m_rec_not_image(tmp: Path) -> Call:
     from cdface.data.datasets import RecordIODataset
-    from cdface.data.recordio import write_insightface_rec
+    from cdface.data.recordio_writer import write_insightface_rec
 
     images = [_jpeg(0), b"this is not an image", _jpeg(2)]
     paths = write_insightface_rec(tmp, [0, 0, 1], images, prefix="faces")
@@ -596,7 +599,7 @@ def _m_list_unknown_form(tmp: Path) -> Call:
 
 
 def _rec_of(tmp: Path, records: list[tuple[int, bytes]]) -> Path:
-    from cdface.data.recordio import RecordIOWriter
+    from cdface.data.recordio_writer import RecordIOWriter
 
     with RecordIOWriter(tmp / "t.rec", tmp / "t.idx") as writer:
         for key, payload in records:
@@ -606,7 +609,7 @@ def _rec_of(tmp: Path, records: list[tuple[int, bytes]]) -> Path:
 
 def _m_rec_header_disagrees(tmp: Path) -> Call:
     from cdface.data.datasets import RecordIODataset
-    from cdface.data.recordio import IRHeader, pack_header
+    from cdface.data.recordio_format import IRHeader, pack_header
 
     header = pack_header(IRHeader(0, [3.0, 7.0], 0, 0))  # says images are keys 1..2; records 1..4 are images
     images = [(k, pack_header(IRHeader(0, float(k // 3), k, 0), _jpeg(k))) for k in range(1, 5)]
@@ -617,7 +620,7 @@ def _m_rec_header_disagrees(tmp: Path) -> Call:
 
 def _m_rec_identity_among_images(tmp: Path) -> Call:
     from cdface.data.datasets import RecordIODataset
-    from cdface.data.recordio import IRHeader, pack_header
+    from cdface.data.recordio_format import IRHeader, pack_header
 
     records = [(k, pack_header(IRHeader(0, 1.0, k, 0), _jpeg(k))) for k in range(4)]
     records[2] = (2, pack_header(IRHeader(0, [1.0, 3.0], 0, 0)))  # labels only, no image
@@ -640,7 +643,7 @@ def _m_bin_over_cap(tmp: Path) -> Call:
 
 def _m_rec_over_cap(tmp: Path) -> Call:
     from cdface.data.datasets import RecordIODataset
-    from cdface.data.recordio import write_insightface_rec
+    from cdface.data.recordio_writer import write_insightface_rec
 
     paths = write_insightface_rec(tmp, [0, 1], [_jpeg(0), _jpeg(1)], prefix="faces")
     dataset = RecordIODataset(paths["rec"], cache_labels=False, max_pixels=10_000)
@@ -658,7 +661,7 @@ def _m_bin_object_array(tmp: Path) -> Call:
 
 
 def _m_lfw_pairs(tmp: Path) -> Call:
-    from cdface.data.pairs_bin import read_lfw_pairs
+    from cdface.data.lfw_pairs import read_lfw_pairs
 
     (tmp / "pairs.txt").write_text("10 300\nAaron 1 2\nAaron 1 Bob\n")
     return lambda: read_lfw_pairs(tmp / "pairs.txt")
@@ -889,7 +892,7 @@ def _m_checkpoint_junk(tmp: Path) -> Call:
 
 
 def _tiny_rec_set(tmp: Path) -> Path:
-    from cdface.data.recordio import write_insightface_rec
+    from cdface.data.recordio_writer import write_insightface_rec
 
     labels = [0, 0, 0, 0, 1, 1, 1, 1]
     return write_insightface_rec(tmp / "data", labels, [_jpeg(i) for i in range(len(labels))])["rec"]
@@ -965,7 +968,7 @@ MALFORMED_CASES: list[MalformedCase] = [
                   _m_list_few_fields, "FormatError", (r"train\.lst", r"line 3", r"<path> <label >= 0>")),
     MalformedCase("list-negative-label", "image-list line with a negative label", "ImageListDataset",
                   _m_list_bad_label, "FormatError", (r"train\.lst", r"line 3", r"<path> <label >= 0>")),
-    MalformedCase("lfw-pairs-bad-line", "LFW pairs.txt line of neither pair form", "pairs_bin.read_lfw_pairs",
+    MalformedCase("lfw-pairs-bad-line", "LFW pairs.txt line of neither pair form", "lfw_pairs.read_lfw_pairs",
                   _m_lfw_pairs, "FormatError", (r"pairs\.txt", r"line 3", r"name1 i name2 j")),
     MalformedCase("list-insightface-unaligned", "insightface .lst entry with aligned flag 0 (box, landmarks)",
                   "ImageListDataset", _m_list_unaligned, "FormatError", (r"train\.lst", r"line 2", r"align")),

@@ -1,7 +1,7 @@
 """Nothing in src/cdface can run code from a file: an AST scan of the whole package.
 
 Forbidden: eval/exec/compile of strings, pickle/marshal/dill/joblib/shelve loading (except the restricted
-unpickler in data/pairs_bin.py, which must override find_class), torch.load without a literal
+unpickler in data/safe_unpickle.py, which must override find_class), torch.load without a literal
 weights_only=True, torch.jit.load, yaml.load/unsafe_load/full_load or unsafe loaders, np.load with
 allow_pickle=True, and references to these functions that are not calls (aliases would dodge the scan).
 """
@@ -26,7 +26,7 @@ FORBIDDEN_ATTRS = {
 }
 FORBIDDEN_NAMES = {"eval", "exec", "__import__"}
 # pickle.Unpickler may only be subclassed here, and the subclass must override find_class
-RESTRICTED_UNPICKLER = SRC / "data" / "pairs_bin.py"
+RESTRICTED_UNPICKLER = SRC / "data" / "safe_unpickle.py"
 
 
 def _dotted(node: ast.AST) -> tuple[str, str] | None:

@@ -9,7 +9,7 @@ import pytest
 
 from cdface.config import config_from_dict
 from cdface.data.decode import encode_jpeg
-from cdface.data.recordio import write_insightface_rec
+from cdface.data.recordio_writer import write_insightface_rec
 from cdface.data.synthetic import make_identities, render_set
 from cdface.errors import FormatError
 from cdface.train.trainer import fit

@@ -11,8 +11,11 @@ from cdface.data.datasets import (
     build_train_dataset,
 )
 from cdface.data.decode import decode_image, encode_jpeg
-from cdface.data.pairs_bin import PairSet, decode_pairs, load_bin, make_bin_from_folder, write_bin
-from cdface.data.recordio import IRHeader, RecordIOReader, RecordIOWriter, pack_header, unpack_header
+from cdface.data.lfw_pairs import make_bin_from_folder
+from cdface.data.pairs_bin import PairSet, decode_pairs, load_bin, write_bin
+from cdface.data.recordio import RecordIOReader
+from cdface.data.recordio_format import IRHeader, pack_header, unpack_header
+from cdface.data.recordio_writer import RecordIOWriter
 from cdface.data.transforms import EvalTransform, TrainTransform, sample_rng, to_tensor
 
 __all__ = [

@@ -204,7 +204,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _pack(args: argparse.Namespace) -> int:
     from cdface.data.datasets import ImageFolderDataset
     from cdface.data.decode import decode_image, encode_jpeg, is_jpeg
-    from cdface.data.recordio import write_insightface_rec
+    from cdface.data.recordio_writer import write_insightface_rec
 
     if args.detect is not None or args.all_faces:
         return _pack_photos(args)
@@ -254,7 +254,8 @@ def _pack_photos(args: argparse.Namespace) -> int:
 
 
 def _make_bin(args: argparse.Namespace) -> int:
-    from cdface.data.pairs_bin import load_bin, make_bin_from_folder
+    from cdface.data.lfw_pairs import make_bin_from_folder
+    from cdface.data.pairs_bin import load_bin
 
     out = make_bin_from_folder(args.root, args.pairs_txt, args.out)
     pairs = load_bin(out)

@@ -188,7 +188,7 @@ def resolve_recordio_paths(path: str | os.PathLike) -> tuple[Path, Path]:
 class RecordIODataset(FaceDataset):
     """insightface RecordIO training set (MS1MV2/MS1MV3/Glint360K/WebFace) or an im2rec file.
 
-    Which records are images is decided by ``recordio.detect_layout``. Labels come from the record
+    Which records are images is decided by ``recordio_layout.detect_layout``. Labels come from the record
     headers alone (header bytes only, vectorised) and are cached in the cache directory (``cache_dir``,
     default ``cache.user_cache_dir()``), keyed by the absolute paths, sizes and mtimes of the .rec and
     .idx: nothing is ever written beside the data, and a read-only dataset works.

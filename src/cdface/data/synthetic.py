@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from cdface.data.decode import encode_jpeg
 from cdface.data.pairs_bin import write_bin
-from cdface.data.recordio import write_insightface_rec
+from cdface.data.recordio_writer import write_insightface_rec
 from cdface.files import atomic_write
 
 __all__ = [

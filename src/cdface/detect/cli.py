@@ -48,7 +48,7 @@ def detection_record(path: str, image: np.ndarray, faces: list) -> dict[str, Any
 
 def _image_paths(specs: list[str]) -> tuple[list[Path], bool]:
     """The photos named by the PATH arguments, and whether they are exactly one image file given by itself."""
-    from cdface.inference.sources import resolve_image_source
+    from cdface.data.image_sources import resolve_image_source
 
     paths: list[Path] = []
     kinds = []

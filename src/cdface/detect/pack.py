@@ -17,7 +17,7 @@ import numpy as np
 from cdface.data.align import align_face
 from cdface.data.datasets import ImageFolderDataset, contiguous_labels
 from cdface.data.decode import decode_image, encode_jpeg
-from cdface.data.recordio import write_insightface_rec
+from cdface.data.recordio_writer import write_insightface_rec
 from cdface.detect.crops import FaceSelection
 from cdface.detect.face import FaceDetector
 from cdface.detect.photos import FaceRow, find_faces

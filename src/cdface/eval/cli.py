@@ -4,24 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from cdface.cli_args import (
-    add_allow_nonfinite,
-    far_list,
-    far_value,
-    int_list,
-    nonfinite_exit,
-    output_file,
-    positive_int,
-)
+from cdface.cli_args import add_allow_nonfinite, far_list, far_value, int_list, positive_int
 from cdface.errors import FormatError
+from cdface.eval.cli_common import add_out, emit_result, load_array, nonfinite_counts
 from cdface.eval.feature_files import genuine_flags, integer_labels
-from cdface.files import atomic_write
 
 
 def register(subparsers: Any) -> None:
@@ -45,7 +33,7 @@ def register(subparsers: Any) -> None:
                    help="also report TAR at these FARs (tar_at_far), each by the 'val' rule; default: none")
     p.add_argument("--curves", action="store_true", help="include the ROC (tpr/fpr per threshold)")
     add_allow_nonfinite(p)
-    _add_out(p)
+    add_out(p)
     p.set_defaults(func=_run_pairs)
 
     j = sub.add_parser("ijb", help="IJB-B / IJB-C template verification (1:1) or identification (1:N)")
@@ -66,7 +54,7 @@ def register(subparsers: Any) -> None:
     j.add_argument("--far", type=far_list, default=None, metavar="F1,F2,...",
                    help="1:1 only: FAR levels of the TAR table (default: 1e-6,...,1e-1 as insightface)")
     add_allow_nonfinite(j)
-    _add_out(j)
+    add_out(j)
     j.set_defaults(func=_run_ijb)
 
     m = sub.add_parser("megaface", help="MegaFace challenge 1 identification and verification")
@@ -81,66 +69,30 @@ def register(subparsers: Any) -> None:
     m.add_argument("--far", type=far_list, default=None, metavar="F1,F2,...",
                    help="FAR levels of the verification TAR table (default: 1e-4,...,1e-9)")
     add_allow_nonfinite(m)
-    _add_out(m)
+    add_out(m)
     m.set_defaults(func=_run_megaface)
 
     from cdface.eval.cli_protocols import register_protocols
 
-    register_protocols(sub, _add_out)  # identification (TinyFace), erc, rfw
+    register_protocols(sub)  # identification (TinyFace), erc, rfw
 
     from cdface.eval.cli_eval import register_eval
 
     register_eval(subparsers)
 
 
-def _add_out(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=output_file, help="also write the JSON to this file")
-
-
-def _load_array(path: str | Path, what: str, devkit: bool = False) -> np.ndarray:
-    """A .npy array (no pickles); with `devkit`, a MegaFace devkit OpenCV matrix file for any other suffix."""
-    from cdface.eval.feature_files import load_npy
-
-    path = Path(path)
-    if not path.is_file():
-        raise FormatError(path, None, f"{what}: file not found")
-    if path.suffix == ".npy" or not devkit:
-        return load_npy(path, what)
-    from cdface.eval.megaface_io import read_opencv_matrix
-
-    return read_opencv_matrix(path)
-
-
-def _emit(result: dict[str, Any], out: str | None, nonfinite: dict[str, tuple[int, int]], allow: bool) -> int:
-    """Print (and write) the result, marked invalid when features were non-finite; the exit status."""
-    if nonfinite:
-        bad = sum(c[0] for c in nonfinite.values())
-        result = {**result, "valid": bad == 0, "nonfinite_embeddings": bad}
-    text = json.dumps(result, sort_keys=True, indent=2, allow_nan=False)
-    print(text)
-    if out:
-        atomic_write(out, text + "\n")
-    return nonfinite_exit("score", nonfinite, allow)
-
-
-def _nonfinite(**arrays: np.ndarray | None) -> dict[str, tuple[int, int]]:
-    from cdface.eval.verification import count_nonfinite_rows
-
-    return {name: (count_nonfinite_rows(a), len(a)) for name, a in arrays.items() if a is not None}
-
-
 def _run_pairs(args: argparse.Namespace) -> int:
     from cdface.eval.verification import embedding_norm_stats, evaluate_pairs, flip_fuse
 
-    emb = _load_array(args.embeddings, "embeddings")
-    same = _load_array(args.issame, "issame")
+    emb = load_array(args.embeddings, "embeddings")
+    same = load_array(args.issame, "issame")
     if same.ndim == 1:
         same = genuine_flags(same, args.issame)
     if emb.ndim != 2 or emb.shape[0] % 2 or emb.shape[0] == 0 or emb.shape[1] == 0:
         raise FormatError(args.embeddings, None, f"an array of shape (2N, D), got {emb.shape}")
     if same.ndim != 1 or same.shape[0] * 2 != emb.shape[0]:
         raise FormatError(args.issame, None, f"{emb.shape[0] // 2} genuine flags, got shape {same.shape}")
-    flip = None if args.embeddings_flip is None else _load_array(args.embeddings_flip, "embeddings")
+    flip = None if args.embeddings_flip is None else load_array(args.embeddings_flip, "embeddings")
     if flip is not None and flip.shape != emb.shape:
         raise FormatError(args.embeddings_flip, None, f"the embeddings' shape {emb.shape}, got {flip.shape}")
     n_pairs = same.shape[0]
@@ -152,7 +104,7 @@ def _run_pairs(args: argparse.Namespace) -> int:
     out = res.to_dict(curves=args.curves)
     if flip is not None:
         out["xnorm"] = embedding_norm_stats(emb, flip)
-    return _emit(out, args.out, _nonfinite(embeddings=emb, embeddings_flip=flip), args.allow_nonfinite)
+    return emit_result(out, args.out, nonfinite_counts(embeddings=emb, embeddings_flip=flip), args.allow_nonfinite)
 
 
 def _run_ijb(args: argparse.Namespace) -> int:
@@ -160,16 +112,16 @@ def _run_ijb(args: argparse.Namespace) -> int:
     from cdface.eval.ijb_meta import load_ijb_1n_meta, load_ijb_meta
 
     meta = load_ijb_meta(args.meta_dir, dataset=args.dataset, with_pairs=args.protocol == "11")
-    feats = _load_array(args.features, "features")
+    feats = load_array(args.features, "features")
     if feats.ndim != 2 or feats.shape[0] != meta.templates.shape[0] or feats.shape[1] == 0:
         n_img = meta.templates.shape[0]
         raise FormatError(args.features, None, f"one row per 5pts-file image ({n_img}), got {feats.shape}")
-    faceness = meta.faceness if args.faceness is None else _load_array(args.faceness, "faceness").reshape(-1)
+    faceness = meta.faceness if args.faceness is None else load_array(args.faceness, "faceness").reshape(-1)
     if faceness.shape[0] != feats.shape[0]:
         raise FormatError(args.faceness, None, f"{feats.shape[0]} faceness scores, got {faceness.shape[0]}")
-    nonfinite = _nonfinite(features=feats)
+    nonfinite = nonfinite_counts(features=feats)
     if nonfinite["features"][0]:  # the ROC is undefined for NaN scores: report the invalid input only
-        return _emit({}, args.out, nonfinite, args.allow_nonfinite)
+        return emit_result({}, args.out, nonfinite, args.allow_nonfinite)
     common: dict[str, Any] = {"use_norm_score": not args.no_norm, "use_detector_score": not args.no_detector_score}
     if args.protocol == "11":
         if args.far is not None:
@@ -180,16 +132,16 @@ def _run_ijb(args: argparse.Namespace) -> int:
         lists = load_ijb_1n_meta(args.meta_dir, dataset=args.dataset, known_templates=meta.templates)
         res = ijb_identification(feats, faceness, meta.templates, meta.medias, lists.galleries, lists.probes,
                                  protocol=args.identification_protocol, **common)
-    return _emit(res.to_dict(), args.out, nonfinite, args.allow_nonfinite)
+    return emit_result(res.to_dict(), args.out, nonfinite, args.allow_nonfinite)
 
 
 def _run_megaface(args: argparse.Namespace) -> int:
     from cdface.eval.megaface import megaface_evaluate
 
-    probe = _load_array(args.probe, "probe features", devkit=True)
-    labels = integer_labels(_load_array(args.probe_labels, "probe labels").reshape(-1), args.probe_labels,
+    probe = load_array(args.probe, "probe features", devkit=True)
+    labels = integer_labels(load_array(args.probe_labels, "probe labels").reshape(-1), args.probe_labels,
                             "probe labels")
-    distractors = _load_array(args.distractors, "distractor features", devkit=True)
+    distractors = load_array(args.distractors, "distractor features", devkit=True)
     if probe.ndim != 2 or 0 in probe.shape:
         raise FormatError(args.probe, None, f"probe features: a non-empty (N, D) array, got {probe.shape}")
     if labels.shape[0] != probe.shape[0]:
@@ -205,5 +157,5 @@ def _run_megaface(args: argparse.Namespace) -> int:
     assert ident is not None and verif is not None
     out = ident.to_dict()
     out.update(verif.to_dict())
-    nonfinite = _nonfinite(probe=probe, distractors=distractors)
-    return _emit(out, args.out, nonfinite, args.allow_nonfinite)
+    nonfinite = nonfinite_counts(probe=probe, distractors=distractors)
+    return emit_result(out, args.out, nonfinite, args.allow_nonfinite)

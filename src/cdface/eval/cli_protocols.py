@@ -1,7 +1,7 @@
 """`cdface score identification | erc | rfw`: 1:N identification (TinyFace), error-versus-reject, RFW.
 
-Registered by `cdface.eval.cli.register` on the `score` command's subparsers; reuses its .npy loading and
-JSON output so every `cdface score` protocol reads and prints the same way.
+Registered by `cdface.eval.cli.register` on the `score` command's subparsers; loads and prints through
+`cli_common`, as `cli.py`'s protocols do, so every `cdface score` protocol reads and prints the same way.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 
 from cdface.cli_args import add_allow_nonfinite
 from cdface.errors import ConfigError, FormatError
+from cdface.eval.cli_common import add_out, emit_result, load_array, nonfinite_counts
 from cdface.eval.feature_files import genuine_flags, integer_labels
 
 __all__ = ["register_protocols", "parse_floats", "parse_ints"]
@@ -40,8 +41,8 @@ def parse_floats(text: str, what: str, low: float = 0.0, high: float = 1.0) -> t
     return values
 
 
-def register_protocols(sub: Any, add_out: Any) -> None:
-    """Add `identification`, `erc` and `rfw` to the `score` subparsers (`add_out` adds the shared --out option)."""
+def register_protocols(sub: Any) -> None:
+    """Add `identification`, `erc` and `rfw` to the `score` subparsers (with the shared --out of `cli_common`)."""
     i = sub.add_parser("identification", help="1:N identification: CMC over mated probes, DIR at FPIR (TinyFace)")
     i.add_argument("--probe", required=True, help=".npy (P, D) probe features")
     i.add_argument("--probe-labels", required=True, help=".npy (P,) integer identities")
@@ -85,17 +86,12 @@ def register_protocols(sub: Any, add_out: Any) -> None:
 
 
 def _load(path: str, what: str) -> np.ndarray:
-    from cdface.eval.cli import _load_array
-
-    return _load_array(path, what)
+    return load_array(path, what)
 
 
 def _emit(result: dict[str, Any], args: argparse.Namespace, **features: np.ndarray) -> int:
-    """Print (and write) through `score`'s own output, with its non-finite gate over ``features``."""
-    from cdface.eval.cli import _emit as emit
-    from cdface.eval.cli import _nonfinite
-
-    return emit(result, args.out, _nonfinite(**features), args.allow_nonfinite)
+    """Print (and write) as every `score` protocol does, with the non-finite gate over ``features``."""
+    return emit_result(result, args.out, nonfinite_counts(**features), args.allow_nonfinite)
 
 
 def _labels(path: str, n: int, what: str) -> np.ndarray:

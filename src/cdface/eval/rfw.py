@@ -128,7 +128,7 @@ def read_rfw_landmarks(path: Path) -> dict[str, np.ndarray]:
 
 def read_rfw_race(test_dir: Path, race: str) -> RfwRace:
     """Read ``<Race>_pairs.txt`` (and ``<Race>_lmk.txt`` when present) and check every image exists."""
-    from cdface.data.pairs_bin import _lfw_file, read_lfw_pairs
+    from cdface.data.lfw_pairs import lfw_image_path, read_lfw_pairs
 
     txts = test_dir / "txts" / race
     pairs_file = txts / f"{race}_pairs.txt"
@@ -142,7 +142,7 @@ def read_rfw_race(test_dir: Path, race: str) -> RfwRace:
     rows = np.empty((len(pairs), 2), dtype=np.int64)
     for number, (n1, i1, n2, i2) in enumerate(pairs):
         for side, (name, idx) in enumerate(((n1, i1), (n2, i2))):
-            path = _lfw_file(image_dir, name, idx)
+            path = lfw_image_path(image_dir, name, idx)
             if path not in index:
                 if not path.is_file():
                     raise FormatError(pairs_file, f"pair {number + 1}", f"an existing image {path}")

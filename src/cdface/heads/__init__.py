@@ -1,5 +1,7 @@
 """Margin heads: a normalised-linear core (cosines) plus one margin module per method."""
 
+from cdface.embedding import normalized_cosine  # the heads' cosine; public here as before
+
 from .adaface import AdaFaceMargin
 from .arcface import ArcFaceMargin
 from .combined import CombinedMargin
@@ -8,7 +10,7 @@ from .curricularface import CurricularFaceMargin
 from .head import MARGINS, MarginHead, create_head, create_margin
 from .magface import MagFaceMargin
 from .margin import Margin
-from .normalized_linear import NormalizedLinear, normalized_cosine
+from .normalized_linear import NormalizedLinear
 from .output import HeadOutput
 
 __all__ = [

@@ -1,21 +1,14 @@
-"""The core every margin head shares: cosine similarity between embeddings and class centres."""
+"""The core every margin head shares: cosine similarity between embeddings and class centres.
+
+The cosine itself (``normalized_cosine``) is ``cdface.embedding``'s, shared with the hard-negative miner.
+"""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def normalized_cosine(embeddings: Tensor, weight: Tensor) -> Tensor:
-    """(B, C) = normalize(x) @ normalize(W).T, clamped to [-1, 1].
-
-    Half-precision results (autocast) are promoted to float32: margins take acos/sqrt of them.
-    """
-    cosine = F.linear(F.normalize(embeddings, dim=1), F.normalize(weight, dim=1))
-    if cosine.dtype in (torch.float16, torch.bfloat16):
-        cosine = cosine.float()
-    return cosine.clamp(-1.0, 1.0)
+from cdface.embedding import normalized_cosine
 
 
 class NormalizedLinear(nn.Module):

@@ -35,7 +35,7 @@ def eval_process_group(device: str | None, timeout_s: float = 1800.0) -> tuple[i
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1, device
-    from cdface.train.distributed import init_distributed
+    from cdface.process_group import init_distributed
 
     local = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))

@@ -167,10 +167,10 @@ def _images(path: str, model: str | None) -> bool:
 
 
 def _embed_side(args: argparse.Namespace, embedder: Any, path: str) -> tuple[np.ndarray, list[str]]:
+    from cdface.data.image_sources import resolve_image_source
     from cdface.embedding import l2_normalize
     from cdface.inference.extract import ImageFiles, RecordImages, extract_features
     from cdface.inference.input_check import check_input_sizes
-    from cdface.inference.sources import resolve_image_source
 
     source = resolve_image_source(path)
     if source.scan is not None and source.scan.note():

@@ -109,8 +109,8 @@ def mine_hard_negatives(
     min(num_negatives, num_classes - 1). ``counts``: every rank's K_local when the caller knows them (no
     exchange of the sizes, which would be a host read).
     """
-    # imported here: the heads and parallel packages import this module
-    from cdface.heads.normalized_linear import normalized_cosine
+    # imported here: the parallel package imports this module
+    from cdface.embedding import normalized_cosine
     from cdface.parallel.comm import all_gather_rows, all_reduce, rank_and_world
 
     num_classes = weight.shape[0] if num_classes is None else int(num_classes)

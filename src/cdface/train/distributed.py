@@ -1,40 +1,16 @@
-"""torch.distributed set-up for torchrun (env://) and a few collectives that are no-ops on one process."""
+"""A few collectives of the training loop that are no-ops on one process.
+
+Joining torchrun's process group (``DistInfo``, ``init_distributed``) lives below train/ and inference/, in
+``cdface.process_group``.
+"""
 
 from __future__ import annotations
-
-import datetime
-import os
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def init_distributed(device_type: str, timeout_s: float = 1800.0) -> DistInfo:
-    """Join the process group that torchrun describes in the environment (NCCL on GPUs, gloo on CPU)."""
-    if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return DistInfo()
-    backend = "nccl" if device_type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+from cdface.process_group import DistInfo
+from cdface.process_group import init_distributed as init_distributed  # re-exported until trainer.py imports it
 
 
 def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:

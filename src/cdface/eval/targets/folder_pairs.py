@@ -78,7 +78,8 @@ def evaluate_folder_pairs(
     are photos; `face_filter`: `FaceSelection` keywords (min_score, min_face_size). FormatError for a folder
     without pairs.txt, a listed image that does not exist, or fewer scorable pairs than folds.
     """
-    from cdface.data.pairs_bin import PairSet, _lfw_file, read_lfw_pairs
+    from cdface.data.lfw_pairs import lfw_image_path, read_lfw_pairs
+    from cdface.data.pairs_bin import PairSet
     from cdface.eval.targets.pairs import _run_pairs, pair_score_curves
 
     pairs_txt = folder / PAIRS_FILE
@@ -86,7 +87,7 @@ def evaluate_folder_pairs(
         raise FormatError(folder, None, f"a pair-set folder: {PAIRS_FILE} (LFW's format) beside <name>/<name>_NNNN.jpg"
                           " (to draw pairs from identity folders: cdface data make-pairs)")
     pairs = read_lfw_pairs(pairs_txt)
-    sides = [(_lfw_file(folder, n1, i1), _lfw_file(folder, n2, i2)) for n1, i1, n2, i2 in pairs]
+    sides = [(lfw_image_path(folder, n1, i1), lfw_image_path(folder, n2, i2)) for n1, i1, n2, i2 in pairs]
     files = sorted({f for pair in sides for f in pair})
     missing = next((f for f in files if not f.is_file()), None)
     if missing is not None:
