@@ -108,7 +108,7 @@ def test_make_pair_set_writes_a_bin_both_readers_read_with_the_listed_images(tmp
 
 
 def test_identities_of_a_training_set_are_left_out(tmp_path):
-    from cdface.data.recordio import write_insightface_rec
+    from cdface.data.recordio_writer import write_insightface_rec
 
     files = _folder(tmp_path / "faces", {f"id{i}": 3 for i in range(8)})
     (tmp_path / "train" / "id0").mkdir(parents=True)  # a training folder holding id0

@@ -147,10 +147,10 @@ def _landmarks_for(path: str | None, names: list[str], root: Path) -> list[np.nd
 
 
 def _run_embed(args: argparse.Namespace) -> int:
+    from cdface.data.image_sources import resolve_image_source
     from cdface.embedding import l2_normalize
     from cdface.inference.extract import ImageFiles, RecordImages, extract_features
     from cdface.inference.input_check import check_input_sizes
-    from cdface.inference.sources import resolve_image_source
 
     source = resolve_image_source(args.source)
     if source.scan is not None and source.scan.note():
@@ -266,6 +266,7 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
+    from cdface.data.image_sources import is_image_file
     from cdface.eval.thresholds import CosineThreshold, threshold_from_results
     from cdface.eval.verification import count_nonfinite_rows
     from cdface.inference.calibration import threshold_at_far_from
@@ -273,7 +274,6 @@ def _run_compare(args: argparse.Namespace) -> int:
     from cdface.inference.embedder import compare
     from cdface.inference.extract import ImageFiles, extract_features
     from cdface.inference.input_check import check_input_sizes
-    from cdface.inference.sources import is_image_file
 
     paths = [Path(args.image_a), Path(args.image_b)]
     for path in paths:
