@@ -345,9 +345,11 @@ def _apply(obj: Any, values: dict[str, Any], prefix: str = "", sources: Sources 
         setattr(obj, key, value)
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = (), sources: Sources | None = None,
-               referrer: Path | None = None) -> dict[str, Any]:
-    """The file's mapping merged over its `base:` chain; `sources` (if given) learns which file set each key.
+def _read_layers(
+    path: Path, seen: tuple[Path, ...] = (), referrer: Path | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """The file and its `base:` chain as (file, mapping) layers, the deepest base first, for `load_config` to
+    merge one by one over the defaults (so a margin change is judged against the values in force).
 
     Errors name `path` as given (a `base:` file as the referring file's folder joined with the base path).
     """
@@ -371,17 +373,12 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = (), sources: Sources | None 
         raise ConfigError(f"{path}: not a config: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of keys to values")
-    if sources is None:
-        sources = {}
     base = data.pop("base", None)
     if base is None:
-        for key in data:
-            _set_source(sources, str(key), str(path))
-        return data
+        return [(str(path), data)]
     if not isinstance(base, str) or not base or "\0" in base:
         raise ConfigError(f"{path}: base: expected the path of another config file, got {base!r}")
-    merged = _read_yaml(path.parent / base, (*seen, resolved), sources, referrer=path)
-    return deep_merge(merged, data, sources, str(path))
+    return [*_read_layers(path.parent / base, (*seen, resolved), referrer=path), (str(path), data)]
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any], sources: Sources | None = None,
@@ -441,7 +438,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     # one merge for everything: defaults <- the file (and its base: chain) <- each override, in order
     values = config_to_dict(cfg)
     if path is not None:
-        values = deep_merge(values, _read_yaml(Path(path), sources=sources))
+        # layer by layer from the defaults: a child's `head: {name: arcface}` over a base that set arcface's
+        # params without naming it is no margin change (merged base-first, it replaced them with the defaults)
+        for origin, layer in _read_layers(Path(path)):
+            values = deep_merge(values, layer, sources, origin)
     # a margin named on the command line comes first: the head.params given with it (before or after) are its own
     ordered = sorted(overrides or [], key=lambda item: item.split("=", 1)[0].strip() not in ("head", "head.name"))
     for item in ordered:

@@ -163,6 +163,23 @@ def test_head_params_merge_key_by_key_unless_the_margin_changes(tmp_path):
     assert load_config(tmp_path / "cos.yaml").head.params == {}
 
 
+def test_a_child_naming_the_margin_in_force_keeps_the_base_chains_head_params(tmp_path):
+    # the margin rule is judged against the values in force: a base that sets arcface's params without naming the
+    # margin, and a child that names arcface "to be explicit", gave s=64, m=0.5 (the defaults) instead of s=32, m=0.4
+    (tmp_path / "base.yaml").write_text("head: {params: {s: 32.0, m: 0.4}}\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nhead: {name: arcface}\n")
+    assert load_config(tmp_path / "child.yaml").head.params == {"s": 32.0, "m": 0.4}
+    (tmp_path / "grandchild.yaml").write_text("base: child.yaml\nhead: {name: arcface, params: {m: 0.3}}\n")
+    assert load_config(tmp_path / "grandchild.yaml").head.params == {"s": 32.0, "m": 0.3}
+    # a real change of margin down the chain still starts from the new margin's own parameters
+    (tmp_path / "cos.yaml").write_text("head: {name: cosface, params: {m: 0.35}}\n")
+    (tmp_path / "cos_s32.yaml").write_text("base: cos.yaml\nhead: {params: {s: 32.0}}\n")
+    (tmp_path / "back.yaml").write_text("base: cos_s32.yaml\nhead: {name: arcface}\n")
+    assert load_config(tmp_path / "cos_s32.yaml").head.params == {"m": 0.35, "s": 32.0}
+    back = load_config(tmp_path / "back.yaml")
+    assert back.head.name == "arcface" and back.head.params == {}
+
+
 @pytest.mark.parametrize("text, value", [("1e-3", 1e-3), ("5E-4", 5e-4), ("1e6", 1e6), ("+2.5e1", 25.0)])
 def test_exponent_floats_without_a_dot_are_numbers(tmp_path, text, value):
     # YAML 1.1 (PyYAML) reads 1e-3 as a string: optim.lr=1e-3 was refused as "expected a number, got '1e-3'"
