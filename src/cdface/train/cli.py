@@ -57,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ablate.add_argument("--seeds", default="0,1,2", help="comma-separated stage-2 seeds")
     ablate.add_argument("--variants", default="arcface,cd,closeness,diversity",
                         help="comma-separated, from: " + ", ".join(_variant_names()))
+    ablate.add_argument("--baseline", default="arcface",
+                        help="the variant every other is paired with, seed by seed (one of --variants)")
     ablate.add_argument("--scale", type=float, default=1.0, help="shrink data and epochs (e.g. 0.1 for a smoke run)")
     ablate.add_argument("overrides", nargs="*", help="key=value config overrides for every run (e.g. device=cpu)")
     ablate.set_defaults(func=_ablate)
@@ -198,11 +200,13 @@ def _ablate(args: argparse.Namespace) -> int:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants or not seeds:
         raise CdfaceError(f"--variants/--seeds: unknown {unknown or 'empty list'}; variants: {', '.join(VARIANTS)}")
+    if args.baseline not in variants:
+        raise CdfaceError(f"--baseline {args.baseline!r}: not one of --variants ({', '.join(variants)})")
     _setup_logging()
     from cdface.config import parse_overrides
 
     result = run_ablation(args.out, preset=args.preset, seeds=seeds, variants=variants, scale=args.scale,
-                          overrides=parse_overrides(args.overrides))
+                          overrides=parse_overrides(args.overrides), baseline=args.baseline)
     print(format_ablation(result))
     print(f"written: {args.out}/ablation.md, {args.out}/ablation.json")
     return 0
