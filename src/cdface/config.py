@@ -345,6 +345,37 @@ def _apply(obj: Any, values: dict[str, Any], prefix: str = "", sources: Sources 
         setattr(obj, key, value)
 
 
+def shipped_config_dir(package: Path | None = None) -> Path | None:
+    """The folder of the shipped configs: ``cdface/configs/`` in an installed wheel (package data, mapped from the
+    repository's ``configs/`` by setup.py), else the repository's ``configs/`` beside ``src/`` (a source checkout
+    or an editable install); None when neither exists. ``package``: the cdface package folder (tests)."""
+    package = package or Path(__file__).resolve().parent
+    for candidate in (package / "configs", package.parents[1] / "configs"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def shipped_configs() -> dict[str, Path]:
+    """{name: path} of the shipped configs (``synthetic_arcface`` -> ``.../configs/synthetic_arcface.yaml``)."""
+    folder = shipped_config_dir()
+    return {} if folder is None else {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def shipped_config(name: str) -> Path | None:
+    """The shipped config a bare name (``synthetic_arcface`` or ``synthetic_arcface.yaml``, no folder) names."""
+    path = Path(name)
+    if path.parent != Path("."):
+        return None
+    return shipped_configs().get(path.stem if path.suffix == ".yaml" else path.name)
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """``path`` itself when it exists, else the shipped config it names, else ``path`` (reading it then fails)."""
+    path = Path(path)
+    return path if path.exists() else shipped_config(str(path)) or path
+
+
 def _read_layers(
     path: Path, seen: tuple[Path, ...] = (), referrer: Path | None = None
 ) -> list[tuple[str, dict[str, Any]]]:
@@ -358,7 +389,9 @@ def _read_layers(
         resolved = path.resolve()
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc}){named_by}") from exc
+        shipped = ", ".join(shipped_configs())
+        hint = f"; shipped configs, by name: {shipped}" if shipped and isinstance(exc, FileNotFoundError) else ""
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc}){named_by}{hint}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc}){named_by}") from exc
     except ValueError as exc:  # e.g. an embedded NUL byte in the path
@@ -378,7 +411,10 @@ def _read_layers(
         return [(str(path), data)]
     if not isinstance(base, str) or not base or "\0" in base:
         raise ConfigError(f"{path}: base: expected the path of another config file, got {base!r}")
-    return [*_read_layers(path.parent / base, (*seen, resolved), referrer=path), (str(path), data)]
+    # relative to the file; a bare name that is no file there may name a shipped config (base: ms1mv2_r100_arcface)
+    beside = path.parent / base
+    base_path = beside if beside.exists() else shipped_config(base) or beside
+    return [*_read_layers(base_path, (*seen, resolved), referrer=path), (str(path), data)]
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any], sources: Sources | None = None,
@@ -429,7 +465,8 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Defaults, then the YAML file (and its `base:` chain), then `key=value` overrides.
+    """Defaults, then the YAML file (and its `base:` chain), then `key=value` overrides. ``path`` may name a
+    shipped config instead (``synthetic_arcface``; see `resolve_config_path`).
 
     Errors about a key name the file (or the override) its value came from.
     """
@@ -440,7 +477,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         # layer by layer from the defaults: a child's `head: {name: arcface}` over a base that set arcface's
         # params without naming it is no margin change (merged base-first, it replaced them with the defaults)
-        for origin, layer in _read_layers(Path(path)):
+        for origin, layer in _read_layers(resolve_config_path(path)):
             values = deep_merge(values, layer, sources, origin)
     # a margin named on the command line comes first: the head.params given with it (before or after) are its own
     ordered = sorted(overrides or [], key=lambda item: item.split("=", 1)[0].strip() not in ("head", "head.name"))

@@ -207,3 +207,53 @@ def test_a_bad_head_parameter_names_the_override_it_came_from(tmp_path):
     (tmp_path / "d.yaml").write_text("base: c.yaml\nhead: {params: {m: oops}}\n")
     with pytest.raises(ConfigError, match=r"d.yaml: head.params.m: expected a number"):
         load_config(tmp_path / "d.yaml")
+
+
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_a_shipped_config_is_taken_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
+    # `cdface train synthetic_arcface --show-config` failed ("cannot read config"): shipped configs needed a path
+    from cdface.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    by_path = load_config(REPO_CONFIGS / "synthetic_cd.yaml")
+    assert load_config("synthetic_cd") == by_path and load_config("synthetic_cd.yaml") == by_path
+    assert main(["train", "synthetic_arcface", "--show-config", "max_steps=3"]) == 0
+    shown = capsys.readouterr().out
+    assert "name: synthetic_arcface" in shown and "max_steps: 3" in shown
+    # a file of that name in the working folder is the user's own and wins; a path with a folder is never a name
+    (tmp_path / "synthetic_cd.yaml").write_text("name: mine\n")
+    assert load_config("synthetic_cd.yaml").name == "mine"
+    with pytest.raises(ConfigError, match=r"sub/synthetic_arcface.yaml: cannot read config"):
+        load_config("sub/synthetic_arcface.yaml")
+    # a user's config may build on a shipped one by name
+    (tmp_path / "own" / "x").mkdir(parents=True)
+    (tmp_path / "own" / "x" / "c.yaml").write_text("base: ms1mv2_r100_arcface.yaml\nbatch_size: 64\n")
+    own = load_config(tmp_path / "own" / "x" / "c.yaml")
+    assert own.batch_size == 64 and own.model == load_config("ms1mv2_r100_arcface").model
+    # an unknown name lists the shipped ones
+    with pytest.raises(ConfigError, match=r"^nope: cannot read config .*shipped configs, by name: .*synthetic_arcface"):
+        load_config("nope")
+
+
+def test_shipped_configs_are_found_installed_or_in_a_checkout(tmp_path):
+    from cdface.config import shipped_config_dir, shipped_configs
+
+    wheel = tmp_path / "site-packages" / "cdface"
+    (wheel / "configs").mkdir(parents=True)
+    assert shipped_config_dir(wheel) == wheel / "configs"  # package data of an installed wheel
+    checkout = tmp_path / "repo" / "src" / "cdface"
+    checkout.mkdir(parents=True)
+    (tmp_path / "repo" / "configs").mkdir()
+    assert shipped_config_dir(checkout) == tmp_path / "repo" / "configs"
+    assert shipped_config_dir(tmp_path / "bare" / "src" / "cdface") is None
+    assert set(shipped_configs()) == {p.stem for p in REPO_CONFIGS.glob("*.yaml")}
+
+
+def test_train_help_lists_the_shipped_configs_by_name():
+    from cdface.train.cli import _train_epilog
+
+    epilog = _train_epilog()
+    assert "shipped configs (by name" in epilog
+    assert all(p.stem in epilog for p in REPO_CONFIGS.glob("*.yaml"))

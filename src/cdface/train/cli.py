@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=_train_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("config", help="YAML config: a shipped one (below) or your own")
+    train.add_argument("config", help="YAML config: your own file, or a shipped config's name (listed below)")
     train.add_argument("overrides", nargs="*", help="key=value overrides, dotted for sections (optim.lr=0.01)")
     train.add_argument("--show-config", action="store_true",
                        help="print the config with its base: chain and overrides applied, then exit")
@@ -82,10 +82,12 @@ def _train_epilog() -> str:
     for section in _SECTIONS:
         keys = [f.name for f in dataclasses.fields(getattr(TrainConfig(), section))]
         lines.append(f"  {section}.: " + ", ".join(keys))
-    shipped = sorted(p.stem for p in (Path(__file__).resolve().parents[3] / "configs").glob("*.yaml"))
+    from cdface.config import shipped_configs
+
+    shipped = list(shipped_configs())
     if shipped:
-        lines.append("shipped configs (configs/): " + ", ".join(shipped))
-    lines.append("examples: cdface train configs/synthetic_arcface.yaml max_steps=100 | ... resume=auto")
+        lines.append("shipped configs (by name; configs/NAME.yaml in a checkout): " + ", ".join(shipped))
+    lines.append("examples: cdface train synthetic_arcface max_steps=100 | ... resume=auto")
     return "\n".join(lines)
 
 
