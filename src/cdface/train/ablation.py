@@ -97,7 +97,8 @@ def preset_base(preset: str, out_dir: Path, scale: float = 1.0, seed: int = 0) -
             "seed": seed,
             "batch_size": 64,
             "device": "cpu",
-            "log_every": 10,
+            # a shrunk run logs more often, so that its curves and health windows still have points
+            "log_every": max(1, round(10 * min(1.0, scale))),
             "checkpoint_every": 100_000,
             "tensorboard": False,
             "deterministic": True,

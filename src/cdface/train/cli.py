@@ -187,6 +187,8 @@ def _quickstart(args: argparse.Namespace) -> int:
     _setup_logging()
     outcome = run_quickstart(args.out, scale=args.scale, seed=args.seed)
     print(format_table(outcome["rows"]))
+    if outcome["smoke"]:
+        print(f"smoke run (--scale {args.scale:g}): the pipeline ran; too short to be evidence, no conclusion drawn")
     print(f"report: {outcome['report']}")
     return 0
 
