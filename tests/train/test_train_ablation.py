@@ -61,8 +61,9 @@ def test_the_table_pairs_with_the_chosen_baseline():
                "hardest_nearest_wrong_cosine": 0.5, "cd_closeness": 0.1, "cd_diversity": 0.2}
     rows = [metrics | {"variant": v, "seed": s, "accuracy": a}
             for v, s, a in [("cd", 0, 0.90), ("cd", 1, 0.92), ("cd_wd0.5", 0, 0.91), ("cd_wd0.5", 1, 0.95)]]
-    result = {"preset": "cpu", "baseline": "cd", "stage1": metrics, "summary": summarise(rows, "cd")}
+    result = {"preset": "cpu", "baseline": "cd", "stage1": metrics, "summary": summarise(rows, "cd"), "scale": 0.5}
     table = format_ablation(result)
+    assert table.startswith("# cdface ablation (cpu preset at --scale 0.5, below its documented regime, 2 seed(s))")
     assert "paired difference to closeness & diversity (same seed)" in table
     wd_line = next(line for line in table.splitlines() if line.startswith("| CD, wd=0.5 |"))
     assert "| +2.00 [" in wd_line  # (0.01 + 0.03) / 2 in points, with its interval

@@ -67,6 +67,10 @@ def _nanmean(values: np.ndarray) -> float:
     return float(np.mean(values[np.isfinite(values)])) if np.isfinite(values).any() else float("nan")
 
 
+def _scale(scale: float) -> str:
+    return "" if scale == 1.0 else f" at --scale {scale:g}, below its documented regime"
+
+
 def _pct(stat: dict[str, float]) -> str:
     return f"{100 * stat['mean']:.2f} ± {100 * stat['std']:.2f}"
 
@@ -89,7 +93,7 @@ def format_ablation(result: dict[str, Any]) -> str:
     baseline = result.get("baseline", BASELINE)
     seeds = max((len(v["seeds"]) for v in summary.values()), default=0)
     lines = [
-        f"# cdface ablation ({result['preset']} preset, {seeds} seed(s))\n",
+        f"# cdface ablation ({result['preset']} preset{_scale(result.get('scale', 1.0))}, {seeds} seed(s))\n",
         f"Stage 1 (shared): pair accuracy {100 * result['stage1']['accuracy']:.2f} %, "
         f"train-set accuracy {100 * result['stage1']['train_accuracy']:.2f} %.\n",
         "Accuracy: insightface's 10-fold protocol on the synthetic pairs of disjoint identities; mean ± std over "
