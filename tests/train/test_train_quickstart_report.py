@@ -34,6 +34,8 @@ def test_stage2_continues_the_step_axis_and_the_lr_is_a_staircase(tmp_path):
     (s2_loss,) = _lines(loss_ax, "stage2 CE")
     assert list(s2_loss.get_xdata()) == [110, 120, 130]
     assert list(_lines(loss_ax, "stage1 CE")[0].get_xdata())[-1] == 100
+    (s2_cd,) = _lines(fig.axes[-1], "stage2 CD")  # the CD loss on its own axis, in its run's colour
+    assert list(s2_cd.get_xdata()) == [110, 120, 130] and s2_cd.get_color() == s2_loss.get_color()
     # the step schedule was joined by slopes between log points; it is drawn as held values
     lr_lines = [line for line in lr_ax.get_lines() if line.get_label() in ("stage1", "stage2")]
     assert len(lr_lines) == 2 and all(line.get_drawstyle() == "steps-post" for line in lr_lines)

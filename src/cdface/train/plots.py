@@ -55,7 +55,8 @@ def training_figure(run_dirs: list[Path], start_steps: list[int] | None = None) 
                 ax.axvline(start, color=line.get_color(), linestyle=":", linewidth=1)
         if any(r.get("cd_loss") for r in train):
             cd_ax = cd_ax or loss_ax.twinx()
-            cd_ax.plot(steps, [r["cd_loss"] for r in train], "--", label=f"{name} CD (right axis)", **marker)
+            cd_ax.plot(steps, [r["cd_loss"] for r in train], "--", color=line.get_color(),
+                       label=f"{name} CD (right axis)", **marker)
             cd_ax.set_ylabel("CD loss")
         acc_ax.plot(steps, [r.get("train_accuracy", float("nan")) for r in train], label=f"{name} train batch",
                     **marker)
