@@ -31,15 +31,23 @@ def test_pair_set_erc_equals_direct_computation(data_root):
     pairs = load_bin(data_root / "lfw.bin")
     x = torch.from_numpy(np.stack([decode_image(b) for b in pairs.images])).permute(0, 3, 1, 2).float() / 127.5 - 1
     with torch.no_grad():
-        fused = model(x).double().numpy() + model(x.flip(3)).double().numpy()
-    expected = error_versus_reject(fused, np.arange(80).reshape(-1, 2), pairs.issame,
-                                   np.linalg.norm(fused, axis=1))
-    got = evaluate_model(model, "lfw", data_root, quality="norm", batch_size=16)["lfw"]
-    erc = got.metrics["erc"]
-    assert erc["quality"] == "feature norm" and erc["threshold_mode"] == "fixed"
-    np.testing.assert_allclose(erc["fnmr"]["0.001"], expected.fnmr[1e-3], rtol=0, atol=0)
-    assert erc["auc"]["0.001"] == pytest.approx(expected.auc[1e-3], abs=1e-12)
-    assert got.metrics["accuracy"] > 0  # the verification metrics are still there
+        plain = model(x).double().numpy()
+        fused = plain + model(x.flip(3)).double().numpy()
+    index = np.arange(80).reshape(-1, 2)
+    # norm: MagFace's protocol (gen_feat.py keeps the plain image's feature): quality and distances from the plain
+    # images; it was read from the flip-fused embeddings, so the ERC-AUC could not be set beside published curves
+    magface = error_versus_reject(plain, index, pairs.issame, np.linalg.norm(plain, axis=1))
+    flip_fused = error_versus_reject(fused, index, pairs.issame, np.linalg.norm(fused, axis=1))
+    for spec, expected, label in [("norm", magface, "feature norm, plain image (MagFace)"),
+                                  ("norm-fused", flip_fused, "feature norm, flip-fused")]:
+        got = evaluate_model(model, "lfw", data_root, quality=spec, batch_size=16)["lfw"]
+        erc = got.metrics["erc"]
+        assert erc["quality"] == label and erc["threshold_mode"] == "fixed"
+        np.testing.assert_allclose(erc["fnmr"]["0.001"], expected.fnmr[1e-3], rtol=0, atol=1e-12)
+        assert erc["auc"]["0.001"] == pytest.approx(expected.auc[1e-3], abs=1e-12)
+        np.testing.assert_allclose(erc["quality_range"], expected.quality_range, rtol=1e-6)
+        assert got.metrics["accuracy"] > 0  # the verification metrics are still there
+    assert magface.quality_range != flip_fused.quality_range  # the two specs measure different features
 
 
 def test_eval_cli_quality_outputs_and_errors(data_root, tmp_path, capsys):

@@ -52,6 +52,23 @@ def test_summary_pairs_each_variant_with_the_baseline_seed_by_seed():
     assert "accuracy_vs_arcface" not in summary["arcface"]
 
 
+def test_the_table_pairs_with_the_chosen_baseline():
+    # the wd study pairs every CD weight with CD at wd=1: the table printed "–" for every Δ (arcface hard-coded)
+    from cdface.train.ablation import format_ablation
+
+    metrics = {"accuracy": 0.9, "tar_at_far_1e-2": 0.5, "tar_at_far_1e-1": 0.8, "hard_pair_accuracy": 0.7,
+               "train_accuracy": 0.99, "easy_intra_class_variance": 0.2, "hardest_own_cosine": 0.6,
+               "hardest_nearest_wrong_cosine": 0.5, "cd_closeness": 0.1, "cd_diversity": 0.2}
+    rows = [metrics | {"variant": v, "seed": s, "accuracy": a}
+            for v, s, a in [("cd", 0, 0.90), ("cd", 1, 0.92), ("cd_wd0.5", 0, 0.91), ("cd_wd0.5", 1, 0.95)]]
+    result = {"preset": "cpu", "baseline": "cd", "stage1": metrics, "summary": summarise(rows, "cd"), "scale": 0.5}
+    table = format_ablation(result)
+    assert table.startswith("# cdface ablation (cpu preset at --scale 0.5, below its documented regime, 2 seed(s))")
+    assert "paired difference to closeness & diversity (same seed)" in table
+    wd_line = next(line for line in table.splitlines() if line.startswith("| CD, wd=0.5 |"))
+    assert "| +2.00 [" in wd_line  # (0.01 + 0.03) / 2 in points, with its interval
+
+
 def test_mechanism_metrics_equal_slow_loops():
     g = torch.Generator().manual_seed(1)
     n, c, d = 120, 6, 8

@@ -163,6 +163,23 @@ def test_head_params_merge_key_by_key_unless_the_margin_changes(tmp_path):
     assert load_config(tmp_path / "cos.yaml").head.params == {}
 
 
+def test_a_child_naming_the_margin_in_force_keeps_the_base_chains_head_params(tmp_path):
+    # the margin rule is judged against the values in force: a base that sets arcface's params without naming the
+    # margin, and a child that names arcface "to be explicit", gave s=64, m=0.5 (the defaults) instead of s=32, m=0.4
+    (tmp_path / "base.yaml").write_text("head: {params: {s: 32.0, m: 0.4}}\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nhead: {name: arcface}\n")
+    assert load_config(tmp_path / "child.yaml").head.params == {"s": 32.0, "m": 0.4}
+    (tmp_path / "grandchild.yaml").write_text("base: child.yaml\nhead: {name: arcface, params: {m: 0.3}}\n")
+    assert load_config(tmp_path / "grandchild.yaml").head.params == {"s": 32.0, "m": 0.3}
+    # a real change of margin down the chain still starts from the new margin's own parameters
+    (tmp_path / "cos.yaml").write_text("head: {name: cosface, params: {m: 0.35}}\n")
+    (tmp_path / "cos_s32.yaml").write_text("base: cos.yaml\nhead: {params: {s: 32.0}}\n")
+    (tmp_path / "back.yaml").write_text("base: cos_s32.yaml\nhead: {name: arcface}\n")
+    assert load_config(tmp_path / "cos_s32.yaml").head.params == {"m": 0.35, "s": 32.0}
+    back = load_config(tmp_path / "back.yaml")
+    assert back.head.name == "arcface" and back.head.params == {}
+
+
 @pytest.mark.parametrize("text, value", [("1e-3", 1e-3), ("5E-4", 5e-4), ("1e6", 1e6), ("+2.5e1", 25.0)])
 def test_exponent_floats_without_a_dot_are_numbers(tmp_path, text, value):
     # YAML 1.1 (PyYAML) reads 1e-3 as a string: optim.lr=1e-3 was refused as "expected a number, got '1e-3'"
@@ -190,3 +207,53 @@ def test_a_bad_head_parameter_names_the_override_it_came_from(tmp_path):
     (tmp_path / "d.yaml").write_text("base: c.yaml\nhead: {params: {m: oops}}\n")
     with pytest.raises(ConfigError, match=r"d.yaml: head.params.m: expected a number"):
         load_config(tmp_path / "d.yaml")
+
+
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_a_shipped_config_is_taken_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
+    # `cdface train synthetic_arcface --show-config` failed ("cannot read config"): shipped configs needed a path
+    from cdface.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    by_path = load_config(REPO_CONFIGS / "synthetic_cd.yaml")
+    assert load_config("synthetic_cd") == by_path and load_config("synthetic_cd.yaml") == by_path
+    assert main(["train", "synthetic_arcface", "--show-config", "max_steps=3"]) == 0
+    shown = capsys.readouterr().out
+    assert "name: synthetic_arcface" in shown and "max_steps: 3" in shown
+    # a file of that name in the working folder is the user's own and wins; a path with a folder is never a name
+    (tmp_path / "synthetic_cd.yaml").write_text("name: mine\n")
+    assert load_config("synthetic_cd.yaml").name == "mine"
+    with pytest.raises(ConfigError, match=r"sub/synthetic_arcface.yaml: cannot read config"):
+        load_config("sub/synthetic_arcface.yaml")
+    # a user's config may build on a shipped one by name
+    (tmp_path / "own" / "x").mkdir(parents=True)
+    (tmp_path / "own" / "x" / "c.yaml").write_text("base: ms1mv2_r100_arcface.yaml\nbatch_size: 64\n")
+    own = load_config(tmp_path / "own" / "x" / "c.yaml")
+    assert own.batch_size == 64 and own.model == load_config("ms1mv2_r100_arcface").model
+    # an unknown name lists the shipped ones
+    with pytest.raises(ConfigError, match=r"^nope: cannot read config .*shipped configs, by name: .*synthetic_arcface"):
+        load_config("nope")
+
+
+def test_shipped_configs_are_found_installed_or_in_a_checkout(tmp_path):
+    from cdface.config import shipped_config_dir, shipped_configs
+
+    wheel = tmp_path / "site-packages" / "cdface"
+    (wheel / "configs").mkdir(parents=True)
+    assert shipped_config_dir(wheel) == wheel / "configs"  # package data of an installed wheel
+    checkout = tmp_path / "repo" / "src" / "cdface"
+    checkout.mkdir(parents=True)
+    (tmp_path / "repo" / "configs").mkdir()
+    assert shipped_config_dir(checkout) == tmp_path / "repo" / "configs"
+    assert shipped_config_dir(tmp_path / "bare" / "src" / "cdface") is None
+    assert set(shipped_configs()) == {p.stem for p in REPO_CONFIGS.glob("*.yaml")}
+
+
+def test_train_help_lists_the_shipped_configs_by_name():
+    from cdface.train.cli import _train_epilog
+
+    epilog = _train_epilog()
+    assert "shipped configs (by name" in epilog
+    assert all(p.stem in epilog for p in REPO_CONFIGS.glob("*.yaml"))

@@ -49,7 +49,8 @@ def register_eval(subparsers: Any) -> None:
                    "(default: pair sets none, IJB 1e-6,...,1e-1, MegaFace 1e-4,...,1e-9)")
     add_allow_nonfinite(p)
     p.add_argument("--quality", help="error-versus-reject on pair sets and IJB 1:1 with this per-image quality: "
-                   "norm, faceness (IJB detector score) or a .npy file")
+                   "norm (MagFace: norm of the plain image's embedding, pairs compared on it), norm-fused (the same "
+                   "flip-fused), faceness (IJB detector score) or a .npy file")
     from cdface.detect.options import add_detect_options
 
     add_detect_options(p, several=False, what="for a folder target (LFW's layout with pairs.txt): the largest "

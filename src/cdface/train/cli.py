@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=_train_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("config", help="YAML config: a shipped one (below) or your own")
+    train.add_argument("config", help="YAML config: your own file, or a shipped config's name (listed below)")
     train.add_argument("overrides", nargs="*", help="key=value overrides, dotted for sections (optim.lr=0.01)")
     train.add_argument("--show-config", action="store_true",
                        help="print the config with its base: chain and overrides applied, then exit")
@@ -57,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ablate.add_argument("--seeds", default="0,1,2", help="comma-separated stage-2 seeds")
     ablate.add_argument("--variants", default="arcface,cd,closeness,diversity",
                         help="comma-separated, from: " + ", ".join(_variant_names()))
+    ablate.add_argument("--baseline", default="arcface",
+                        help="the variant every other is paired with, seed by seed (one of --variants)")
     ablate.add_argument("--scale", type=float, default=1.0, help="shrink data and epochs (e.g. 0.1 for a smoke run)")
     ablate.add_argument("overrides", nargs="*", help="key=value config overrides for every run (e.g. device=cpu)")
     ablate.set_defaults(func=_ablate)
@@ -80,10 +82,12 @@ def _train_epilog() -> str:
     for section in _SECTIONS:
         keys = [f.name for f in dataclasses.fields(getattr(TrainConfig(), section))]
         lines.append(f"  {section}.: " + ", ".join(keys))
-    shipped = sorted(p.stem for p in (Path(__file__).resolve().parents[3] / "configs").glob("*.yaml"))
+    from cdface.config import shipped_configs
+
+    shipped = list(shipped_configs())
     if shipped:
-        lines.append("shipped configs (configs/): " + ", ".join(shipped))
-    lines.append("examples: cdface train configs/synthetic_arcface.yaml max_steps=100 | ... resume=auto")
+        lines.append("shipped configs (by name; configs/NAME.yaml in a checkout): " + ", ".join(shipped))
+    lines.append("examples: cdface train synthetic_arcface max_steps=100 | ... resume=auto")
     return "\n".join(lines)
 
 
@@ -183,6 +187,8 @@ def _quickstart(args: argparse.Namespace) -> int:
     _setup_logging()
     outcome = run_quickstart(args.out, scale=args.scale, seed=args.seed)
     print(format_table(outcome["rows"]))
+    if outcome["smoke"]:
+        print(f"smoke run (--scale {args.scale:g}): the pipeline ran; too short to be evidence, no conclusion drawn")
     print(f"report: {outcome['report']}")
     return 0
 
@@ -198,11 +204,13 @@ def _ablate(args: argparse.Namespace) -> int:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants or not seeds:
         raise CdfaceError(f"--variants/--seeds: unknown {unknown or 'empty list'}; variants: {', '.join(VARIANTS)}")
+    if args.baseline not in variants:
+        raise CdfaceError(f"--baseline {args.baseline!r}: not one of --variants ({', '.join(variants)})")
     _setup_logging()
     from cdface.config import parse_overrides
 
     result = run_ablation(args.out, preset=args.preset, seeds=seeds, variants=variants, scale=args.scale,
-                          overrides=parse_overrides(args.overrides))
+                          overrides=parse_overrides(args.overrides), baseline=args.baseline)
     print(format_ablation(result))
     print(f"written: {args.out}/ablation.md, {args.out}/ablation.json")
     return 0

@@ -89,10 +89,11 @@ def evaluate_ijb_target(
         metrics["verification"] = ver.to_dict()
         curves["roc"] = log_spaced_curve(ver.fpr, ver.tpr)
         if quality is not None:  # error-versus-reject on the template pairs (cdface.eval.quality)
-            from cdface.eval.quality import erc_outputs, ijb_erc
+            from cdface.eval.quality import erc_features, erc_outputs, ijb_erc
 
             metrics["erc"], curves["erc"] = erc_outputs(*ijb_erc(
-                features, meta.faceness, meta.templates, meta.medias, meta.pairs, meta.labels, quality,
+                erc_features(quality, feats.plain, features), meta.faceness, meta.templates, meta.medias,
+                meta.pairs, meta.labels, quality,
                 dataset.lower(), **common))
     if "1n" in scored:
         lists = load_ijb_1n_meta(meta_dir, dataset=dataset, known_templates=meta.templates)

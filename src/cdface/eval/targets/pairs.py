@@ -167,6 +167,6 @@ def evaluate_pair_target(
         from cdface.data.pairs_bin import load_bin
         from cdface.eval.quality import erc_outputs, pair_set_erc
 
-        erc = pair_set_erc(feats.fused(), load_bin(path).issame, quality, target)
+        erc = pair_set_erc(feats.plain, feats.fused(), load_bin(path).issame, quality, target)
         metrics["erc"], curves["erc"] = erc_outputs(*erc)
     return TargetResult(target, "pairs", metrics, provenance, curves)

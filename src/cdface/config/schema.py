@@ -1,8 +1,8 @@
-"""Typed training configs: dataclasses loaded from YAML, with `key=value` overrides.
+"""Typed training configs: the dataclasses (every key and its default), the allowed values and ranges of
+keys, and how a value is checked against its type and applied to a config (`apply_values`).
 
-A config file may name a `base:` file (relative to itself) whose values it overrides, so the paper's
-configs stay small. Unknown keys and wrong types are errors that name the key, what is allowed and the
-file (or `override`) the value came from.
+The rest of `cdface.config`: loading (YAML files, their `base:` chains, `key=value` overrides), merging,
+validation across keys, the shipped configs; `cdface.config` re-exports every public name.
 """
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Union
 
-import yaml
-
+from cdface.config.sources import Sources, located
 from cdface.errors import ConfigError
 
 
@@ -284,227 +282,35 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
 
 
-# Where each value came from, for error messages: dotted key -> a config file's path or "override 'k=v'".
-# A key without an entry takes its closest section's (`optim.lr` -> `optim`); defaults have none.
-Sources = dict[str, str]
-
-
-def _origin(sources: Sources | None, key: str) -> str | None:
-    if not sources:
-        return None
-    while True:
-        if key in sources:
-            return sources[key]
-        if "." not in key:
-            return None
-        key = key.rsplit(".", 1)[0]
-
-
-def _located(sources: Sources | None, key: str, message: str) -> ConfigError:
-    """A ConfigError for `key`, prefixed with the file (or override) the key's value came from."""
-    origin = _origin(sources, key)
-    return ConfigError(f"{origin}: {message}" if origin else message)
-
-
-def _set_source(sources: Sources, key: str, origin: str) -> None:
-    """`key` (and everything under it) now comes from `origin`."""
-    for stale in [k for k in sources if k.startswith(f"{key}.")]:
-        del sources[stale]
-    sources[key] = origin
-
-
-def _apply(obj: Any, values: dict[str, Any], prefix: str = "", sources: Sources | None = None) -> None:
+def apply_values(obj: Any, values: dict[str, Any], prefix: str = "", sources: Sources | None = None) -> None:
+    """Set ``values`` (nested, as merged) on the dataclass ``obj``, each checked against its type, choices and
+    range; a ConfigError names the key and, through ``sources``, the file or override it came from."""
     hints = typing.get_type_hints(type(obj))
     names = [f.name for f in dataclasses.fields(obj)]
     for key, value in values.items():
         full = f"{prefix}{key}"
         if key not in hints:
-            raise _located(sources, full, f"unknown key {full!r}; allowed keys here: {', '.join(names)}")
+            raise located(sources, full, f"unknown key {full!r}; allowed keys here: {', '.join(names)}")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
                 fields = ", ".join(f.name for f in dataclasses.fields(tp))
-                raise _located(sources, full, f"{full}: expected a mapping of {fields}")
-            _apply(getattr(obj, key), value, prefix=f"{full}.", sources=sources)
+                raise located(sources, full, f"{full}: expected a mapping of {fields}")
+            apply_values(getattr(obj, key), value, prefix=f"{full}.", sources=sources)
             continue
         if typing.get_origin(tp) is dict and isinstance(value, dict):
             for item, item_value in value.items():  # merged key by key (head.params): each has its own origin
                 try:
                     _coerce(item_value, typing.get_args(tp)[1], f"{full}.{item}")
                 except ConfigError as exc:
-                    raise _located(sources, f"{full}.{item}", str(exc)) from None
+                    raise located(sources, f"{full}.{item}", str(exc)) from None
         try:
             value = _coerce(value, tp, full)
         except ConfigError as exc:
-            raise _located(sources, full, str(exc)) from None
+            raise located(sources, full, str(exc)) from None
         choices = _choices(full)
         if choices is not None and value not in choices:
-            raise _located(sources, full, f"{full}: {value!r} is not one of {', '.join(choices)}")
+            raise located(sources, full, f"{full}: {value!r} is not one of {', '.join(choices)}")
         if value is not None and full in _RANGES and (problem := _range_problem(value, _RANGES[full])) is not None:
-            raise _located(sources, full, f"{full}: must be {problem}, got {value!r}")
+            raise located(sources, full, f"{full}: must be {problem}, got {value!r}")
         setattr(obj, key, value)
-
-
-def _read_yaml(path: Path, seen: tuple[Path, ...] = (), sources: Sources | None = None,
-               referrer: Path | None = None) -> dict[str, Any]:
-    """The file's mapping merged over its `base:` chain; `sources` (if given) learns which file set each key.
-
-    Errors name `path` as given (a `base:` file as the referring file's folder joined with the base path).
-    """
-    named_by = f" (the base: of {referrer})" if referrer is not None else ""
-    try:
-        resolved = path.resolve()
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc}){named_by}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc}){named_by}") from exc
-    except ValueError as exc:  # e.g. an embedded NUL byte in the path
-        raise ConfigError(f"{path}: cannot read config ({exc}){named_by}") from exc
-    if resolved in seen:
-        raise ConfigError(f"{path}: `base:` chain loops back to itself")
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    except RecursionError:
-        raise ConfigError(f"{path}: not a config: nested too deeply") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config must be a mapping of keys to values")
-    if sources is None:
-        sources = {}
-    base = data.pop("base", None)
-    if base is None:
-        for key in data:
-            _set_source(sources, str(key), str(path))
-        return data
-    if not isinstance(base, str) or not base or "\0" in base:
-        raise ConfigError(f"{path}: base: expected the path of another config file, got {base!r}")
-    merged = _read_yaml(path.parent / base, (*seen, resolved), sources, referrer=path)
-    return deep_merge(merged, data, sources, str(path))
-
-
-def deep_merge(base: dict[str, Any], override: dict[str, Any], sources: Sources | None = None,
-               origin: str = "", prefix: str = "") -> dict[str, Any]:
-    """`override` over `base`, section by section and key by key (`head.params.m=0.4` keeps the other
-    parameters). One exception: when `override` names another margin (`head.name`), `head.params` is
-    replaced whole by the override's (empty: the new margin's defaults), since a head's parameters belong to
-    that head. `sources` (if given) records that `origin` set each key. The one merge of configs: `base:`
-    chains, `key=value` overrides and `cdface ablate`'s presets."""
-    out = dict(base)
-    new_head = prefix == "head." and "name" in override and override["name"] != base.get("name")
-    if new_head:
-        out["params"] = {}
-        if sources is not None:
-            _set_source(sources, f"{prefix}params", origin)
-    for key, value in override.items():
-        full = f"{prefix}{key}"
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value, sources, origin, f"{full}.")
-        else:
-            out[key] = value
-            if sources is not None:
-                _set_source(sources, full, origin)
-    return out
-
-
-def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """`a.b=c` strings into a nested dict; values are parsed as YAML scalars/lists (`lr=0.01`, `x=[1,2]`)."""
-    nested: dict[str, Any] = {}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key=value (e.g. optim.lr=0.01)")
-        key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: cannot parse value: {exc}") from exc
-        except RecursionError:
-            raise ConfigError(f"override {item!r}: cannot parse value: nested too deeply") from None
-        node = nested
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = value
-    return nested
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Defaults, then the YAML file (and its `base:` chain), then `key=value` overrides.
-
-    Errors about a key name the file (or the override) its value came from.
-    """
-    cfg = TrainConfig()
-    sources: Sources = {}
-    # one merge for everything: defaults <- the file (and its base: chain) <- each override, in order
-    values = config_to_dict(cfg)
-    if path is not None:
-        values = deep_merge(values, _read_yaml(Path(path), sources=sources))
-    # a margin named on the command line comes first: the head.params given with it (before or after) are its own
-    ordered = sorted(overrides or [], key=lambda item: item.split("=", 1)[0].strip() not in ("head", "head.name"))
-    for item in ordered:
-        values = deep_merge(values, parse_overrides([item]), sources, f"override {item!r}")
-    _apply(cfg, values, sources=sources)
-    validate(cfg, sources)
-    return cfg
-
-
-def config_from_dict(values: dict[str, Any]) -> TrainConfig:
-    """A config from nested values over the defaults, merged as ``load_config`` merges a file."""
-    cfg = TrainConfig()
-    _apply(cfg, deep_merge(config_to_dict(cfg), values))
-    validate(cfg)
-    return cfg
-
-
-def validate(cfg: TrainConfig, sources: Sources | None = None) -> None:
-    """Cross-field checks that a type alone cannot express; `sources` (see load_config) names the file."""
-    if cfg.batch_size <= 0:
-        raise _located(sources, "batch_size", f"batch_size: must be positive, got {cfg.batch_size}")
-    if not 0.0 < cfg.head.sample_rate <= 1.0:
-        raise _located(sources, "head.sample_rate", f"head.sample_rate: must be in (0, 1], got {cfg.head.sample_rate}")
-    if cfg.head.sample_rate < 1.0 and not cfg.head.sharded:
-        raise _located(sources, "head.sample_rate",
-                       f"head.sample_rate: {cfg.head.sample_rate} needs head.sharded: true (Partial FC samples the "
-                       "centres of the sharded head; the replicated head always uses every centre)")
-    if cfg.cd.interval <= 0:
-        raise _located(sources, "cd.interval", f"cd.interval: must be positive, got {cfg.cd.interval}")
-    if cfg.cd.s is not None and cfg.cd.s <= 0:
-        raise _located(sources, "cd.s", f"cd.s: must be positive (or null: the head's scale), got {cfg.cd.s}")
-    if cfg.num_threads < 0:
-        raise _located(sources, "num_threads", f"num_threads: must be >= 0 (0 = auto), got {cfg.num_threads}")
-    if not 0.0 < cfg.cd.percentile < 1.0:
-        raise _located(sources, "cd.percentile", f"cd.percentile: must be in (0, 1), got {cfg.cd.percentile}")
-    if cfg.data.max_image_pixels < 0:
-        raise _located(sources, "data.max_image_pixels",
-                       f"data.max_image_pixels: must be >= 0 (0 = the default), got {cfg.data.max_image_pixels}")
-    if len(cfg.data.random_resized_crop) not in (0, 2):
-        raise _located(sources, "data.random_resized_crop",
-                       "data.random_resized_crop: expected [] or [min_scale, max_scale]")
-    if cfg.model.fp16:
-        raise _located(sources, "model.fp16",
-                       "model.fp16: true would run the backbone in float16 without a gradient scaler (small "
-                       "gradients underflow); use precision: fp16, which autocasts the backbone and scales the loss")
-    if cfg.resume and cfg.overwrite:
-        raise _located(sources, "overwrite",
-                       f"overwrite: true starts the run afresh, resume: {cfg.resume} continues it; set one of them")
-
-
-def check_world_size(batch_size: int, world_size: int) -> None:
-    """The global batch is split evenly over the processes; ConfigError (the same on every rank) when it cannot."""
-    if batch_size % world_size:
-        lower = batch_size - batch_size % world_size
-        raise ConfigError(
-            f"batch_size: the global batch of {batch_size} cannot be split over {world_size} processes; "
-            f"use a multiple of {world_size} (e.g. {lower or world_size} or {lower + world_size})"
-        )
-
-
-def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
-def dump_config(cfg: TrainConfig) -> str:
-    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
