@@ -122,3 +122,15 @@ def test_real_photos_with_mtcnn(shared_dir, mtcnn_weights, tmp_path, capsys):
 def test_rec_is_refused(stub, tiny_face_set, capsys):
     assert main(["detect", str(tiny_face_set["rec"])]) == 2
     assert "aligned already" in capsys.readouterr().err
+
+
+def test_folder_scan_says_what_it_passed_over(stub, photos, capsys):
+    # a folder copied from a Mac: embed and data pack count these entries; detect dropped them without a word
+    (photos / "._two.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (photos / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (photos / "notes.txt").write_text("not a photo\n")
+    assert main(["detect", str(photos), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)["images"]) == 3
+    assert "ignored 2 hidden/system entries" in captured.err and "1 file without an image suffix" in captured.err
+

@@ -54,6 +54,8 @@ def _image_paths(specs: list[str]) -> tuple[list[Path], bool]:
     kinds = []
     for spec in specs:
         source = resolve_image_source(spec)
+        if source.scan is not None and source.scan.note():  # what a folder scan passed over, as embed says it
+            print(f"cdface detect: {spec}: {source.scan.note()}", file=sys.stderr)
         if source.kind == "recordio":
             raise FormatError(spec, None, "photos: an image, a folder of images or a list of image paths "
                                           "(a .rec holds crops that are aligned already)")
