@@ -134,3 +134,14 @@ def test_folder_scan_says_what_it_passed_over(stub, photos, capsys):
     assert len(json.loads(captured.out)["images"]) == 3
     assert "ignored 2 hidden/system entries" in captured.err and "1 file without an image suffix" in captured.err
 
+
+def test_nothing_readable_is_an_error_not_an_empty_result(stub, tmp_path, capsys):
+    # a list whose photos all fail gave {"images": []} and exit 0, as if every photo had been searched
+    listing = tmp_path / "list.txt"
+    listing.write_text("missing.jpg\nbroken.jpg\n")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    assert main(["detect", str(listing), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    error = captured.err.strip().splitlines()[-1]
+    assert error.startswith("cdface detect: error:") and "list.txt" in error and "none of 2 could be read" in error

@@ -104,6 +104,9 @@ def _run_detect(args: argparse.Namespace) -> int:
                     atomic_write(crop_path, _png(align_face(image, face.landmarks)))
                     entry["crop"] = str(crop_path)
             records.append(record)
+    if skipped and not records:  # every photo failed: nothing was detected (embed refuses such a source too)
+        raise FormatError(", ".join(args.paths), None, f"at least one readable photo; none of {len(skipped)} could "
+                          f"be read (first: {skipped[0]['error']})")
     result: dict[str, Any] = {"detector": detector.name, "images": records}
     if skipped:
         result["skipped"] = skipped
