@@ -86,3 +86,13 @@ def test_windows_separators_in_lists(tmp_path):
     assert paths == [tmp_path / "ann" / "0.jpg", tmp_path / "bob" / "1.jpg"] and labels.tolist() == [0, 1]
     (tmp_path / "list.txt").write_text("ann\\0.jpg\nbob\\1.jpg\n")
     assert list(resolve_image_source(tmp_path / "list.txt").paths) == paths
+
+
+def test_jpeg_suffixes_windows_and_browsers_write_are_scanned(tmp_path):
+    # Chrome/Edge on Windows save JPEGs as .jfif; .jpe is the third JPEG suffix. Each alone was embedded (by its
+    # content) while a folder scan passed it over as "a file without an image suffix"
+    for name in ("a.jfif", "b.JPE", "c.jpg"):
+        Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(tmp_path / name, format="JPEG")
+        assert is_image_file(tmp_path / name)
+    scan = scan_image_folder(tmp_path)
+    assert [p.name for p in scan.files] == ["a.jfif", "b.JPE", "c.jpg"] and scan.other == 0

@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 # the encodings `cdface.data.decode` reads (simplejpeg for JPEG, Pillow for the others), by suffix ...
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
 # ... and by their first bytes: JPEG, PNG, BMP, GIF, TIFF (both byte orders), binary and ASCII PPM; WebP below
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"GIF8", b"II*\x00", b"MM\x00*", b"P6", b"P3")
 _SYSTEM_FILES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
