@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from cdface.cli import main
@@ -96,3 +97,16 @@ def test_jpeg_suffixes_windows_and_browsers_write_are_scanned(tmp_path):
         assert is_image_file(tmp_path / name)
     scan = scan_image_folder(tmp_path)
     assert [p.name for p in scan.files] == ["a.jfif", "b.JPE", "c.jpg"] and scan.other == 0
+
+
+def test_symlinked_folders_are_scanned_and_loops_are_not_followed(tmp_path):
+    # an album linked into a gallery was passed over without a word (os.walk does not follow links by default)
+    _crop(tmp_path / "gallery" / "ann" / "x.png", 1)
+    _crop(tmp_path / "elsewhere" / "bob" / "y.png", 2)
+    try:
+        (tmp_path / "gallery" / "bob").symlink_to(tmp_path / "elsewhere" / "bob", target_is_directory=True)
+        (tmp_path / "gallery" / "ann" / "up").symlink_to(tmp_path / "gallery", target_is_directory=True)  # a loop
+    except OSError:
+        pytest.skip("no symlinks here")
+    scan = scan_image_folder(tmp_path / "gallery")
+    assert [p.relative_to(tmp_path / "gallery").as_posix() for p in scan.files] == ["ann/x.png", "bob/y.png"]

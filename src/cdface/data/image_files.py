@@ -83,11 +83,20 @@ class FolderScan:
 
 
 def scan_image_folder(root: str | os.PathLike) -> FolderScan:
-    """The image files under `root`, recursively, in sorted path order, without hidden/system entries."""
+    """The image files under `root`, recursively (through symlinked folders, never round a loop), in sorted path
+    order, without hidden/system entries."""
     scan = FolderScan()
-    for folder, dirs, files in os.walk(root):
+    top = os.fspath(root)
+    # symlinked sub-folders are followed (an album linked into a gallery is part of it); a link back to one of
+    # the folders above it would loop, so each folder keeps the real paths of the folders it lies in
+    above = {top: {os.path.realpath(top)}}
+    for folder, dirs, files in os.walk(top, followlinks=True):
+        chain = above.pop(folder)
         kept_dirs = [d for d in dirs if not is_ignored_entry(d)]
         scan.ignored += len(dirs) - len(kept_dirs)
+        real = [os.path.realpath(os.path.join(folder, d)) for d in kept_dirs]
+        kept_dirs = [d for d, r in zip(kept_dirs, real) if r not in chain]
+        above.update({os.path.join(folder, d): chain | {r} for d, r in zip(kept_dirs, real) if r not in chain})
         dirs[:] = kept_dirs  # os.walk does not descend into the ignored folders
         for name in files:
             if is_ignored_entry(name):
