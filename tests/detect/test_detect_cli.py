@@ -145,3 +145,10 @@ def test_nothing_readable_is_an_error_not_an_empty_result(stub, tmp_path, capsys
     assert captured.out == ""
     error = captured.err.strip().splitlines()[-1]
     assert error.startswith("cdface detect: error:") and "list.txt" in error and "none of 2 could be read" in error
+
+
+def test_out_in_a_new_folder_is_written(stub, photos, tmp_path, capsys):
+    # the JSON's folder was not made: after the whole detection, an error naming a temporary file
+    out = tmp_path / "results" / "faces.json"
+    assert main(["detect", str(photos), "--json", "--out", str(out)]) == 0
+    assert json.loads(out.read_text()) == json.loads(capsys.readouterr().out)

@@ -80,6 +80,8 @@ def _run_detect(args: argparse.Namespace) -> int:
 
     paths, single = _image_paths(args.paths)
     detector = create_detector(args.detector)
+    if args.out:  # before the detection, which may take minutes: the JSON's folder is made as embed makes its own
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     crops_dir = Path(args.save_crops) if args.save_crops else None
     if crops_dir is not None:
         crops_dir.mkdir(parents=True, exist_ok=True)
