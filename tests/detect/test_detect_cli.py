@@ -152,3 +152,12 @@ def test_out_in_a_new_folder_is_written(stub, photos, tmp_path, capsys):
     out = tmp_path / "results" / "faces.json"
     assert main(["detect", str(photos), "--json", "--out", str(out)]) == 0
     assert json.loads(out.read_text()) == json.loads(capsys.readouterr().out)
+
+
+def test_crop_names_number_the_stems_two_photos_share(tmp_path):
+    from cdface.detect.cli import _crop_names
+
+    paths = [tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.png", tmp_path / "y.jpg", tmp_path / "x_1.jpg"]
+    names = _crop_names(paths)
+    assert names == ["00000_x", "00001_x", "y", "x_1"]
+    assert len({f"{n}_1" for n in names}) == len(names)  # no two photos write the same crop file
