@@ -89,6 +89,8 @@ def test_unreadable_photo_in_a_folder_is_skipped_and_named(stub, photos, capsys)
     assert len(result["images"]) == 3
     assert result["skipped"][0]["path"].endswith("broken.jpg")
     assert "skipped" in captured.err and "broken.jpg" in captured.err
+    line = next(line for line in captured.err.splitlines() if "broken.jpg" in line)
+    assert line.count("broken.jpg") == 1, line  # the photo named once, not "skipped X: X: ..."
 
 
 def test_user_mistakes_are_one_line_exit_2(photos, tmp_path, capsys):

@@ -99,7 +99,8 @@ def _run_detect(args: argparse.Namespace) -> int:
                 if single:  # the one photo asked for: its error is the command's
                     raise
                 skipped.append({"path": str(path), "error": str(exc)})
-                print(f"cdface detect: skipped {path}: {exc}", file=sys.stderr)
+                said = str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"  # FormatError names it
+                print(f"cdface detect: skipped {said}", file=sys.stderr)
                 continue
             faces = detector.detect(image)
             record = detection_record(str(path), image, faces)
