@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from cdface.cli import main
@@ -86,3 +87,26 @@ def test_windows_separators_in_lists(tmp_path):
     assert paths == [tmp_path / "ann" / "0.jpg", tmp_path / "bob" / "1.jpg"] and labels.tolist() == [0, 1]
     (tmp_path / "list.txt").write_text("ann\\0.jpg\nbob\\1.jpg\n")
     assert list(resolve_image_source(tmp_path / "list.txt").paths) == paths
+
+
+def test_jpeg_suffixes_windows_and_browsers_write_are_scanned(tmp_path):
+    # Chrome/Edge on Windows save JPEGs as .jfif; .jpe is the third JPEG suffix. Each alone was embedded (by its
+    # content) while a folder scan passed it over as "a file without an image suffix"
+    for name in ("a.jfif", "b.JPE", "c.jpg"):
+        Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(tmp_path / name, format="JPEG")
+        assert is_image_file(tmp_path / name)
+    scan = scan_image_folder(tmp_path)
+    assert [p.name for p in scan.files] == ["a.jfif", "b.JPE", "c.jpg"] and scan.other == 0
+
+
+def test_symlinked_folders_are_scanned_and_loops_are_not_followed(tmp_path):
+    # an album linked into a gallery was passed over without a word (os.walk does not follow links by default)
+    _crop(tmp_path / "gallery" / "ann" / "x.png", 1)
+    _crop(tmp_path / "elsewhere" / "bob" / "y.png", 2)
+    try:
+        (tmp_path / "gallery" / "bob").symlink_to(tmp_path / "elsewhere" / "bob", target_is_directory=True)
+        (tmp_path / "gallery" / "ann" / "up").symlink_to(tmp_path / "gallery", target_is_directory=True)  # a loop
+    except OSError:
+        pytest.skip("no symlinks here")
+    scan = scan_image_folder(tmp_path / "gallery")
+    assert [p.relative_to(tmp_path / "gallery").as_posix() for p in scan.files] == ["ann/x.png", "bob/y.png"]

@@ -89,6 +89,8 @@ def test_unreadable_photo_in_a_folder_is_skipped_and_named(stub, photos, capsys)
     assert len(result["images"]) == 3
     assert result["skipped"][0]["path"].endswith("broken.jpg")
     assert "skipped" in captured.err and "broken.jpg" in captured.err
+    line = next(line for line in captured.err.splitlines() if "broken.jpg" in line)
+    assert line.count("broken.jpg") == 1, line  # the photo named once, not "skipped X: X: ..."
 
 
 def test_user_mistakes_are_one_line_exit_2(photos, tmp_path, capsys):
@@ -122,3 +124,42 @@ def test_real_photos_with_mtcnn(shared_dir, mtcnn_weights, tmp_path, capsys):
 def test_rec_is_refused(stub, tiny_face_set, capsys):
     assert main(["detect", str(tiny_face_set["rec"])]) == 2
     assert "aligned already" in capsys.readouterr().err
+
+
+def test_folder_scan_says_what_it_passed_over(stub, photos, capsys):
+    # a folder copied from a Mac: embed and data pack count these entries; detect dropped them without a word
+    (photos / "._two.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (photos / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (photos / "notes.txt").write_text("not a photo\n")
+    assert main(["detect", str(photos), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)["images"]) == 3
+    assert "ignored 2 hidden/system entries" in captured.err and "1 file without an image suffix" in captured.err
+
+
+def test_nothing_readable_is_an_error_not_an_empty_result(stub, tmp_path, capsys):
+    # a list whose photos all fail gave {"images": []} and exit 0, as if every photo had been searched
+    listing = tmp_path / "list.txt"
+    listing.write_text("missing.jpg\nbroken.jpg\n")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    assert main(["detect", str(listing), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    error = captured.err.strip().splitlines()[-1]
+    assert error.startswith("cdface detect: error:") and "list.txt" in error and "none of 2 could be read" in error
+
+
+def test_out_in_a_new_folder_is_written(stub, photos, tmp_path, capsys):
+    # the JSON's folder was not made: after the whole detection, an error naming a temporary file
+    out = tmp_path / "results" / "faces.json"
+    assert main(["detect", str(photos), "--json", "--out", str(out)]) == 0
+    assert json.loads(out.read_text()) == json.loads(capsys.readouterr().out)
+
+
+def test_crop_names_number_the_stems_two_photos_share(tmp_path):
+    from cdface.detect.cli import _crop_names
+
+    paths = [tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.png", tmp_path / "y.jpg", tmp_path / "x_1.jpg"]
+    names = _crop_names(paths)
+    assert names == ["00000_x", "00001_x", "y", "x_1"]
+    assert len({f"{n}_1" for n in names}) == len(names)  # no two photos write the same crop file

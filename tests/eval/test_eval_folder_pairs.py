@@ -65,3 +65,12 @@ def test_folder_without_pairs_txt(colour_model, tmp_path, capsys):
     (tmp_path / "faces").mkdir()
     assert main(["eval", "--model", colour_model, "--targets", str(tmp_path / "faces"), "--no-progress"]) == 2
     assert "pairs.txt" in capsys.readouterr().err
+
+
+def test_detect_on_a_bin_target_is_refused_not_ignored(colour_model, tiny_face_set, capsys):
+    # `--detect` on a .bin was dropped without a word and the crops scored as they are
+    code = main(["eval", "--model", colour_model, "--targets", str(tiny_face_set["bin"]), "--detect", "--json",
+                 "--no-progress", "--workers", "0", "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err.strip().splitlines()[-1].startswith("cdface eval: error: --detect finds faces in the photos")

@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 # the encodings `cdface.data.decode` reads (simplejpeg for JPEG, Pillow for the others), by suffix ...
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
 # ... and by their first bytes: JPEG, PNG, BMP, GIF, TIFF (both byte orders), binary and ASCII PPM; WebP below
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"GIF8", b"II*\x00", b"MM\x00*", b"P6", b"P3")
 _SYSTEM_FILES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
@@ -83,11 +83,20 @@ class FolderScan:
 
 
 def scan_image_folder(root: str | os.PathLike) -> FolderScan:
-    """The image files under `root`, recursively, in sorted path order, without hidden/system entries."""
+    """The image files under `root`, recursively (through symlinked folders, never round a loop), in sorted path
+    order, without hidden/system entries."""
     scan = FolderScan()
-    for folder, dirs, files in os.walk(root):
+    top = os.fspath(root)
+    # symlinked sub-folders are followed (an album linked into a gallery is part of it); a link back to one of
+    # the folders above it would loop, so each folder keeps the real paths of the folders it lies in
+    above = {top: {os.path.realpath(top)}}
+    for folder, dirs, files in os.walk(top, followlinks=True):
+        chain = above.pop(folder)
         kept_dirs = [d for d in dirs if not is_ignored_entry(d)]
         scan.ignored += len(dirs) - len(kept_dirs)
+        real = [os.path.realpath(os.path.join(folder, d)) for d in kept_dirs]
+        kept_dirs = [d for d, r in zip(kept_dirs, real) if r not in chain]
+        above.update({os.path.join(folder, d): chain | {r} for d, r in zip(kept_dirs, real) if r not in chain})
         dirs[:] = kept_dirs  # os.walk does not descend into the ignored folders
         for name in files:
             if is_ignored_entry(name):

@@ -125,10 +125,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _detect_options(args: argparse.Namespace) -> dict[str, Any]:
     """`detect` and `face_filter` for folder targets; {} without --detect (a filter alone is an error)."""
     from cdface.detect.options import selection_from_args
+    from cdface.errors import ConfigError
+    from cdface.eval.evaluate import is_folder_target, parse_targets
 
     selection_from_args(args)
     if args.detect is None:
         return {}
+    if not any(is_folder_target(t, args.data_root) for t in parse_targets(args.targets)):
+        # it would be ignored: the benchmarks hold aligned crops (or their own landmarks), never detected here
+        raise ConfigError(f"--detect finds faces in the photos of a folder target (LFW's layout with pairs.txt); "
+                          f"{args.targets} holds aligned crops")
     return {"detect": args.detect, "face_filter": {"min_score": args.min_score, "min_face_size": args.min_face_size}}
 
 

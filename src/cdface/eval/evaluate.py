@@ -25,8 +25,8 @@ from cdface.files import sha256_file
 from cdface.inference.embedder import FaceEmbedder
 from cdface.inference.loading import EmbeddingModel, load_embedding_model
 
-__all__ = ["evaluate_model", "evaluate_models", "parse_model_spec", "parse_targets", "IJB_TARGETS",
-           "MEGAFACE_TARGETS"]
+__all__ = ["evaluate_model", "evaluate_models", "is_folder_target", "parse_model_spec", "parse_targets",
+           "IJB_TARGETS", "MEGAFACE_TARGETS"]
 
 IJB_TARGETS = {"ijbb": "IJBB", "ijbc": "IJBC"}
 MEGAFACE_TARGETS = ("megaface",)
@@ -68,6 +68,15 @@ def _label_per_model_values(model: EmbeddingModel, own: dict[str, Any]) -> None:
     for key in ("mean", "std", "color"):
         if (key if key != "color" else "bgr") in own and key in values_from:
             values_from[key] = "command line, for this model (--model PATH:key=value)"
+
+
+def is_folder_target(target: str, data_root: str | Path | None) -> bool:
+    """Whether `target` is scored as a pair-set folder in LFW's layout (`targets.folder_pairs`): a folder that no
+    benchmark name and no ``<data_root>/<target>.bin`` claims."""
+    key = target.lower()
+    if key in IJB_TARGETS or key in MEGAFACE_TARGETS or key in ("tinyface", "rfw"):
+        return False
+    return Path(target).is_dir() and not (data_root is not None and (Path(data_root) / f"{target}.bin").is_file())
 
 
 def parse_targets(targets: str | Sequence[str]) -> list[str]:
@@ -145,7 +154,7 @@ def evaluate_model(
             from cdface.eval.targets.rfw import evaluate_rfw_target
 
             results[target] = evaluate_rfw_target(embedder, _require_root(data_root, target), **common)
-        elif Path(target).is_dir() and not (data_root is not None and (Path(data_root) / f"{target}.bin").is_file()):
+        elif is_folder_target(target, data_root):
             from cdface.eval.targets.folder_pairs import evaluate_folder_pairs
 
             if quality is not None:
