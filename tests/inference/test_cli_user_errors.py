@@ -205,7 +205,7 @@ def test_ctrl_c_in_any_command_is_one_line_and_exit_130(d, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(score_cli, "_load_array", interrupted)
+    monkeypatch.setattr(score_cli, "load_array", interrupted)
     code = main(["score", "pairs", "--embeddings", str(d / "emb14.npy"), "--issame", str(d / "same7.npy")])
     assert code == 130
     assert capsys.readouterr().err == "cdface score: interrupted\n"

@@ -140,6 +140,23 @@ def test_compare_detect_refuses_a_side_without_a_face(colour_model, detector, tm
     assert len(lines) == 1 and "texture.png" in lines[0] and "no face found" in lines[0]
 
 
+def test_compare_finds_the_faces_of_photos_without_being_asked(colour_model, detector, tmp_path, capsys):
+    # a whole photo is not a crop: compared as it was (resized), a group photo and a picture without a face
+    # came out "same person"; now the default detector runs, and the side without a face is refused
+    write_photo(tmp_path / "a.png", [0], detector)
+    write_photo(tmp_path / "texture.png", [], detector, extra_rows=9)
+    code = main(["compare", str(tmp_path / "a.png"), str(tmp_path / "texture.png"), "--model", colour_model,
+                 "--threshold", "-1"])
+    captured = capsys.readouterr()
+    assert code == 2 and "same person" not in captured.out and detector.specs == [None]
+    assert "not an aligned 112x112 crop" in captured.err
+    assert "texture.png" in captured.err.strip().splitlines()[-1]
+    # --no-detect: the images as they are (the old behaviour, for users who know what they compare)
+    assert main(["compare", str(tmp_path / "a.png"), str(tmp_path / "texture.png"), "--model", colour_model,
+                 "--threshold", "-1", "--no-detect"]) == 0
+    assert detector.specs == [None]
+
+
 def test_compare_detect_uses_the_largest_face(colour_model, detector, tmp_path, capsys):
     faces = write_photo(tmp_path / "group.png", [0, 1], detector, scores=[0.99, 0.98])
     # make the second (lower-scored) face the larger one

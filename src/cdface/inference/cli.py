@@ -66,6 +66,9 @@ def register(subparsers: Any) -> None:
     add_trust_options(c)
     c.add_argument("--landmarks", help="'<path> x1 y1 ... x5 y5' per line for the two images: align first")
     add_detect_options(c, several=False)
+    c.add_argument("--no-detect", action="store_true",
+                   help="compare images that are not at the model's input size as they are (resized), instead of "
+                   "finding their faces with the default detector")
     c.add_argument("--json", action="store_true", help="print the result as JSON")
     c.set_defaults(func=_run_compare)
 
@@ -297,8 +300,9 @@ def _run_compare(args: argparse.Namespace) -> int:
         threshold = threshold_at_far_from(args.far, args.threshold_from, args.calibrate, args.target, args.model,
                                           embedder, args.batch_size)
     size = tuple(embedder.input_cfg["input_size"])
-    from cdface.inference.photo_cli import compare_faces
+    from cdface.inference.photo_cli import compare_faces, detect_unaligned_photos
 
+    detect_unaligned_photos(args, paths, size)  # a photo is never compared as if it were a crop
     landmarks, faces = compare_faces(args, paths, _landmarks_for(args.landmarks, [str(p) for p in paths],
                                                                  paths[0].parent))
     feats = extract_features(embedder, ImageFiles(paths, landmarks, size), 2, 0, False, "compare")

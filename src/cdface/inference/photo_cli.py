@@ -98,6 +98,25 @@ def choose_face(path: Path, boxes: np.ndarray) -> int:
     return index
 
 
+def detect_unaligned_photos(args: argparse.Namespace, paths: list[Path], size: tuple[int, int]) -> None:
+    """`compare`'s default for photos: when neither --detect, --landmarks nor --no-detect is given and an image
+    is not at the model's input size (H, W), it is a photo rather than an aligned crop, so `args.detect` becomes
+    the default detector (said on stderr). Resizing a whole photo into a crop compares two pictures, not two
+    faces: a group photo and a picture with no face came out "same person" (cosine 0.55) that way."""
+    if args.detect is not None or args.landmarks or args.no_detect:
+        return
+    from cdface.data.decode import decode_image
+    from cdface.detect import DEFAULT_DETECTOR
+
+    for path in paths:
+        height, width = decode_image(path.read_bytes(), path).shape[:2]
+        if (height, width) != tuple(size):
+            print(f"compare: {path} is {width}x{height}, not an aligned {size[1]}x{size[0]} crop: finding the faces "
+                  f"with {DEFAULT_DETECTOR} (--no-detect compares the images as they are)", file=sys.stderr)
+            args.detect = DEFAULT_DETECTOR
+            return
+
+
 def compare_faces(args: argparse.Namespace, paths: list[Path], per_image: list[np.ndarray] | None
                   ) -> tuple[np.ndarray | None, list[dict[str, object] | None]]:
     """The (2, 5, 2) landmarks `compare` aligns its two photos with, and per side the detected face (box,
