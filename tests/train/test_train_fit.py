@@ -215,6 +215,20 @@ def test_a_skipped_last_step_still_ends_with_a_checkpoint_of_that_step(tiny_face
     assert latest.name == "ckpt_00000006.pt" and ckpt.load_checkpoint(latest)["step"] == 6
 
 
+def test_a_bad_first_step_is_skipped_and_the_run_trains_on(tiny_face_set, tmp_path):
+    """Step 0 bad (as fp16's scaler makes its first overflowing steps, at the start of every run and init_from
+    stage): fused SGD's first step must not keep uninitialised momentum. The run stopped at step 3 with "3 bad
+    steps in a row" (the momentum of the skipped step poisoned the next ones)."""
+    def poison_first(step, loss):
+        return loss * float("nan") if step == 0 else loss
+
+    result = fit(config_from_dict(_cfg(tmp_path, tiny_face_set, "nan_first", epochs=1.0)), fault_hook=poison_first)
+    assert result.step == 6
+    assert [r["skipped_steps"] for r in result.history if "skipped_steps" in r] == [1, 1, 1]
+    assert all(torch.isfinite(v).all() for v in _weights(result.backbone).values() if v.is_floating_point())
+    assert all(torch.isfinite(v).all() for v in _weights(result.head).values() if v.is_floating_point())
+
+
 def test_partial_fc_resume_continues_the_sampling_stream(tiny_face_set, tmp_path):
     """head.sample_rate < 1: each step samples negative centres from the head's generator; a resumed run must
     draw the same ones (the generator state is in the checkpoint), so it ends bitwise equal."""

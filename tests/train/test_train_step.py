@@ -15,12 +15,13 @@ from torch.overrides import TorchFunctionMode
 from cdface.config import config_from_dict
 from cdface.heads import create_head
 from cdface.losses import ClosenessDiversityLoss
+from cdface.train.bad_step import BadSteps
 from cdface.train.cd_sampler import FaceBatchSampler
 from cdface.train.distributed import DistInfo
 from cdface.train.health import TrainingHealth
 from cdface.train.optim import build_optimizer
 from cdface.train.score_bank import ScoreBank
-from cdface.train.step import BadSteps, MicroBatch, TrainStep
+from cdface.train.step import MicroBatch, TrainStep
 
 CDFACE_SRC = str(Path(__file__).resolve().parents[2] / "src" / "cdface")
 CLASSES, PER_CLASS, DIM, SIDE = 12, 8, 16, 8

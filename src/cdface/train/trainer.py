@@ -30,6 +30,7 @@ from cdface.models import InputContract, create_model, load_state_dict_strict, s
 from cdface.parallel import ShardedMarginHead, gather_full_state, load_full_state, reshard
 from cdface.threads import ThreadPlan, plan_threads, threads_applied
 from cdface.train import checkpoint as ckpt
+from cdface.train.bad_step import BadSteps
 from cdface.train.cd_sampler import FaceBatchSampler
 from cdface.train.data_setup import build_training_data, training_input_contract
 from cdface.train.distributed import (
@@ -53,7 +54,7 @@ from cdface.train.resume_policy import (
 from cdface.train.run_folder import claim_run_folder, write_run_config
 from cdface.train.schedule import lr_multiplier
 from cdface.train.score_bank import ScoreBank
-from cdface.train.step import BadSteps, MicroBatch, TrainStep, to_micro_batch
+from cdface.train.step import MicroBatch, TrainStep, to_micro_batch
 
 log = logging.getLogger("cdface.train")
 
