@@ -157,7 +157,7 @@ class Stage:
             world_size=info.world_size,
             seed=cfg.seed,
             cd=cfg.cd if cfg.method == "cd" else None,
-            scores=self.scores.numpy,
+            scores=self.scores.lagged,
         )
         steps_per_epoch = self.sampler.steps_per_epoch
         total_steps = args.warmup + args.steps * args.rounds

@@ -89,7 +89,7 @@ class _Setup:
         self.sampler = FaceBatchSampler(
             self.labels, [np.flatnonzero(self.labels == c) for c in range(CLASSES)], batch_size=cfg.batch_size,
             rank=info.rank, world_size=info.world_size, seed=0, cd=cfg.cd if cfg.method == "cd" else None,
-            scores=self.scores.numpy, grad_accum=cfg.grad_accum,
+            scores=self.scores.lagged, grad_accum=cfg.grad_accum,
         )
         self.sampler.set_epoch(0)
         self.batches = iter(self.sampler)

@@ -123,7 +123,7 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
         world_size=info.world_size,
         seed=cfg.seed,
         cd=cfg.cd if cfg.method == "cd" else None,
-        scores=scores.numpy,
+        scores=scores.lagged,
         grad_accum=cfg.grad_accum,
     )
     loader = torch.utils.data.DataLoader(
