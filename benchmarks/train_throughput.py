@@ -52,13 +52,14 @@ from cdface.data.bad_samples import BadSampleTracker
 from cdface.heads import create_head
 from cdface.losses import ClosenessDiversityLoss
 from cdface.models import InputContract, create_model
+from cdface.train.bad_step import BadSteps
 from cdface.train.cd_sampler import FaceBatchSampler
 from cdface.train.distributed import DistInfo
 from cdface.train.health import TrainingHealth
 from cdface.train.optim import build_optimizer
 from cdface.train.schedule import lr_multiplier
 from cdface.train.score_bank import ScoreBank
-from cdface.train.step import BadSteps, MicroBatch, TrainStep, to_micro_batch
+from cdface.train.step import MicroBatch, TrainStep, to_micro_batch
 from cdface.train.trainer import model_options, resolve_cd_scale
 
 # Defaults per device: the GPU target of the paper's MS1MV2 run, and a CPU run that finishes in a minute
@@ -156,7 +157,7 @@ class Stage:
             world_size=info.world_size,
             seed=cfg.seed,
             cd=cfg.cd if cfg.method == "cd" else None,
-            scores=self.scores.numpy,
+            scores=self.scores.lagged,
         )
         steps_per_epoch = self.sampler.steps_per_epoch
         total_steps = args.warmup + args.steps * args.rounds

@@ -215,6 +215,45 @@ def test_a_skipped_last_step_still_ends_with_a_checkpoint_of_that_step(tiny_face
     assert latest.name == "ckpt_00000006.pt" and ckpt.load_checkpoint(latest)["step"] == 6
 
 
+def test_a_bad_first_step_is_skipped_and_the_run_trains_on(tiny_face_set, tmp_path):
+    """Step 0 bad (as fp16's scaler makes its first overflowing steps, at the start of every run and init_from
+    stage): fused SGD's first step must not keep uninitialised momentum. The run stopped at step 3 with "3 bad
+    steps in a row" (the momentum of the skipped step poisoned the next ones)."""
+    def poison_first(step, loss):
+        return loss * float("nan") if step == 0 else loss
+
+    result = fit(config_from_dict(_cfg(tmp_path, tiny_face_set, "nan_first", epochs=1.0)), fault_hook=poison_first)
+    assert result.step == 6
+    assert [r["skipped_steps"] for r in result.history if "skipped_steps" in r] == [1, 1, 1]
+    assert all(torch.isfinite(v).all() for v in _weights(result.backbone).values() if v.is_floating_point())
+    assert all(torch.isfinite(v).all() for v in _weights(result.head).values() if v.is_floating_point())
+
+
+def test_a_sharded_head_takes_init_std_as_the_replicated_one(tiny_face_set, tmp_path):
+    """head.params.init_std trained the replicated head and was refused with head.sharded ("unknown
+    ['init_std']"): the heads are now built in one place."""
+    cfg = _cfg(tmp_path, tiny_face_set, "sharded_std", max_steps=1, head={"sharded": True, "params": {"init_std": 0.5}})
+    result = fit(config_from_dict(cfg))
+    assert 0.4 < float(result.head.weight.std()) < 0.6  # normal(0, 0.5), moved by one step only
+
+
+def test_each_checkpoint_scans_the_state_for_non_finite_values_once(tiny_face_set, tmp_path, monkeypatch):
+    """The trainer scanned the whole state, then save_checkpoint scanned it again (about 8 GB twice on rank 0 at
+    WebFace42M scale)."""
+    scans = []
+    scan = ckpt.nonfinite_entries
+
+    def counting(state, prefix=""):
+        if not prefix:  # a whole state, not the scan's own recursion
+            scans.append(sorted(state) if isinstance(state, dict) else type(state).__name__)
+        return scan(state, prefix)
+
+    monkeypatch.setattr(ckpt, "nonfinite_entries", counting)
+    result = fit(config_from_dict(_cfg(tmp_path, tiny_face_set, "scan_once", max_steps=2, checkpoint_every=1)))
+    assert result.checkpoint is not None and len(ckpt.list_checkpoints(result.checkpoint.parent)) == 2
+    assert len(scans) == 2, scans
+
+
 def test_partial_fc_resume_continues_the_sampling_stream(tiny_face_set, tmp_path):
     """head.sample_rate < 1: each step samples negative centres from the head's generator; a resumed run must
     draw the same ones (the generator state is in the checkpoint), so it ends bitwise equal."""

@@ -11,6 +11,7 @@ import pytest
 from cdface.config import config_from_dict
 from cdface.train import metrics_log
 from cdface.train.metrics_log import MetricsLog
+from cdface.train.run_folder import write_run_config
 from cdface.train.trainer import fit
 
 
@@ -76,10 +77,17 @@ def test_missing_tensorboard_is_said_once(tmp_path, monkeypatch, caplog):
 
 @pytest.mark.parametrize("stale", ['{"step": 9}', '{"step": 9, "ce_loss"'])
 def test_history_after_the_resumed_step_is_dropped(tmp_path, stale):
+    """In one place, once the run has started (write_run_config); the metrics log then only appends."""
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 2}\n{"step": 4}\n' + stale + "\n")
-    MetricsLog(tmp_path, tensorboard=False, start_step=4).close()
+    write_run_config(_cfg(tmp_path, resume="auto"), tmp_path, 4)
     assert path.read_text() == '{"step": 2}\n{"step": 4}\n'
+    log = MetricsLog(tmp_path, tensorboard=False, start_step=4)
+    log.log({"step": 5})
+    log.close()
+    assert path.read_text() == '{"step": 2}\n{"step": 4}\n{"step": 5}\n'
+    write_run_config(_cfg(tmp_path, resume="auto"), tmp_path, 0)  # resume=auto that found no checkpoint
+    assert path.read_text() == ""
 
 
 def test_train_help_lists_keys_configs_and_resume_and_show_config_resolves(tmp_path):

@@ -95,3 +95,76 @@ def test_sync_is_a_no_op_without_process_group() -> None:
     bank = ScoreBank(3, initial=0.25)
     bank.sync()
     assert (bank.numpy() == 0.25).all()
+
+
+class _LateCopies:
+    """A stand-in for the GPU's asynchronous copy: each copy lands either at once or only when waited for
+    (its event's ``synchronize``), drawn at random, as a copy finishes whenever the device gets to it."""
+
+    def __init__(self, seed: int | None) -> None:
+        self.rng = np.random.default_rng(seed) if seed is not None else None
+        self.late = 0
+
+    def __call__(self, dst: torch.Tensor, src: torch.Tensor):
+        if self.rng is None or self.rng.random() < 0.5:
+            dst.copy_(src)
+            return None
+        self.late += 1
+        snapshot = src.clone()  # what the device will have copied once it gets there
+
+        class Event:
+            def synchronize(self) -> None:
+                dst.copy_(snapshot)
+
+        return Event()
+
+
+def _updates(steps: int, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(5)
+    return [(rng.integers(0, n, 6), rng.uniform(-1, 1, 6).astype(np.float32)) for _ in range(steps)]
+
+
+def test_the_sampler_reads_the_scores_of_a_fixed_earlier_step_whenever_the_copies_land() -> None:
+    """lagged() after k published steps is the scores after step k - 2 (the start's before that), with copies
+    that land at once or late: what the CD sampler draws no longer depends on a copy's timing."""
+    n, steps = 20, 12
+    live = ScoreBank(n, seed=1)
+    history = [live.numpy().copy()]  # the scores after 0, 1, 2, ... steps
+    banks = {seed: ScoreBank(n, seed=1, copy_async=_LateCopies(seed)) for seed in (None, 0, 1, 2)}
+    for indices, cosines in _updates(steps, n):
+        live.update(indices, cosines)
+        history.append(live.numpy().copy())
+        for bank in banks.values():
+            bank.update(indices, cosines)
+            bank.publish()
+        k = len(history) - 1
+        for seed, bank in banks.items():
+            np.testing.assert_array_equal(bank.lagged(), history[max(k - 2, 0)], err_msg=f"copies {seed}, step {k}")
+    assert all(bank._copy.late > 0 for seed, bank in banks.items() if seed is not None)  # some copies were late
+
+
+def test_a_resumed_bank_reads_what_the_uninterrupted_one_reads() -> None:
+    """The ring's older copies are in the checkpoint: after a resume the sampler reads the same scores."""
+    n = 20
+    updates = _updates(10, n)
+    straight = ScoreBank(n, seed=1, copy_async=_LateCopies(3))
+    for step, (indices, cosines) in enumerate(updates):
+        straight.update(indices, cosines)
+        straight.publish()
+        if step == 4:
+            buffer = io.BytesIO()
+            torch.save(straight.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = ScoreBank(n, initial=0.0, copy_async=_LateCopies(4))
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    reads = []
+    for indices, cosines in updates[5:]:
+        reads.append(resumed.lagged().copy())
+        resumed.update(indices, cosines)
+        resumed.publish()
+    again = ScoreBank(n, seed=1, copy_async=_LateCopies(3))
+    for step, (indices, cosines) in enumerate(updates):
+        if step >= 5:
+            np.testing.assert_array_equal(reads[step - 5], again.lagged(), err_msg=f"step {step}")
+        again.update(indices, cosines)
+        again.publish()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -9,18 +10,22 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch import nn
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from cdface.config import config_from_dict
-from cdface.heads import create_head
+from cdface.heads import create_head, create_margin
 from cdface.losses import ClosenessDiversityLoss
+from cdface.parallel import ShardedMarginHead
+from cdface.train.bad_step import BadSteps
 from cdface.train.cd_sampler import FaceBatchSampler
 from cdface.train.distributed import DistInfo
 from cdface.train.health import TrainingHealth
 from cdface.train.optim import build_optimizer
 from cdface.train.score_bank import ScoreBank
-from cdface.train.step import BadSteps, MicroBatch, TrainStep
+from cdface.train.step import MicroBatch, TrainStep
 
 CDFACE_SRC = str(Path(__file__).resolve().parents[2] / "src" / "cdface")
 CLASSES, PER_CLASS, DIM, SIDE = 12, 8, 16, 8
@@ -62,13 +67,20 @@ class _FlatBN(_Flat):
 class _Setup:
     """A TrainStep with its collaborators, on random images of CLASSES x PER_CLASS samples."""
 
-    def __init__(self, cfg, seed: int = 0, fault_hook=None, model: type[nn.Module] = _Flat) -> None:
+    def __init__(self, cfg, seed: int = 0, fault_hook=None, model: type[nn.Module] = _Flat,
+                 info: DistInfo = DistInfo(), sharded: bool = False) -> None:
+        """``info``: this process's rank in an initialised process group; ``sharded``: a ShardedMarginHead
+        (centres split over the ranks) instead of the replicated head."""
         torch.manual_seed(seed)
         self.cfg = cfg
         self.labels = np.repeat(np.arange(CLASSES), PER_CLASS)
         self.images = torch.randn(len(self.labels), 3, SIDE, SIDE, generator=torch.Generator().manual_seed(1))
         self.model = model()
-        self.head = create_head("arcface", DIM, CLASSES, s=16.0, m=0.3)
+        if sharded:
+            self.head = ShardedMarginHead(DIM, CLASSES, create_margin("arcface", s=16.0, m=0.3),
+                                          rows_per_rank=cfg.batch_size // info.world_size)
+        else:
+            self.head = create_head("arcface", DIM, CLASSES, s=16.0, m=0.3)
         self.optimizer = build_optimizer(cfg.optim, [self.model, self.head])
         scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
         scaler = torch.amp.GradScaler("cpu", enabled=False)
@@ -76,16 +88,18 @@ class _Setup:
         self.bad_steps = BadSteps(torch.device("cpu"), limit=3)
         self.sampler = FaceBatchSampler(
             self.labels, [np.flatnonzero(self.labels == c) for c in range(CLASSES)], batch_size=cfg.batch_size,
-            seed=0, cd=cfg.cd if cfg.method == "cd" else None, scores=self.scores.numpy, grad_accum=cfg.grad_accum,
+            rank=info.rank, world_size=info.world_size, seed=0, cd=cfg.cd if cfg.method == "cd" else None,
+            scores=self.scores.lagged, grad_accum=cfg.grad_accum,
         )
         self.sampler.set_epoch(0)
         self.batches = iter(self.sampler)
         self.step = TrainStep(
-            cfg, DistInfo(), torch.device("cpu"), self.model, self.head, [], self.optimizer, scheduler, scaler,
+            cfg, info, torch.device("cpu"), self.model, self.head, [], self.optimizer, scheduler, scaler,
             self.scores, ClosenessDiversityLoss(s=16.0), TrainingHealth(1.0, torch.device("cpu"), 0),
             self.bad_steps, local_batch=self.sampler.local_batch, fault_hook=fault_hook,
         )
         self.index = 0
+        self.cd_steps = 0
 
     def micro_batch(self, indices: list[int]) -> MicroBatch:
         idx = torch.tensor(indices)
@@ -98,6 +112,7 @@ class _Setup:
         for _ in range(steps):
             batches = [self.micro_batch(next(self.batches)) for _ in range(self.cfg.grad_accum)]
             batches[-1].plan = self.sampler.take_plan(self.index)
+            self.cd_steps += batches[-1].plan is not None
             if during_step is None:
                 self.step(batches, self.index)
             else:
@@ -142,7 +157,8 @@ def test_under_accumulation_the_cd_samples_ride_on_the_last_micro_batch_and_inte
 
 class _HostReads(TorchFunctionMode):
     """Counts calls that read a tensor's value on the host (on a GPU each waits for the device), made directly
-    by cdface's code (calls inside torch or the test are not counted)."""
+    by cdface's code (calls inside torch or the test are not counted), and, through ``_BackwardHostReads``, the
+    same inside the backward of cdface's autograd Functions."""
 
     NAMES = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy", "cpu", "nonzero", "unique",
              "masked_select", "_local_scalar_dense", "argwhere", "unique_consecutive", "repeat_interleave"}
@@ -150,6 +166,17 @@ class _HostReads(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[str] = []
+        self._backward: _BackwardHostReads | None = None
+
+    def __enter__(self):
+        self._backward = _BackwardHostReads(self.calls)
+        self._backward.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        super().__exit__(*exc)
+        assert self._backward is not None
+        self._backward.__exit__(*exc)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
@@ -158,6 +185,28 @@ class _HostReads(TorchFunctionMode):
             caller = sys._getframe(1)
             if caller.f_code.co_filename.startswith(CDFACE_SRC):
                 self.calls.append(f"{name} at {Path(caller.f_code.co_filename).name}:{caller.f_lineno}")
+        return func(*args, **(kwargs or {}))
+
+
+class _BackwardHostReads(TorchDispatchMode):
+    """The same count inside the backward of cdface's own autograd Functions (e.g. the sharded cross-entropy),
+    which the function mode above does not see: the operators that read a device value on the host, while
+    the autograd node being run is one of cdface's."""
+
+    OPS = {"nonzero", "_local_scalar_dense", "masked_select", "_unique2", "unique_dim", "unique_consecutive",
+           "repeat_interleave", "argwhere"}
+
+    def __init__(self, calls: list[str]) -> None:
+        super().__init__()
+        self.calls = calls
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in self.OPS or name in ("index", "index_put", "index_put_") and _has_bool_tensor(tuple(args[1])):
+            node = torch._C._current_autograd_node()
+            owner = getattr(getattr(node, "_forward_cls", None), "__module__", "")
+            if owner.startswith("cdface."):
+                self.calls.append(f"{name} in the backward of {owner}.{node._forward_cls.__name__}")
         return func(*args, **(kwargs or {}))
 
 
@@ -177,6 +226,36 @@ def test_steady_state_step_reads_nothing_on_the_host(method: str) -> None:
     with _HostReads() as reads:  # the counter sees a host read where there is one: fit's read at log steps
         setup.bad_steps.read()
     assert reads.calls and reads.calls[0].startswith("tolist")
+
+
+def _sharded_host_reads(rank: int, init_file: str, out_dir: str) -> None:
+    """One of 2 gloo ranks: sharded-head steps (forward, the cross-entropy's backward, CD steps with the
+    distributed hard-negative gather) counted by ``_HostReads`` after a warm-up; the result goes to a file."""
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        setup = _Setup(_cfg(12, method="cd"), info=DistInfo(rank=rank, world_size=2), sharded=True)
+        setup.run(2)  # warm-up: first steps create optimizer state
+        before = setup.weights()
+        reads = _HostReads()
+        cd_before = setup.cd_steps
+        setup.run(4, during_step=reads)  # CD steps 2 and 4, plain steps 3 and 5
+        trained = not torch.equal(before[-1], setup.weights()[-1])  # this rank's centres moved
+        result = {"calls": reads.calls, "cd_steps": setup.cd_steps - cd_before, "trained": trained}
+        (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(result))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.distributed
+def test_sharded_head_steps_read_nothing_on_the_host_on_two_ranks(tmp_path: Path) -> None:
+    """The sharded head's forward (no boolean-mask index), its cross-entropy's backward (no nonzero) and the CD
+    step's distributed hard-negative gather (row counts known, not exchanged) read nothing on the host."""
+    mp.start_processes(_sharded_host_reads, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2,
+                       start_method="spawn")
+    for rank in range(2):
+        result = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert result["cd_steps"] == 2 and result["trained"], result
+        assert result["calls"] == [], f"rank {rank}: {result['calls']}"
 
 
 def test_a_non_finite_step_changes_nothing_and_is_counted_on_the_device() -> None:

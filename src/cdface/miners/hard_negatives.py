@@ -123,8 +123,9 @@ def mine_hard_negatives(
     cosine = normalized_cosine(all_queries, weight)  # (K_all, C_held), as the heads compute it
     values, ids = top_negatives(cosine, all_classes, k, class_start)
     if sharded and world > 1:  # each shard's top-k, then the global top-k of the candidates
-        all_values, _ = all_gather_rows(values.unsqueeze(0), group)  # (world, K_all, k)
-        all_ids, _ = all_gather_rows(ids.unsqueeze(0), group)
+        one_each = [1] * world  # one block per rank: known, so the gather does not exchange (and read) counts
+        all_values, _ = all_gather_rows(values.unsqueeze(0), group, one_each)  # (world, K_all, k)
+        all_ids, _ = all_gather_rows(ids.unsqueeze(0), group, one_each)
         all_values = all_values.permute(1, 0, 2).reshape(values.shape[0], -1)
         all_ids = all_ids.permute(1, 0, 2).reshape(ids.shape[0], -1)
         ids = all_ids.gather(1, all_values.topk(k, dim=1).indices)

@@ -57,8 +57,11 @@ class _ShardedCrossEntropy(torch.autograd.Function):
         all_reduce(row_grad, dist.ReduceOp.SUM, ctx.group)
         row_grad.div_(world)
         grad = probs * row_grad.unsqueeze(1)
-        owned = (local_target >= 0).nonzero().squeeze(1)
-        grad[owned, local_target[owned]] -= row_grad[owned]
+        # minus the row's gradient at its target column, on the rank that owns the class: a scatter of zeros
+        # elsewhere (fixed shape; selecting the owned rows first would read their count on the host)
+        owned = local_target >= 0
+        own_grad = torch.where(owned, row_grad, torch.zeros_like(row_grad)).unsqueeze(1)
+        grad.scatter_add_(1, local_target.clamp_min(0).unsqueeze(1), -own_grad)
         return grad, None, None, None, None
 
 

@@ -138,9 +138,13 @@ class ShardedMarginHead(nn.Module):
     @torch.no_grad()
     def _correct(self, cosine: Tensor, local: Tensor, target: Tensor) -> Tensor:
         """Rows whose own centre beats every other centre of every shard (one all-reduce of B_global maxima)."""
-        others = cosine.clone()
-        owned = local >= 0
-        others[owned, local[owned]] = float("-inf")
+        owned = (local >= 0).unsqueeze(1)
+        column = local.clamp_min(0).unsqueeze(1)
+        # the own centre set to -inf on the rank that holds it (rows whose class is elsewhere write their value
+        # back): a fixed-shape scatter, where a boolean-mask index would read the mask's count on the host
+        others = cosine
+        if cosine.shape[1]:
+            others = cosine.scatter(1, column, torch.where(owned, float("-inf"), cosine.gather(1, column)))
         best_other = others.max(dim=1).values if others.shape[1] else torch.full_like(target, float("-inf"))
         return target > all_reduce(best_other, dist.ReduceOp.MAX, self.group)
 

@@ -31,6 +31,14 @@ class CheckpointError(CdfaceError):
     """A checkpoint could not be written or read."""
 
 
+class NonFiniteState(CheckpointError):
+    """``save_checkpoint`` refused a state holding NaN or inf; ``entries``: the dotted keys of those tensors."""
+
+    def __init__(self, message: str, entries: list[str]) -> None:
+        super().__init__(message)
+        self.entries = entries
+
+
 def nonfinite_entries(state: Any, prefix: str = "") -> list[str]:
     """Dotted keys of the floating-point tensors in `state` (nested dicts, lists, tuples) holding NaN or inf."""
     if isinstance(state, torch.Tensor):
@@ -56,14 +64,15 @@ def checkpoint_path(directory: str | Path, step: int) -> Path:
 def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int, keep: int = 3) -> Path:
     """Write `state` atomically; on failure the previous checkpoints are untouched and the error says so.
 
-    A state with a non-finite floating-point value raises CheckpointError and writes nothing.
+    A state with a non-finite floating-point value raises NonFiniteState (a CheckpointError) and writes
+    nothing; this is the one scan of the state per checkpoint (the trainer catches it and goes on).
     """
     directory = Path(directory)
     path = checkpoint_path(directory, step)
     bad = nonfinite_entries(state)
     if bad:
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        raise CheckpointError(f"refusing to write checkpoint {path}: non-finite values in {shown}")
+        raise NonFiniteState(f"refusing to write checkpoint {path}: non-finite values in {shown}", bad)
     directory.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(state, buffer)

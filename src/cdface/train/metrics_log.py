@@ -14,8 +14,9 @@ log = logging.getLogger("cdface.train")
 
 
 class MetricsLog:
-    """``start_step``: the step the run (re)starts from. On a resume the records of the abandoned steps after it
-    are dropped from metrics.jsonl (a step is never logged twice), and the ETA uses this process's own pace."""
+    """``start_step``: the step the run (re)starts from; the ETA uses this process's own pace. The records after
+    it (a resumed run's abandoned steps) were dropped by ``write_run_config`` (train/run_folder.py), which runs
+    first: this log only appends."""
 
     def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True, start_step: int = 0) -> None:
         self.enabled = enabled
@@ -23,8 +24,6 @@ class MetricsLog:
         self.start = time.perf_counter()
         self.start_step = start_step
         path = run_dir / "metrics.jsonl"
-        if enabled and path.exists():
-            truncate_metrics(path, start_step)
         self._file = open(path, "a") if enabled else None  # noqa: SIM115
         self._tb = None
         if enabled and tensorboard:

@@ -51,7 +51,8 @@ def claim_run_folder(cfg: TrainConfig, run_dir: Path, info: DistInfo) -> None:
 
 def write_run_config(cfg: TrainConfig, run_dir: Path, resumed_step: int | None = None) -> None:
     """Rank 0, once the run has started: clear an overwritten run's files, cut the log back to `resumed_step`
-    (when resuming), then write `config.yaml`."""
+    (when resuming; 0 when `resume: auto` found no checkpoint: a killed first attempt's records go), then write
+    `config.yaml`. The one place the log is cut back (`MetricsLog` only appends)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.overwrite:
         for name in RUN_FILES:

@@ -8,6 +8,9 @@ in [0, 1) (``np.random.rand``) and stage 2 resumes them; a dataset without saved
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -15,15 +18,25 @@ from torch import Tensor
 
 from cdface.miners.easy_hard import score_threshold
 
+# How many steps old the scores the CD sampler draws from are: the copy it reads was started that many steps
+# earlier, so on a GPU the host waits for it only when it runs more than a step ahead of the device.
+LAG = 2
+
 
 class ScoreBank:
     """N float32 scores on ``device``, updated as score = momentum * score + (1 - momentum) * cos.
 
     The update runs on the device and never reads a device value on the host, so a GPU training step does
-    not wait for it. The CD sampler, which draws ahead on the host, reads ``numpy()``: the scores themselves
-    on a CPU device; on a GPU a pinned host copy that ``publish()`` refreshes asynchronously after each step
-    (double-buffered: the sampler sees the newest completed copy, at most a step or two old, as it already
-    draws a few batches ahead of the trained step).
+    not wait for it. The CD sampler, which draws ahead on the host, reads ``lagged()``: the scores as they were
+    ``lag`` published steps ago. ``publish()`` (after each step) starts a copy of the scores into a ring of
+    ``lag + 1`` host buffers (pinned, non-blocking on a GPU); ``lagged()`` waits for the copy it returns (its
+    event), which was started ``lag`` steps earlier and has normally landed. So what the sampler sees depends on
+    the step count only, never on when a copy finishes: the same run draws the same samples on a CPU and a
+    GPU, and a resume repeats them (the ring's older copies are part of ``state_dict``). ``numpy()`` is the
+    current scores, for inspection.
+
+    ``copy_async(dst, src)`` (tests) replaces the copy: it copies ``src`` into the host tensor ``dst`` and returns
+    an object with ``synchronize()`` (or None when the copy is already done).
     """
 
     def __init__(
@@ -33,11 +46,15 @@ class ScoreBank:
         initial: float | str = "uniform",
         seed: int = 0,
         device: torch.device | str = "cpu",
+        lag: int = LAG,
+        copy_async: Callable[[Tensor, Tensor], Any] | None = None,
     ) -> None:
         if num_samples <= 0:
             raise ValueError(f"num_samples must be > 0, got {num_samples}")
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        if lag < 1:
+            raise ValueError(f"lag must be >= 1, got {lag}")
         self.momentum = momentum
         if initial == "uniform":
             generator = torch.Generator().manual_seed(seed)
@@ -51,10 +68,13 @@ class ScoreBank:
         # scratch for duplicate-aware updates: zero between updates (only the touched entries are reset)
         self._sums = torch.zeros_like(self.scores)
         self._counts = torch.zeros_like(self.scores)
-        self._host: list[Tensor] = []
-        self._pending: tuple[Tensor, torch.cuda.Event] | None = None
-        if self.device.type == "cuda":
-            self._host = [scores.pin_memory(), scores.clone().pin_memory()]  # [newest complete, in flight]
+        self.lag = lag
+        self._copy = copy_async or (_copy_to_pinned if self.device.type == "cuda" else _copy_now)
+        pin = self.device.type == "cuda"
+        # slot k % (lag + 1) holds the scores after the k-th publish since the start (or the load)
+        self._ring = [scores.pin_memory() if pin else scores.clone() for _ in range(lag + 1)]
+        self._pending: list[Any] = [None] * (lag + 1)  # the copy event of each slot, until waited for
+        self._published = 0
 
     def __len__(self) -> int:
         return self.scores.numel()
@@ -92,20 +112,24 @@ class ScoreBank:
         self._counts.index_fill_(0, idx, 0.0)
 
     def publish(self) -> None:
-        """After a step on a GPU: start copying the scores to the host for the sampler (no wait)."""
-        if not self._host:
-            return
-        self._swap_if_done()
-        if self._pending is None:
-            self._host[1].copy_(self.scores, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-            self._pending = (self._host[1], event)
+        """After a step: start copying the scores to the host for the sampler (no wait on a GPU)."""
+        self._published += 1
+        # this slot held the copy lag + 1 steps old, which no draw reads any more (on a GPU a copy still in
+        # flight into it lands first: copies run in stream order)
+        slot = self._published % (self.lag + 1)
+        self._pending[slot] = self._copy(self._ring[slot], self.scores)
 
-    def _swap_if_done(self) -> None:
-        if self._pending is not None and self._pending[1].query():
-            self._host.reverse()
-            self._pending = None
+    def lagged(self) -> np.ndarray:
+        """The scores as they were ``lag`` publishes ago (the start's, or the checkpoint's history, before that),
+        as float32 numpy: what the CD sampler draws from. Waits for that copy (normally long done)."""
+        slot = (self._published - self.lag) % (self.lag + 1)
+        self._wait(slot)
+        return self._ring[slot].numpy()
+
+    def _wait(self, slot: int) -> None:
+        if self._pending[slot] is not None:
+            self._pending[slot].synchronize()
+            self._pending[slot] = None
 
     @torch.no_grad()
     def sync(self, group: dist.ProcessGroup | None = None) -> None:
@@ -130,21 +154,47 @@ class ScoreBank:
         return score_threshold(self.numpy(), p=p, max_samples=max_samples, rng=rng)
 
     def numpy(self) -> np.ndarray:
-        """The scores as float32 numpy for the host: a zero-copy live view on a CPU device; on a GPU the
-        newest complete copy that ``publish`` made (see the class docstring)."""
-        if not self._host:
-            return self.scores.numpy()
-        self._swap_if_done()
-        return self._host[0].numpy()
+        """The current scores as float32 numpy: a zero-copy live view on a CPU device, a copy (which waits for
+        the device) on a GPU. For inspection; the sampler reads ``lagged()``."""
+        return self.scores.numpy() if self.device.type == "cpu" else self.scores.cpu().numpy()
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {"scores": self.scores.detach().cpu().clone()}
+        """``scores`` (N,), and ``lagged`` (lag, N): the copies ``lagged()`` returns over the next ``lag`` steps,
+        oldest first, so a resumed run draws what the uninterrupted one would."""
+        history = []
+        for back in range(self.lag, 0, -1):
+            slot = (self._published - back) % (self.lag + 1)
+            self._wait(slot)
+            history.append(self._ring[slot].clone())
+        return {"scores": self.scores.detach().cpu().clone(), "lagged": torch.stack(history)}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Load ``state_dict()``'s; a state without ``lagged`` (an older checkpoint, or another lag) draws from
+        the loaded scores until the ring has caught up."""
         scores = state.get("scores")
         if not isinstance(scores, Tensor) or scores.shape != self.scores.shape:
             shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
             raise ValueError(f"score bank state must hold 'scores' of shape ({len(self)},), got {shape}")
-        self.scores.copy_(scores.to(torch.float32))
-        for host in self._host:
-            host.copy_(scores.to(torch.float32))
+        scores = scores.to(torch.float32)
+        history = state.get("lagged")
+        if not isinstance(history, Tensor) or history.shape != (self.lag, len(self)):
+            history = scores.expand(self.lag, -1)
+        self.scores.copy_(scores)
+        self._pending = [None] * (self.lag + 1)
+        self._published = 0
+        self._ring[0].copy_(scores)
+        for back in range(1, self.lag + 1):  # slot -back holds the scores `back` steps before the saved ones
+            self._ring[-back % (self.lag + 1)].copy_(history[self.lag - back])
+
+
+def _copy_now(dst: Tensor, src: Tensor) -> None:
+    """A CPU device: the copy is done when it returns."""
+    dst.copy_(src)
+
+
+def _copy_to_pinned(dst: Tensor, src: Tensor) -> torch.cuda.Event:
+    """A GPU: a non-blocking copy into pinned memory, and the event that marks its end."""
+    dst.copy_(src, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record()
+    return event

@@ -16,16 +16,17 @@ micro-batch, and the CD loss is added once per optimizer step with the weights W
 accumulation. ``cd.interval`` counts optimizer steps.
 
 No host read in a steady-state step: the finite checks stay on the device as flags; a step whose loss is
-not finite (on any rank) is skipped by the fused optimizer's ``found_inf`` path (no parameter, momentum or
-step counter changes; the running statistics its forwards updated are put back); the score bank and the
-health sums take the flag as a mask. ``BadSteps.read()`` is the one host read, done by ``fit`` at logging,
-checkpoint and epoch-end steps. An optimizer that cannot run fused falls back to reading the flag every step
-(logged once).
+not finite (on any rank) is skipped without a trace (no parameter, buffer, moment or step counter changes; see
+train/bad_step.py, which owns the skip); the score bank and the health sums take the flag as a mask.
+``BadSteps.read()`` is the one host read, done by ``fit`` at logging, checkpoint and epoch-end steps. An
+optimizer that cannot run fused falls back to reading the flag every step (logged once), and every optimizer
+reads it until it has applied its first step.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from cdface.config import TrainConfig
 from cdface.losses import ClosenessDiversityLoss
 from cdface.parallel import ShardedMarginHead
 from cdface.precision import autocast
+from cdface.train.bad_step import BadSteps, OptimizerStep, RunningBuffers
 from cdface.train.cd_sampler import CDPlan
 from cdface.train.distributed import DistInfo, all_gather_cat, all_reduce_sum
 from cdface.train.health import TrainingHealth
@@ -89,35 +91,6 @@ def to_device(array: np.ndarray, device: torch.device) -> Tensor:
     return tensor.to(device)
 
 
-class BadSteps:
-    """Device-side account of bad steps (a non-finite loss, or an update that made the weights non-finite).
-
-    ``record`` adds a step's flag without a host read; ``read`` (logging/checkpoint steps) returns
-    (bad steps since the last read, the step at which ``limit`` bad steps in a row were first reached or
-    None) and is the only host read.
-    """
-
-    def __init__(self, device: torch.device, limit: int) -> None:
-        self.limit = limit
-        # [bad steps since the last read, current streak, step where the streak reached the limit (-1: never),
-        #  last bad step (-1: none)]
-        self._state = torch.tensor([0, 0, -1, -1], dtype=torch.int64, device=device)
-
-    def record(self, bad: Tensor, step: int) -> None:
-        bad = bad.to(torch.int64)
-        count, streak, stop_at, last = self._state.unbind()
-        streak = (streak + 1) * bad
-        stop_at = torch.where((stop_at < 0) & (streak >= self.limit), step, stop_at)
-        last = torch.where(bad > 0, step, last)
-        self._state = torch.stack([count + bad, streak, stop_at, last])
-
-    def read(self) -> tuple[int, int | None, int]:
-        """(bad steps since the last read, step where the limit was reached or None, last bad step or -1)."""
-        count, _, stop_at, last = self._state.tolist()
-        self._state[0] = 0
-        return count, (stop_at if stop_at >= 0 else None), last
-
-
 class TrainStep:
     """``step(micro_batches, step_index) -> margin loss`` (a detached device scalar, the micro-batches' mean).
 
@@ -154,8 +127,8 @@ class TrainStep:
         self.scores, self.cd_loss, self.health, self.bad_steps = scores, cd_loss, health, bad_steps
         self.local_batch = local_batch
         self.fault_hook = fault_hook
-        self.skip_on_device = all(group.get("fused") for group in optimizer.param_groups)
-        if not self.skip_on_device and info.is_main:
+        self.optimizer_step = OptimizerStep(optimizer, scaler)
+        if not self.optimizer_step.fused and info.is_main:
             log.info("the optimizer is not fused: a non-finite step is detected with one host read per step")
         self.last_threshold: float | None = None
 
@@ -168,8 +141,7 @@ class TrainStep:
     def __call__(self, micro_batches: Sequence[MicroBatch], step: int) -> Tensor:
         cfg, n, count = self.cfg, self.local_batch, len(micro_batches)
         # running statistics the forward updates (BatchNorm, a margin's running t/norm): put back on a bad step
-        state = [b for module in (self.model, self.head_module) for b in module.buffers() if b.is_floating_point()]
-        saved = [b.detach().clone() for b in state]
+        buffers = RunningBuffers((self.model, self.head_module))
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
         losses, correct, target_cosines, indices = [], [], [], []
         cd_terms = None
@@ -203,12 +175,14 @@ class TrainStep:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             bad = flag > 0
 
-        self._update(bad)
-        with torch.no_grad():  # device-side: a skipped step leaves no trace in the running statistics either
-            for buffer, before in zip(state, saved, strict=True):
-                buffer.copy_(torch.where(bad, before, buffer))
+        clip = None
+        if cfg.optim.grad_clip > 0:
+            sharded_head = self.head_module if self.sharded else None
+            clip = functools.partial(clip_gradients, self.optimizer, cfg.optim.grad_clip, sharded_head, self.info)
+        self.optimizer_step.step(bad, clip)  # changes nothing when bad (see train/bad_step.py)
+        buffers.restore(bad)  # device-side: a skipped step leaves no trace in the running statistics either
         # a finite loss can still overflow the weights: a bad step too (and never checkpointed, see fit's save)
-        bad = bad | self._weights_not_finite(state)
+        bad = bad | self._weights_not_finite([b for b in buffers.buffers if b.is_floating_point()])
         good = ~bad
         self.bad_steps.record(bad, step + 1)  # numbered as the log and the checkpoints number it: steps done
         loss = torch.stack(losses).mean()
@@ -253,28 +227,6 @@ class TrainStep:
         self.scaler.scale(value).backward()
         return value.detach(), close.detach(), diverse.detach()
 
-    def _update(self, bad: Tensor) -> None:
-        """Clip, then the optimizer step, which changes nothing when ``bad`` (on the device)."""
-        optimizer, scaler = self.optimizer, self.scaler
-        if self.cfg.optim.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            clip_gradients(optimizer, self.cfg.optim.grad_clip, self.head_module if self.sharded else None, self.info)
-        if scaler.is_enabled():
-            # the scaler hands its own found_inf to the fused step: a bad loss must reach it through the grads
-            grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-            torch._foreach_add_(grads, torch.where(bad, float("nan"), 0.0))
-            scaler.step(optimizer)
-            scaler.update()
-        elif self.skip_on_device:
-            optimizer.found_inf = bad.float()  # the fused kernels' skip flag (as GradScaler passes it)
-            try:
-                optimizer.step()
-            finally:
-                del optimizer.found_inf
-        elif not bool(bad):  # a non-fused optimizer: one host read
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
     def _weights_not_finite(self, buffers: list[Tensor]) -> Tensor:
         """Device flag: a parameter or one of the floating-point ``buffers`` (the step's running statistics)
         holds a non-finite value."""
@@ -317,4 +269,4 @@ def clip_gradients(
         p.grad.mul_(factor.to(p.grad.dtype))
 
 
-__all__ = ["BadSteps", "MicroBatch", "TrainStep", "clip_gradients", "to_device", "to_micro_batch"]
+__all__ = ["MicroBatch", "TrainStep", "clip_gradients", "to_device", "to_micro_batch"]

@@ -20,16 +20,16 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from cdface import __version__
-from cdface.config import TrainConfig, check_world_size, config_to_dict
+from cdface.config import TrainConfig, config_to_dict
 from cdface.data.bad_samples import BadSampleTracker
 from cdface.errors import CdfaceError, ConfigError
 from cdface.files import atomic_write, atomic_writer
-from cdface.heads import create_head, create_margin
 from cdface.losses import ClosenessDiversityLoss
 from cdface.models import InputContract, create_model, load_state_dict_strict, strip_wrapper_prefixes
 from cdface.parallel import ShardedMarginHead, gather_full_state, load_full_state, reshard
 from cdface.threads import ThreadPlan, plan_threads, threads_applied
 from cdface.train import checkpoint as ckpt
+from cdface.train.bad_step import BadSteps
 from cdface.train.cd_sampler import FaceBatchSampler
 from cdface.train.data_setup import build_training_data, training_input_contract
 from cdface.train.distributed import (
@@ -38,6 +38,7 @@ from cdface.train.distributed import (
     init_distributed,
     own_entry,
 )
+from cdface.train.head_setup import build_head
 from cdface.train.health import TrainingHealth, collapse_plateau, health_line
 from cdface.train.interrupts import signals_held
 from cdface.train.metrics_log import MetricsLog
@@ -53,7 +54,7 @@ from cdface.train.resume_policy import (
 from cdface.train.run_folder import claim_run_folder, write_run_config
 from cdface.train.schedule import lr_multiplier
 from cdface.train.score_bank import ScoreBank
-from cdface.train.step import BadSteps, MicroBatch, TrainStep, to_micro_batch
+from cdface.train.step import MicroBatch, TrainStep, to_micro_batch
 
 log = logging.getLogger("cdface.train")
 
@@ -101,7 +102,6 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    check_world_size(cfg.batch_size, info.world_size)
     if cfg.precision == "fp16" and device.type != "cuda":
         # torch's gradient scaler works on CUDA only: fp16 without it lets small gradients underflow to zero
         raise ConfigError(f"precision: fp16 needs a CUDA device (its gradient scaler), this run is on {device.type}; "
@@ -122,7 +122,7 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
         world_size=info.world_size,
         seed=cfg.seed,
         cd=cfg.cd if cfg.method == "cd" else None,
-        scores=scores.numpy,
+        scores=scores.lagged,
         grad_accum=cfg.grad_accum,
     )
     loader = torch.utils.data.DataLoader(
@@ -145,18 +145,8 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
     if cfg.model.channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)
     preprocess = training_input_contract(backbone, dataset, val_sets)  # uint8 RGB batch -> the model's input
-    sharded = cfg.head.sharded
-    if sharded:  # class centres split over the ranks (Partial FC when sample_rate < 1); see cdface.parallel
-        head = ShardedMarginHead(
-            cfg.model.embedding_size,
-            dataset.num_classes,
-            create_margin(cfg.head.name, **cfg.head.params),
-            sample_rate=cfg.head.sample_rate,
-            generator=torch.Generator(device).manual_seed(cfg.seed * 1000 + info.rank),
-            rows_per_rank=sampler.local_batch,
-        ).to(device)
-    else:
-        head = create_head(cfg.head.name, cfg.model.embedding_size, dataset.num_classes, **cfg.head.params).to(device)
+    sharded = cfg.head.sharded  # class centres split over the ranks (Partial FC when sample_rate < 1)
+    head = build_head(cfg, dataset.num_classes, info.rank, sampler.local_batch, device)
     margin = head.margin
     cd_scale = resolve_cd_scale(cfg, margin)
     cd_loss_fn = ClosenessDiversityLoss(s=cd_scale, wc=cfg.cd.wc, wd=cfg.cd.wd)
@@ -221,7 +211,7 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
 
     if info.is_main:
         # the config in force; an overwritten run's files (or a resumed one's log after `step`) go now, not before
-        write_run_config(cfg, run_dir, step if resume_path is not None else None)
+        write_run_config(cfg, run_dir, step if cfg.resume else None)
     model = backbone
     ddp_modules: list[torch.nn.Module] = []  # [backbone, head] wrappers whose all-reduce no_sync can defer
     if info.enabled:
@@ -258,12 +248,13 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
                 "config": config_to_dict(cfg),
                 "cdface_version": __version__,
             }
-            if bad := ckpt.nonfinite_entries(state):  # never written: the last finite checkpoint stays the one named
-                log.warning("step %d: no checkpoint written, non-finite values in %s", at_step, ", ".join(bad[:3]))
-            else:
+            try:
                 with signals_held():  # Ctrl-C lands after the files are whole, and names this checkpoint
                     path = ckpt.save_checkpoint(state, ckpt_dir, at_step, keep=cfg.keep_checkpoints)
                     export_backbone(backbone, cfg, run_dir, dataset.num_classes, at_step)
+            except ckpt.NonFiniteState as exc:  # never written: the last finite checkpoint stays the one named
+                log.warning("step %d: no checkpoint written, non-finite values in %s", at_step,
+                            ", ".join(exc.entries[:3]))
         if info.enabled:
             torch.distributed.barrier()
         return path
