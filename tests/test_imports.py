@@ -29,7 +29,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: list[tuple[str, set[str]]] = [
     # top-level helpers: no cdface import above themselves
     ("foundation", {"cdface", "cdface.errors", "cdface.files", "cdface.threads", "cdface.precision",
-                    "cdface.embedding", "cdface.cli_args", "cdface.process_group"}),
+                    "cdface.embedding", "cdface.cli_args", "cdface.process_group", "cdface.collectives"}),
     ("data", {"cdface.data"}),
     ("detect", {"cdface.detect"}),
     ("models", {"cdface.models"}),
@@ -60,9 +60,6 @@ KNOWN_UPWARD = {
     # `cdface data pack --detect` runs detect/pack.py: the `--detect` variant to be registered by detect/
     ("cdface.data.cli", "cdface.detect.options"),
     ("cdface.data.cli", "cdface.detect.pack"),
-    # the miner's collectives: parallel/comm.py imports nothing of cdface and is to move to the foundation
-    # (e.g. into cdface/process_group.py) once parallel/ is free to edit
-    ("cdface.miners.hard_negatives", "cdface.parallel.comm"),
     # `cdface models import` sits beside `models known` for the user; importing an ONNX file checks the mapped
     # backbone against the graph run by onnxruntime, which is inference/'s loading: the CLI edge reaches up
     ("cdface.models.cli", "cdface.inference.onnx_import"),

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cdface.parallel.comm import all_gather_rows, rank_and_world
+from cdface.collectives import all_gather_rows, rank_and_world
 
 __all__ = ["eval_process_group", "shard_bounds", "sharded_extract", "is_main_process"]
 

@@ -190,7 +190,7 @@ def extract_features(
     Inside a multi-process group (`torchrun ... cdface eval`) each rank embeds its block of the images and the
     features are gathered in dataset order (`cdface.inference.distributed`).
     """
-    from cdface.parallel.comm import is_distributed
+    from cdface.collectives import is_distributed
 
     if is_distributed():
         from cdface.inference.distributed import sharded_extract

@@ -110,8 +110,8 @@ def mine_hard_negatives(
     exchange of the sizes, which would be a host read).
     """
     # imported here: the parallel package imports this module
+    from cdface.collectives import all_gather_rows, all_reduce, rank_and_world
     from cdface.embedding import normalized_cosine
-    from cdface.parallel.comm import all_gather_rows, all_reduce, rank_and_world
 
     num_classes = weight.shape[0] if num_classes is None else int(num_classes)
     sharded = weight.shape[0] < num_classes

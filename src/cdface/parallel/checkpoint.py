@@ -21,11 +21,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from cdface.collectives import is_distributed
 from cdface.errors import FormatError
 from cdface.files import atomic_writer
 from cdface.files import load_weights as _safe_load
 
-from .comm import is_distributed
 from .sharded_head import ShardedMarginHead
 from .sharding import reshard, shard_sizes
 

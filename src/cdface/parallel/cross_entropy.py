@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.distributed import ProcessGroup
 
-from .comm import all_reduce, rank_and_world
+from cdface.collectives import all_reduce, rank_and_world
 
 __all__ = ["sharded_cross_entropy"]
 

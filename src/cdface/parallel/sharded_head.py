@@ -23,11 +23,11 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed import ProcessGroup
 
+from cdface.collectives import all_gather_rows, all_reduce, gather_rows_with_grad, rank_and_world
 from cdface.errors import ConfigError
 from cdface.heads import CurricularFaceMargin, HeadOutput, Margin, create_margin, normalized_cosine
 from cdface.miners.hard_negatives import HardNegatives, mine_hard_negatives
 
-from .comm import all_gather_rows, all_reduce, gather_rows_with_grad, rank_and_world
 from .cross_entropy import sharded_cross_entropy
 from .sampling import sample_centres
 from .sharding import num_sampled, shard_range

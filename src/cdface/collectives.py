@@ -1,4 +1,5 @@
-"""Collectives for the sharded head: group queries and row gathers that work on one process too.
+"""Collectives for the sharded head and the hard-negative miner: group queries and row gathers that work on one
+process too.
 
 Everything takes an optional process ``group``; without an initialised process group the world is one
 rank and every collective is the identity, so the sharded head also runs (and is tested) undistributed.
