@@ -27,6 +27,7 @@ from cdface.errors import CdfaceError, ConfigError, FormatError
 from cdface.files import load_weights
 from cdface.models import InputContract, infer_model_config, load_state_dict_strict
 from cdface.train import checkpoint as ckpt
+from cdface.train.finetune import class_mean_centres
 
 log = logging.getLogger("cdface.train")
 
@@ -159,10 +160,26 @@ def _check_same_set(state: dict[str, Any], dataset: Any, path: Path, cfg: TrainC
         log.warning("%s: written before data fingerprints: cannot check that it belongs to this training set", path)
 
 
-@torch.no_grad()
-def new_head_centres(head: nn.Module, centres: torch.Tensor) -> None:
-    """Copy (C, D) centres into a replicated or a sharded head (its own rows)."""
-    if hasattr(head, "load_full_weight"):
-        head.load_full_weight(centres)
+def new_head(
+    cfg: TrainConfig, start: StartingPoint, head: nn.Module, backbone: nn.Module, dataset: Any,
+    device: torch.device, is_main: bool = True,
+) -> None:
+    """A run that took only a backbone: the head (built at random) starts from the class means of this set's images
+    with `finetune.head_init: class_means`; the scores stay fresh. Both recorded in `start.created`."""
+    if cfg.finetune.head_init == "class_means":
+        centres, used = class_mean_centres(
+            backbone, dataset, InputContract.from_model(backbone), device, cfg.finetune.head_init_images
+        )
+        with torch.no_grad():
+            if hasattr(head, "load_full_weight"):  # a sharded head: its own rows
+                head.load_full_weight(centres)
+            else:
+                head.weight.copy_(centres.to(head.weight.dtype))
+        start.created.append(f"a new {cfg.head.name} head of {dataset.num_classes} classes from the class means of "
+                             f"{used} images")
     else:
-        head.weight.copy_(centres.to(head.weight.dtype))
+        start.created.append(f"a new {cfg.head.name} head of {dataset.num_classes} classes (random, seed {cfg.seed})")
+    start.created.append(f"fresh difficulty scores for {len(dataset)} samples")
+    if cfg.method == "cd" and is_main:
+        log.warning("method: cd with fresh difficulty scores: the first CD steps draw easy and hard samples from "
+                    "scores that know nothing yet; run a short stage 1 first (configs/finetune_arcface.yaml)")

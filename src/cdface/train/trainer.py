@@ -38,9 +38,9 @@ from cdface.train.distributed import (
     init_distributed,
     own_entry,
 )
-from cdface.train.finetune import class_mean_centres, freeze_backbone
+from cdface.train.finetune import freeze_backbone
 from cdface.train.health import TrainingHealth, collapse_plateau, health_line
-from cdface.train.init_from import new_head_centres, take_backbone
+from cdface.train.init_from import new_head, take_backbone
 from cdface.train.interrupts import signals_held
 from cdface.train.metrics_log import MetricsLog
 from cdface.train.model_options import check_local_batch, model_options
@@ -224,26 +224,12 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
                 log.warning("checkpoints after step %d moved to %s (a new history starts here)", step, aside)
     elif cfg.init_from:  # stage 2 from stage 1 (backbone, head, scores), or a pretrained backbone to fine-tune
         start = take_backbone(cfg, backbone, dataset)
-        if start.state is not None:
+        if start.state is not None:  # stage 2: this set's head and difficulty scores
             state = _require(start.state, start.path, ("backbone", "head", "scores"))
             _load_head(head, state, start.path)
             _load_scores(scores, state, start.path)
-        else:
-            if cfg.finetune.head_init == "class_means":
-                centres, used = class_mean_centres(
-                    backbone, dataset, InputContract.from_model(backbone), device, cfg.finetune.head_init_images
-                )
-                new_head_centres(head, centres)
-                start.created.append(f"a new {cfg.head.name} head of {dataset.num_classes} classes from the class "
-                                     f"means of {used} images")
-            else:
-                start.created.append(f"a new {cfg.head.name} head of {dataset.num_classes} classes (random, seed "
-                                     f"{cfg.seed})")
-            start.created.append(f"fresh difficulty scores for {len(dataset)} samples")
-            if cfg.method == "cd" and info.is_main:
-                log.warning("method: cd with fresh difficulty scores: the first CD steps draw easy and hard "
-                            "samples from scores that know nothing yet; run a short stage 1 first "
-                            "(configs/finetune_arcface.yaml)")
+        else:  # fine-tuning: a new head (random or from class means), fresh scores
+            new_head(cfg, start, head, backbone, dataset, device, info.is_main)
         if info.is_main:
             log.info("%s", start.summary())
     preprocess = training_input_contract(backbone, dataset, val_sets)  # uint8 RGB batch -> the model's input
