@@ -112,6 +112,20 @@ class OptimConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """Starting from a pretrained backbone (docs/training.md, "Fine-tune a pretrained model"). The freezing and lr
+    options act on any run; backbone_only and head_init act when the run starts from init_from."""
+
+    backbone_only: bool = False  # from an init_from checkpoint take the backbone only: new head, fresh scores
+    head_init: str = "random"  # random | class_means: a new head's centres = mean embeddings of each class
+    head_init_images: int = 16  # images per class for class_means (the first ones of each class); 0 = all
+    backbone_lr_scale: float = 1.0  # the backbone's lr = this x the head's (optim.lr and its schedule)
+    head_warmup_steps: int = 0  # the backbone's lr is 0 for the first steps: the new head alone learns
+    freeze_bn: bool = False  # the backbone's BatchNorm layers keep their running statistics (eval mode)
+    freeze: list[str] = field(default_factory=list)  # backbone parameter-name prefixes not trained (e.g. layer1)
+
+
+@dataclass
 class TrainConfig:
     name: str = "run"
     output_dir: str = "runs"
@@ -144,6 +158,7 @@ class TrainConfig:
     cd: CDConfig = field(default_factory=CDConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -154,6 +169,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "scores.sync": ("gather", "average"),
     "optim.optimizer": ("sgd", "adamw"),
     "optim.scheduler": ("step", "cosine", "poly", "constant"),
+    "finetune.head_init": ("random", "class_means"),
 }
 
 
@@ -211,6 +227,9 @@ _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "health.collapse_after_epochs": (0.0, None, True, True),
     "health.collapse_ce_fraction": (0.0, 1.0, False, True),
     "health.collapse_max_target_cosine": (-1.0, 1.0, True, True),
+    "finetune.head_init_images": (0, None, True, True),
+    "finetune.backbone_lr_scale": (0.0, None, True, True),
+    "finetune.head_warmup_steps": (0, None, True, True),
 }
 
 

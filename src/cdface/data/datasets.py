@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from cdface.data.cache import cache_file
 from cdface.data.decode import decode_image
+from cdface.data.fingerprint import DataFingerprint, labels_digest
 from cdface.data.image_files import IMAGE_EXTENSIONS, FolderScan, is_ignored_entry, scan_image_folder
 from cdface.data.lists import read_image_list
 from cdface.data.recordio import RecordIOReader
@@ -75,9 +76,21 @@ class FaceDataset(Dataset):
         self.epoch = 0
         self.bad_indices: set[int] = set()  # per process: DataLoader workers each keep their own
         self._class_indices: list[np.ndarray] | None = None
+        self._labels_sha256: str | None = None  # a subclass may set it from its cache
 
     def __len__(self) -> int:
         return int(self.labels.size)
+
+    @property
+    def fingerprint(self) -> DataFingerprint:
+        """N, C and the label hash of this set (`cdface.data.fingerprint`), computed once."""
+        if self._labels_sha256 is None:
+            self._labels_sha256 = labels_digest(self.labels, self.sample_ids())
+        return DataFingerprint(len(self), self.num_classes, self._labels_sha256)
+
+    def sample_ids(self) -> np.ndarray | list[str] | None:
+        """Each sample's place in the set, independent of where the set lives (None: the labels alone)."""
+        return None
 
     @property
     def num_bad(self) -> int:
@@ -166,6 +179,13 @@ class InMemoryDataset(FaceDataset):
         return self.images[index]
 
 
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:  # a list entry outside the root (an absolute path): the path as listed
+        return path.as_posix()
+
+
 def resolve_recordio_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     """A directory (holding train.rec/train.idx) or a .rec file -> (rec, idx)."""
     p = Path(path)
@@ -207,35 +227,42 @@ class RecordIODataset(FaceDataset):
     ) -> None:
         rec, idx = resolve_recordio_paths(path)
         self.reader = RecordIOReader(rec, idx if idx.is_file() else None)
-        keys, raw = self._labels_from_cache(cache_labels, cache_dir)
+        keys, raw, digest = self._labels_from_cache(cache_labels, cache_dir)
         if not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw)) or np.any(raw < 0):
             bad = int(np.flatnonzero(~np.isfinite(raw) | (raw != np.round(raw)) | (raw < 0))[0])
             raise FormatError(rec, f"record {keys[bad]}", f"a non-negative integer label, got {raw[bad]}")
         labels, self.class_ids = contiguous_labels(raw.astype(np.int64))
         self.image_keys = keys
         super().__init__(labels, rec, transform, seed, max_pixels)
+        self._labels_sha256 = digest or None
+
+    def sample_ids(self) -> np.ndarray:
+        return self.image_keys
 
     def _labels_from_cache(
         self, use_cache: bool, cache_dir: str | os.PathLike | None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, str]:
+        """(record keys, raw labels, the data fingerprint's label hash): the cache keeps the hash too, so a
+        42M-sample set is hashed once, not at every start."""
         reader = self.reader
         sources = [reader.rec_path] + ([reader.idx_path] if reader.idx_path.is_file() else [])
         cache = cache_file(sources, f"labels-v{self._CACHE_VERSION}", ".npz", cache_dir) if use_cache else None
         if cache is not None and cache.is_file():
             try:
                 with np.load(cache, allow_pickle=False) as z:
-                    return z["keys"], z["labels"]
+                    return z["keys"], z["labels"], str(z["labels_sha256"])
             except (OSError, ValueError, KeyError):
-                pass  # unreadable cache: rebuild it
+                pass  # unreadable cache (or one written before the hash was kept): rebuild it
         keys, raw = self._labels_from_records()
+        digest = labels_digest(contiguous_labels(raw.astype(np.int64))[0], keys)
         if cache is not None:
             try:
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_writer(cache) as handle:
-                    np.savez(handle, keys=keys, labels=raw)
+                    np.savez(handle, keys=keys, labels=raw, labels_sha256=np.array(digest))
             except OSError as exc:  # unwritable cache directory: work without a cache
                 logger.info("label cache not written (%s): %s", cache, exc.strerror or exc)
-        return keys, raw
+        return keys, raw, digest
 
     def _labels_from_records(self) -> tuple[np.ndarray, np.ndarray]:
         reader = self.reader
@@ -269,6 +296,11 @@ class _FileListDataset(FaceDataset):
     """Images stored as individual files."""
 
     paths: list[Path]
+    root: Path
+
+    def sample_ids(self) -> list[str]:
+        """Each file's path below the set's root (a moved set keeps them, a renamed identity folder does not)."""
+        return [_relative(path, self.root) for path in self.paths]
 
     def load_image(self, index: int) -> np.ndarray:
         path = self.paths[index]
@@ -306,6 +338,7 @@ class ImageFolderDataset(_FileListDataset):
         if not paths:
             raise FormatError(root_path, None, f"image files ({', '.join(IMAGE_EXTENSIONS)}) in class sub-folders")
         self.paths = paths
+        self.root = root_path
         mapped, self.class_ids = contiguous_labels(np.asarray(labels))
         self.class_names = [self.class_names[i] for i in self.class_ids]  # drop empty folders
         if self.scan.note():
@@ -329,6 +362,7 @@ class ImageListDataset(_FileListDataset):
     ) -> None:
         list_path = Path(list_file)
         self.paths, raw = read_image_list(list_path, root)
+        self.root = Path(root) if root is not None else list_path.parent
         mapped, self.class_ids = contiguous_labels(raw)
         super().__init__(mapped, list_path, transform, seed, max_pixels)
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from cdface.data.fingerprint import DataFingerprint
 from cdface.errors import CdfaceError, FormatError
 from cdface.files import atomic_write, load_weights, sha256_file
 
@@ -152,6 +153,22 @@ def newest_valid_checkpoint(run_dir: str | Path) -> Path | None:
     and `cdface eval --model RUN` (`latest_valid_checkpoint`'s checksum check included)."""
     run_dir = Path(run_dir)
     return latest_valid_checkpoint(run_dir / "checkpoints") or latest_valid_checkpoint(run_dir)
+
+
+def check_data_fingerprint(
+    state: dict[str, Any], fingerprint: DataFingerprint, path: str | Path, data_path: str, hint: str = ""
+) -> bool:
+    """Compare the checkpoint's data fingerprint (N, C, label hash; every checkpoint stores one as
+    ``data_fingerprint``) with this run's set: CheckpointError naming what differs (then `hint`) for another
+    set; True when they match (wherever the set now lives); False for a checkpoint without a fingerprint."""
+    saved = DataFingerprint.from_dict(state.get("data_fingerprint"))
+    if saved is None:
+        return False
+    if differences := saved.differences(fingerprint):
+        raise CheckpointError(
+            f"{path}: belongs to another training set than data.path {data_path}: {'; '.join(differences)}{hint}"
+        )
+    return True
 
 
 def load_checkpoint(path: str | Path, verify: bool = True) -> dict[str, Any]:

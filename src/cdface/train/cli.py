@@ -91,7 +91,7 @@ def _train_epilog() -> str:
     return "\n".join(lines)
 
 
-_SECTIONS = ("data", "model", "head", "scores", "cd", "optim", "health")
+_SECTIONS = ("data", "model", "head", "scores", "cd", "optim", "health", "finetune")
 
 
 def _setup_logging() -> None:
@@ -109,6 +109,7 @@ def _rank() -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from cdface.config import load_config
+    from cdface.train.interrupts import Terminated, sigterm_interrupts
     from cdface.train.trainer import fit
 
     _setup_logging()
@@ -120,15 +121,18 @@ def _train(args: argparse.Namespace) -> int:
 
             print(dump_config(cfg), end="")
             return 0
-        result = fit(cfg)
+        with sigterm_interrupts():  # SIGTERM ends the run as Ctrl-C does: the same cleanup and message
+            result = fit(cfg)
     except ConfigError:
         if _rank() != 0:  # every rank finds the same config error: rank 0 alone prints it (exit 2, as main)
             return 2
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
         if _rank() == 0:
-            print(interrupted_message(args, cfg), file=sys.stderr)
-        return 130
+            print(interrupted_message(args, cfg, "terminated (SIGTERM)" if terminated else "interrupted"),
+                  file=sys.stderr)
+        return 143 if terminated else 130  # 128 + the signal's number, as a shell reports it
     except RuntimeError as exc:
         explained = explain_runtime_error(exc, cfg)
         if explained is exc:
@@ -138,17 +142,17 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def interrupted_message(args: argparse.Namespace, cfg: TrainConfig | None) -> str:
-    """One line for Ctrl-C: the newest valid checkpoint and the command that continues from it."""
+def interrupted_message(args: argparse.Namespace, cfg: TrainConfig | None, what: str = "interrupted") -> str:
+    """One line for Ctrl-C or SIGTERM (`what`): the newest valid checkpoint and the command that continues."""
     if cfg is None:
-        return "interrupted before the run started"
+        return f"{what} before the run started"
     from cdface.train import checkpoint as ckpt
 
     newest = ckpt.latest_valid_checkpoint(Path(cfg.output_dir) / cfg.name / "checkpoints")
     kept = [o for o in args.overrides if o.split("=", 1)[0].strip() not in ("resume", "overwrite")]
     command = shlex.join(["cdface", "train", args.config, *kept, "resume=auto"])
     where = f"newest checkpoint {newest}" if newest else "no checkpoint written yet"
-    return f"interrupted; {where}; continue with: {command}"
+    return f"{what}; {where}; continue with: {command}"
 
 
 # What a collective's own error says when its peer is gone (gloo, NCCL, the TCP store).

@@ -18,10 +18,14 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from cdface.files import atomic_write
 
 log = logging.getLogger("cdface.train")
 
@@ -185,4 +189,20 @@ def health_line(epoch: int, stats: HealthStats, plateau: float, extra: dict[str,
     return f"health epoch {epoch}: " + ", ".join(parts)
 
 
-__all__ = ["COLLAPSE_REMEDIES", "HealthStats", "TrainingHealth", "collapse_plateau", "health_line"]
+
+
+_HEALTH_EPOCH = re.compile(r"^health epoch (\d+):")
+
+
+def truncate_health(path: Path, last_epoch: int) -> None:
+    """Keep the `health_line`s of epochs <= `last_epoch` in `path` (a resumed run writes the later ones again),
+    atomically; other lines (not health lines, e.g. cut by a kill) go too."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line + "\n" for line in lines if (m := _HEALTH_EPOCH.match(line)) and int(m.group(1)) <= last_epoch]
+    if len(kept) != len(lines):
+        atomic_write(path, "".join(kept))
+
+
+__all__ = ["COLLAPSE_REMEDIES", "HealthStats", "TrainingHealth", "collapse_plateau", "health_line", "truncate_health"]

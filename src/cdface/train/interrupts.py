@@ -6,6 +6,10 @@ instead of the one-line "interrupted; newest checkpoint ..." message, and the ch
 one before. SIGTERM (a scheduler's preemption, ``kill``) is held for the same reason: files are written
 atomically either way, but a run stopped between the checkpoint and its ``.sha256`` or ``backbone.pt``
 loses the step it had just paid for.
+
+`sigterm_interrupts` turns SIGTERM into `Terminated`, a KeyboardInterrupt, for the duration of `cdface train`:
+the run then ends as Ctrl-C ends it (the same cleanup, the same one-line message naming the newest checkpoint
+and the command that continues it), instead of dying silently.
 """
 
 from __future__ import annotations
@@ -43,3 +47,25 @@ def signals_held(signals: tuple[int, ...] = HELD) -> Iterator[None]:
             signal.signal(sig, handler)
         for sig in pending:
             signal.raise_signal(sig)  # now with the old handler: KeyboardInterrupt for SIGINT
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program was, as Ctrl-C raises KeyboardInterrupt."""
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Inside the block SIGTERM raises `Terminated` (main thread only; elsewhere nothing changes); the old
+    handler is back after it. `signals_held` still holds it while a checkpoint is written, then delivers it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, _frame) -> None:
+        raise Terminated(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

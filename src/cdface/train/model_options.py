@@ -32,3 +32,21 @@ def model_options(cfg: TrainConfig) -> dict[str, Any]:
                 f"leave it at {neutral!r}"
             )
     return options
+
+
+def check_local_batch(backbone: Any, local_batch: int, world_size: int, freeze_bn: bool = False) -> None:
+    """ConfigError at start when each process would see one sample per step and the backbone has a BatchNorm
+    layer that learns its statistics: in training mode BatchNorm needs at least 2 values per channel (torch
+    raises "Expected more than 1 value per channel" at the first step)."""
+    from torch import nn
+
+    if local_batch > 1 or freeze_bn:
+        return
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules()):
+        return
+    per = f"batch_size {local_batch * world_size} over {world_size} processes" if world_size > 1 else "batch_size 1"
+    raise ConfigError(
+        f"batch_size: {per} gives each process 1 sample per step, and the BatchNorm layers of "
+        f"{getattr(backbone, 'arch', type(backbone).__name__)} need at least 2 in training; use a batch_size of at "
+        f"least {2 * world_size} (or finetune.freeze_bn: true, which keeps their running statistics)"
+    )

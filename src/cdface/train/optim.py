@@ -24,16 +24,29 @@ def split_decay_groups(modules: Iterable[nn.Module]) -> tuple[list[nn.Parameter]
     return decay, no_decay
 
 
-def build_optimizer(cfg: OptimConfig, modules: list[nn.Module]) -> torch.optim.Optimizer:
-    if cfg.no_decay_on_bn:
-        decay, no_decay = split_decay_groups(modules)
-        groups = [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-    else:
-        params = [p for m in modules for p in m.parameters() if p.requires_grad]
-        groups = [{"params": params, "weight_decay": cfg.weight_decay}]
+def build_optimizer(
+    cfg: OptimConfig, modules: list[nn.Module], lr_scales: list[float] | None = None
+) -> torch.optim.Optimizer:
+    """SGD or AdamW over the trainable parameters of `modules`.
+
+    `lr_scales` (one per module, e.g. [0.1, 1.0] for backbone and head): each module gets its own groups,
+    tagged ``"part": <module index>``, with lr = cfg.lr x its scale (the schedule multiplies each group's own
+    lr); None keeps one set of groups for all modules.
+    """
+    parts = [[m] for m in modules] if lr_scales is not None else [modules]
+    scales = list(lr_scales) if lr_scales is not None else [1.0]
+    groups: list[dict] = []
+    for index, (part, scale) in enumerate(zip(parts, scales, strict=True)):
+        tag = {"part": index, "lr": cfg.lr * scale} if lr_scales is not None else {}
+        if cfg.no_decay_on_bn:
+            decay, no_decay = split_decay_groups(part)
+            groups += [
+                {"params": decay, "weight_decay": cfg.weight_decay, **tag},
+                {"params": no_decay, "weight_decay": 0.0, **tag},
+            ]
+        else:
+            params = [p for m in part for p in m.parameters() if p.requires_grad]
+            groups.append({"params": params, "weight_decay": cfg.weight_decay, **tag})
     # fused: one kernel per step, and the `found_inf` flag that skips a bad step on the device (train/step.py)
     fused = _fusable(groups)
     if cfg.optimizer == "sgd":

@@ -49,6 +49,11 @@ RESUME_POLICY: dict[str, tuple[str, str]] = {
     "num_threads": (APPLY, "how the same model is run"),
     "health": (APPLY, "bookkeeping: when the log calls a run collapsed"),
     "data": (REFUSE, "the difficulty scores and sampler positions belong to one training set"),
+    "data.path": (APPLY, "a moved set resumes: the checkpoint's data fingerprint (N, C, label hash) is compared "
+                  "instead, and another set is refused (a checkpoint written before fingerprints refuses a new path)"),
+    "data.cache_dir": (APPLY, "where the label table is cached, not which labels it holds"),
+    "data.label_cache": (APPLY, "whether the label table is cached, not which labels it holds"),
+    "data.max_image_pixels": (APPLY, "the decoding limit of the images drawn from the resumed step on"),
     "data.num_workers": (APPLY, "loading only: the pending batches are replayed whatever the worker count"),
     "data.prefetch_factor": (APPLY, "loading only"),
     "data.val_targets": (APPLY, "verification only"),
@@ -65,9 +70,21 @@ RESUME_POLICY: dict[str, tuple[str, str]] = {
     "head.sample_rate": (APPLY, "Partial FC samples with the new rate from the resumed step on"),
     "scores": (REFUSE, "the saved difficulty scores were accumulated with these settings"),
     "cd": (REFUSE, "the CD samples already drawn ahead were drawn with these settings"),
+    "cd.wc": (APPLY, "a weight of the CD loss: the drawn samples stay, their loss is weighted anew"),
+    "cd.wd": (APPLY, "a weight of the CD loss: the drawn samples stay, their loss is weighted anew"),
+    "cd.s": (APPLY, "the diversity term's scale: the drawn samples stay, their loss is scaled anew"),
+    "cd.num_negatives": (APPLY, "the nearest wrong centres are mined at each CD step, not drawn ahead"),
+    "cd.per_class_centres": (APPLY, "the nearest wrong centres are mined at each CD step, not drawn ahead"),
     "optim": (APPLY, "the optimizer's hyperparameters are set from the config; its moments carry over"),
     "optim.optimizer": (REFUSE, "the saved moments belong to one optimizer"),
     "optim.no_decay_on_bn": (REFUSE, "the saved moments are stored per parameter group"),
+    "finetune": (REFUSE, "the saved moments are stored per parameter group, and these set the groups (a backbone "
+                 "group apart from the head's, frozen parameters left out)"),
+    "finetune.backbone_only": (IGNORE, "only acts when a new run starts from init_from"),
+    "finetune.head_init": (IGNORE, "only acts when a new run starts from init_from"),
+    "finetune.head_init_images": (IGNORE, "only acts when a new run starts from init_from"),
+    "finetune.freeze_bn": (APPLY, "how the same model is run: BatchNorm statistics frozen (or learnt) from the "
+                           "resumed step on"),
 }
 
 
@@ -99,13 +116,24 @@ def config_changes(saved: dict[str, Any], cfg: TrainConfig) -> list[tuple[str, A
     return [(k, old[k], new[k]) for k in new if k in old and old[k] != new[k]]
 
 
-def check_resume_config(saved: dict[str, Any] | None, cfg: TrainConfig, path: object, step: int) -> None:
-    """ConfigError for the first refused change; logs the applied ones ("optim.lr 0.01 → 0.001 from step 3")."""
+# Applied only when the checkpoint's data fingerprint was compared with this run's set.
+NEEDS_FINGERPRINT = ("data.path",)
+
+
+def check_resume_config(
+    saved: dict[str, Any] | None, cfg: TrainConfig, path: object, step: int, fingerprint_checked: bool = True
+) -> None:
+    """ConfigError for the first refused change; logs the applied ones ("optim.lr 0.01 → 0.001 from step 3").
+
+    `fingerprint_checked`: whether the checkpoint's data fingerprint matched this run's set (False for a
+    checkpoint without one, which then cannot move to another data.path)."""
     if not isinstance(saved, dict):
         return
     changes = config_changes(saved, cfg)
     for key, old, new in changes:
         rule, why = rule_of(key)
+        if key in NEEDS_FINGERPRINT and not fingerprint_checked:
+            rule, why = REFUSE, "the checkpoint holds no data fingerprint to show that the new path holds the same set"
         if rule == REFUSE:
             raise ConfigError(
                 f"{key}: cannot change from {old!r} to {new!r} when resuming {path}: {why}. "

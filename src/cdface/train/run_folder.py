@@ -19,10 +19,14 @@ from cdface.config import TrainConfig, dump_config
 from cdface.errors import ConfigError
 from cdface.files import atomic_write
 from cdface.train.distributed import DistInfo
+from cdface.train.health import truncate_health
 from cdface.train.metrics_log import truncate_metrics
 
 # What a run writes into its folder (and what `overwrite: true` removes); anything else is left alone.
-RUN_FILES = ("config.yaml", "checkpoints", "metrics.jsonl", "backbone.pt", "model.json", "tensorboard")
+RUN_FILES = (
+    "config.yaml", "checkpoints", "metrics.jsonl", "health.txt", "backbone.pt", "model.json", "tensorboard",
+    "training.png",
+)
 
 
 def run_folder_problem(cfg: TrainConfig, run_dir: Path) -> str | None:
@@ -49,10 +53,13 @@ def claim_run_folder(cfg: TrainConfig, run_dir: Path, info: DistInfo) -> None:
         raise ConfigError(verdict[0])
 
 
-def write_run_config(cfg: TrainConfig, run_dir: Path, resumed_step: int | None = None) -> None:
-    """Rank 0, once the run has started: clear an overwritten run's files, cut the log back to `resumed_step`
-    (when resuming; 0 when `resume: auto` found no checkpoint: a killed first attempt's records go), then write
-    `config.yaml`. The one place the log is cut back (`MetricsLog` only appends)."""
+def write_run_config(
+    cfg: TrainConfig, run_dir: Path, resumed_step: int | None = None, steps_per_epoch: int = 0
+) -> None:
+    """Rank 0, once the run has started: clear an overwritten run's files, cut the log and the health lines back
+    to `resumed_step` (when resuming, the health lines to the epochs ended by then; 0 when `resume: auto` found
+    no checkpoint: a killed first attempt's records go), then write `config.yaml`. The one place the log is cut
+    back (`MetricsLog` only appends)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.overwrite:
         for name in RUN_FILES:
@@ -63,4 +70,6 @@ def write_run_config(cfg: TrainConfig, run_dir: Path, resumed_step: int | None =
                 path.unlink(missing_ok=True)
     if resumed_step is not None:
         truncate_metrics(run_dir / "metrics.jsonl", resumed_step)
+        if steps_per_epoch > 0:
+            truncate_health(run_dir / "health.txt", resumed_step // steps_per_epoch)
     atomic_write(run_dir / "config.yaml", dump_config(cfg))

@@ -38,11 +38,13 @@ from cdface.train.distributed import (
     init_distributed,
     own_entry,
 )
+from cdface.train.finetune import freeze_backbone
 from cdface.train.head_setup import build_head
 from cdface.train.health import TrainingHealth, collapse_plateau, health_line
+from cdface.train.init_from import new_head, take_backbone
 from cdface.train.interrupts import signals_held
 from cdface.train.metrics_log import MetricsLog
-from cdface.train.model_options import model_options
+from cdface.train.model_options import check_local_batch, model_options
 from cdface.train.optim import build_optimizer
 from cdface.train.plots import plot_training
 from cdface.train.resume_policy import (
@@ -52,7 +54,7 @@ from cdface.train.resume_policy import (
     optimizer_hyperparameters,
 )
 from cdface.train.run_folder import claim_run_folder, write_run_config
-from cdface.train.schedule import lr_multiplier
+from cdface.train.schedule import group_multipliers, lr_multiplier, schedule_notes
 from cdface.train.score_bank import ScoreBank
 from cdface.train.step import MicroBatch, TrainStep, to_micro_batch
 
@@ -136,15 +138,14 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
         generator=torch.Generator().manual_seed(cfg.seed),
     )
     steps_per_epoch = sampler.steps_per_epoch
-    total_steps = int(math.ceil(cfg.epochs * steps_per_epoch))
-    if cfg.max_steps > 0:
-        total_steps = min(total_steps, cfg.max_steps)
+    epoch_steps = int(math.ceil(cfg.epochs * steps_per_epoch))
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else epoch_steps  # max_steps, when set, is the length
 
     # ---- 3. backbone and margin head ------------------------------------------------------------------
     backbone = create_model(cfg.model.arch, embedding_size=cfg.model.embedding_size, **model_options(cfg)).to(device)
     if cfg.model.channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)
-    preprocess = training_input_contract(backbone, dataset, val_sets)  # uint8 RGB batch -> the model's input
+    check_local_batch(backbone, sampler.local_batch, info.world_size, cfg.finetune.freeze_bn)
     sharded = cfg.head.sharded  # class centres split over the ranks (Partial FC when sample_rate < 1)
     head = build_head(cfg, dataset.num_classes, info.rank, sampler.local_batch, device)
     margin = head.margin
@@ -162,9 +163,14 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
     )
     head_setting = f"{cfg.head.name} " + " ".join(f"{k}={v:g}" for k, v in cfg.head.params.items())
 
-    # ---- 4. optimizer, schedule, mixed precision -------------------------------------------------
-    optimizer = build_optimizer(cfg.optim, [backbone, head])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg.optim, steps_per_epoch, total_steps))
+    # ---- 4. optimizer, schedule, mixed precision (frozen parts and a slower backbone when fine-tuning) ------
+    frozen = freeze_backbone(backbone, cfg.finetune)
+    split = cfg.finetune.backbone_lr_scale != 1.0 or cfg.finetune.head_warmup_steps > 0
+    optimizer = build_optimizer(cfg.optim, [backbone, head], [cfg.finetune.backbone_lr_scale, 1.0] if split else None)
+    lr_factor = lr_multiplier(cfg.optim, steps_per_epoch, total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, group_multipliers(optimizer.param_groups, lr_factor, cfg.finetune.head_warmup_steps)
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
 
     # ---- 5. start from stage 1 (init_from) or resume this run --------------------------------------
@@ -172,8 +178,14 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
     resume_path = _resolve_resume(cfg, ckpt_dir, info)
     if resume_path is not None:
         state = _require(ckpt.load_checkpoint(resume_path), resume_path, RESUME_KEYS)
-        check_resume_config(state.get("config"), cfg, resume_path, int(state["step"]))  # refuse or apply, logged
+        same_set = ckpt.check_data_fingerprint(  # the same set, wherever it now lives; another set is refused
+            state, dataset.fingerprint, resume_path, cfg.data.path,
+            "; resume with the run's own training set, or start a new run from it with init_from",
+        )
+        check_resume_config(state.get("config"), cfg, resume_path, int(state["step"]), same_set)  # refuse or apply
         load_state_dict_strict(backbone, state["backbone"], resume_path)
+        if isinstance(state.get("input_cfg"), dict):  # a fine-tuned backbone keeps its pretrained input contract
+            backbone.input_cfg = dict(state["input_cfg"])
         _load_scores(scores, state, resume_path)
         configured = optimizer_hyperparameters(optimizer)
         if not sharded and (moments := (state.get("head_sharded") or {}).get("optimizer_state")):
@@ -200,18 +212,22 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
             log.info("resumed from %s at step %d", resume_path, step)
             if cfg.resume != "auto" and (aside := ckpt.set_aside_newer(ckpt_dir, step)):
                 log.warning("checkpoints after step %d moved to %s (a new history starts here)", step, aside)
-    elif cfg.init_from:
-        init_path = _resolve_init(cfg.init_from)
-        state = _require(ckpt.load_checkpoint(init_path), init_path, ("backbone", "head", "scores"))
-        load_state_dict_strict(backbone, state["backbone"], init_path)
-        _load_head(head, state, init_path)
-        _load_scores(scores, state, init_path)
+    elif cfg.init_from:  # stage 2 from stage 1 (backbone, head, scores), or a pretrained backbone to fine-tune
+        start = take_backbone(cfg, backbone, dataset)
+        if start.state is not None:  # stage 2: this set's head and difficulty scores
+            state = _require(start.state, start.path, ("backbone", "head", "scores"))
+            _load_head(head, state, start.path)
+            _load_scores(scores, state, start.path)
+        else:  # fine-tuning: a new head (random or from class means), fresh scores
+            new_head(cfg, start, head, backbone, dataset, device, info.is_main)
         if info.is_main:
-            log.info("initialised backbone, head and difficulty scores from %s", init_path)
-
+            log.info("%s", start.summary())
+    preprocess = training_input_contract(backbone, dataset, val_sets)  # uint8 RGB batch -> the model's input
     if info.is_main:
+        if frozen.parameters or frozen.norms:
+            log.info("fine-tuning: %s", frozen.describe())
         # the config in force; an overwritten run's files (or a resumed one's log after `step`) go now, not before
-        write_run_config(cfg, run_dir, step if cfg.resume else None)
+        write_run_config(cfg, run_dir, step if cfg.resume else None, steps_per_epoch)
     model = backbone
     ddp_modules: list[torch.nn.Module] = []  # [backbone, head] wrappers whose all-reduce no_sync can defer
     if info.enabled:
@@ -245,6 +261,8 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
                 "step": at_step,
                 "epoch": at_step // steps_per_epoch,
                 "num_classes": dataset.num_classes,
+                "data_fingerprint": dataset.fingerprint.as_dict(),  # which set: compared on resume and init_from
+                "input_cfg": InputContract.from_model(backbone).as_cfg(),
                 "config": config_to_dict(cfg),
                 "cdface_version": __version__,
             }
@@ -294,6 +312,7 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
 
     model.train()
     head.train()
+    frozen.hold()  # frozen BatchNorm layers stay on their running statistics
     while step < total_steps:
         epoch, batch_in_epoch = divmod(step, steps_per_epoch)
         sampler.set_epoch(epoch, batch_in_epoch)
@@ -348,6 +367,7 @@ def _fit(cfg: TrainConfig, threads: ThreadPlan, fault_hook: Any) -> FitResult:
             if cfg.verify_every and step % cfg.verify_every == 0 or (at_epoch_end and val_sets):
                 val_results = _verify(backbone, val_sets, metrics, step, info, device)
                 model.train()
+                frozen.hold()
             if end_of_epoch and (epoch_stats := health.read_epoch()) is not None and info.is_main:
                 extra = {f"val {name} acc %": 100 * acc for name, acc in val_results.items()}
                 line = health_line(step // steps_per_epoch, epoch_stats, health.plateau, extra)
@@ -397,7 +417,15 @@ def log_start_summary(
         f"optimizer {cfg.optim.optimizer} lr {cfg.optim.lr:g} ({cfg.optim.scheduler})",
         f"logs {run_dir / 'metrics.jsonl'}, {run_dir / 'training.png'}; checkpoints {run_dir / 'checkpoints'}",
     ]
+    epoch_steps = int(math.ceil(cfg.epochs * steps_per_epoch))
+    if cfg.max_steps > 0 and cfg.max_steps != epoch_steps:  # max_steps is the run's length: say what it changes
+        lines.append(
+            f"max_steps={cfg.max_steps} sets the length: {total_steps} steps = {total_steps / steps_per_epoch:.3g} "
+            f"epochs, where epochs={cfg.epochs:g} alone gives {epoch_steps} steps"
+        )
     log.info("start\n  %s", "\n  ".join(lines))
+    for note in schedule_notes(cfg.optim, steps_per_epoch, total_steps):
+        log.warning("%s", note)
 
 
 def resolve_cd_scale(cfg: TrainConfig, margin: torch.nn.Module) -> float:
@@ -489,17 +517,6 @@ def _load_head(
     margin_state = {k[len("margin.") :]: v for k, v in replicated.items() if k.startswith("margin.")}
     if margin_state:
         head.margin.load_state_dict(margin_state)
-
-
-def _resolve_init(init_from: str) -> Path:
-    """A checkpoint file, or a run folder / checkpoints folder whose newest valid checkpoint is taken."""
-    path = Path(init_from)
-    if path.is_dir():
-        found = ckpt.newest_valid_checkpoint(path)
-        if found is None:
-            raise CdfaceError(f"init_from: no valid checkpoint in {path}")
-        return found
-    return path
 
 
 def _resolve_resume(cfg: TrainConfig, ckpt_dir: Path, info: DistInfo) -> Path | None:
