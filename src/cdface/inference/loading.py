@@ -284,7 +284,8 @@ def load_embedding_model(
     if isinstance(path_or_module, nn.Module):
         own = getattr(path_or_module, "input_cfg", None)
         cfg, preprocessing = _apply_fallback(resolve_input_cfg(own, **overrides), own, {}, overrides, fallback,
-                                             type(path_or_module).__name__)
+                                             type(path_or_module).__name__,
+                                             bool(getattr(path_or_module, "release_card", None)))
         dev = None if device is None else resolve_device(device)
         model = TorchEmbeddingModel(path_or_module, cfg, dev, precision)
         model.preprocessing = preprocessing
@@ -317,7 +318,8 @@ def load_embedding_model(
     obj = load_weights(path, "a PyTorch state_dict or checkpoint readable by torch.load")
     module = build_backbone(obj, path, arch, embedding_size, meta, model_kwargs)
     cfg = resolve_input_cfg(getattr(module, "input_cfg", None), meta, **overrides)
-    cfg, preprocessing = _apply_fallback(cfg, getattr(module, "input_cfg", None), meta, overrides, fallback, path)
+    cfg, preprocessing = _apply_fallback(cfg, getattr(module, "input_cfg", None), meta, overrides, fallback, path,
+                                         bool(getattr(module, "release_card", None)))
     module.eval()
     model = TorchEmbeddingModel(module, cfg, dev, precision, source_path=path)
     model.preprocessing = preprocessing
@@ -354,12 +356,18 @@ def _apply_fallback(
     overrides: Mapping[str, Any],
     fallback: Mapping[str, Any],
     source: object = "model",
+    released: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A PyTorch model's input config with `fallback` filled in where neither the card (`meta`) nor the
-    module's own non-default contract (`own`, set by its architecture) gives a value; and the record of where
-    each value came from."""
+    module's own contract (`own`) gives a value; and the record of where each value came from.
+
+    The module has its own contract when it comes from a recognised release (`released`) or when any of its
+    mean / std / colour differs from the project default (its architecture set it): then all three are its
+    own, including those that happen to equal the default (AdaFace's 0.5 beside its BGR, facenet-pytorch's
+    mean 0.5 beside its std 128/255); filling those from the flags would mix two contracts."""
     given, spare = _given(overrides), _given(fallback)
     default, own_cfg = resolve_input_cfg(), resolve_input_cfg(own)
+    has_own = bool(own) and (released or any(own_cfg[k] != default[k] for k in _PREPROCESSING_KEYS))
     values_from: dict[str, str] = {"input_size": "model card" if meta.get("input_size") else "the model"}
     filled: dict[str, Any] = {}
     for key in _PREPROCESSING_KEYS:
@@ -367,7 +375,7 @@ def _apply_fallback(
             values_from[key] = _FROM_FLAG
         elif meta.get(key) is not None:
             values_from[key] = "model card"
-        elif own and own_cfg[key] != default[key]:
+        elif has_own:
             values_from[key] = "the model"  # its architecture's (or a recognised release's) contract
         elif key in spare:
             filled[key], values_from[key] = spare[key], _FROM_FALLBACK
