@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -204,8 +204,10 @@ class OnnxEmbeddingModel(EmbeddingModel):
         if self.graph_input.size is not None:
             cfg["input_size"] = self.graph_input.size
         super().__init__(cfg, torch.device("cpu"), path)
-        out_shape = self.session.get_outputs()[0].shape
-        self.embedding_size = out_shape[-1] if isinstance(out_shape[-1], int) else None
+        outputs = self.session.get_outputs()
+        out_shape = list(outputs[0].shape or [])
+        _check_embedding_outputs(path, outputs, self.graph_input)
+        self.embedding_size = out_shape[-1] if out_shape and isinstance(out_shape[-1], int) else None
 
     def preprocess(self, images: np.ndarray | Tensor) -> Tensor:
         """uint8 (N,H,W,3) RGB -> (N,C,h,w) as the graph takes it: colour-ordered, grey for a 1-channel graph
@@ -242,6 +244,23 @@ class OnnxEmbeddingModel(EmbeddingModel):
             out = self.session.run(None, {self.input_name: chunk})[0]
             outs.append(np.asarray(out, dtype=np.float32).reshape(step, -1)[:n])
         return np.concatenate(outs)
+
+
+def _check_embedding_outputs(path: Path, outputs: Sequence[Any], graph_input: Any) -> None:
+    """Refuse a graph that is not an embedding model before it is run: its first output must be (N, D) (sizes of
+    1 beside D allowed, e.g. (N, D, 1, 1)), and a graph with 5 or more outputs is a detector (the rule
+    insightface's `model_zoo` router uses). Otherwise a face detector given as --model was run and its score map
+    flattened into an "embedding"."""
+    shape = list(outputs[0].shape or [])
+    feature_dims = [d for d in shape[1:] if d != 1]
+    if len(outputs) < 5 and len(feature_dims) <= 1:
+        return
+    shown = ", ".join(f"{o.name} {list(o.shape or [])}" for o in outputs[:3]) + (", ..." if len(outputs) > 3 else "")
+    raise FormatError(
+        path, None,
+        f"an embedding model, one output (N, D); this graph (input {list(graph_input.shape)}) has {len(outputs)} "
+        f"output(s): {shown}, not an embedding (a face detector goes to --detect FILE.onnx, not to --model)",
+    )
 
 
 def _is_pixel_cfg(cfg: Mapping[str, Any]) -> bool:
