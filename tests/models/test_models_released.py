@@ -246,6 +246,19 @@ def test_damaged_safetensors_is_one_format_error(tmp_path: Path) -> None:
         load_embedding_model(path, device="cpu")
 
 
+
+def test_a_torch_file_named_safetensors_loads_with_torch(tmp_path: Path) -> None:
+    """A `.pt` renamed to `.safetensors` (or saved under that name by a script) is a torch zip: it was refused as
+    "a damaged safetensors file"; it is read by its header, like a safetensors file under a `.bin` name."""
+    direct = _randomise(create_model("iresnet_tiny"), 11)
+    path = tmp_path / "renamed.safetensors"
+    torch.save(direct.state_dict(), path)
+    images = _images(112)
+    with torch.no_grad():
+        ref = direct((_nchw(images) / 255 - 0.5) / 0.5)
+    _close(load_embedding_model(path, device="cpu", arch="iresnet_tiny")(images), ref)
+
+
 # ---------------------------------------------------------------------------------------------- TransFace
 
 
