@@ -70,6 +70,13 @@ def test_per_model_options_override_the_card(setup, tmp_path):
     assert models[str(setup["bare"])]["model_info"]["preprocessing"]["assumed"] == ["mean", "std", "color"]
 
 
+def test_a_flag_kept_out_by_a_per_model_option_says_so(setup, tmp_path):
+    models = _eval(setup, tmp_path, "--model", f"{setup['bare']}:mean=0.5", "--input-mean", "0.1,0.2,0.3")
+    info = models[str(setup["bare"])]["model_info"]["preprocessing"]
+    assert info["values_from"]["mean"].startswith("command line, for this model")
+    assert info["not_applied"]["mean"].endswith("comes from command line, for this model (--model PATH:key=value)")
+
+
 def test_a_module_without_its_own_contract_takes_the_fallback_and_one_with_it_keeps_it(setup):
     from inference_helpers import TinyNet
 
