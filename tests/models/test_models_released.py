@@ -165,6 +165,22 @@ def test_adaface_block_has_the_extra_batchnorm_and_se_block_keys() -> None:
 # ---------------------------------------------------------------------------------------------- MagFace
 
 
+def test_a_release_loaded_with_a_twin_arch_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """MagFace's README names its network iresnet18; --arch iresnet18 loads the same keys into insightface's
+    IResNet (eps 1e-5, RGB [-1, 1]) and embeds differently: that must not pass silently."""
+    state = {f"features.module.{k}": v for k, v in create_model("magface_iresnet18").state_dict().items()}
+    state["fc.weight"] = torch.zeros(512, 10)
+    path = tmp_path / "magface.pth"
+    torch.save({"state_dict": state}, path)
+    with caplog.at_level("WARNING", logger="cdface.inference"):
+        load_embedding_model(path, device="cpu", arch="iresnet18")
+    assert "a magface release, whose network is magface_iresnet18; --arch iresnet18" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cdface.inference"):
+        load_embedding_model(path, device="cpu", arch="magface_iresnet18")
+    assert "--arch" not in caplog.text
+
+
 @pytest.mark.parametrize("prefix", ["features.module.", "module.features."])
 def test_magface_checkpoint_loads_with_its_eps_and_contract(prefix: str, tmp_path: Path) -> None:
     direct = _randomise(create_model("magface_iresnet18", widths=TINY), 2)

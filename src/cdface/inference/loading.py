@@ -553,6 +553,13 @@ def build_backbone(
     size = size or _infer_embedding_size(name, state_dict, kwargs)
     module = create_model(name, embedding_size=int(size), **kwargs)
     load_state_dict_strict(module, state_dict, str(source))
+    if released is not None and module.arch != released.config["arch"]:
+        # e.g. MagFace's README calls its network iresnet18: insightface's has BN eps 1e-5 and RGB [-1, 1] input
+        logger.warning(
+            "%s: a %s release, whose network is %s; --arch %s builds %s instead, with its own BatchNorm eps and "
+            "input contract, so the embeddings differ from the release's: leave --arch out to load it as released",
+            source, released.layout, released.config["arch"], name, module.arch,
+        )
     if released is not None:
         _apply_release(module, released, source)
     elif module.arch.startswith("adaface_") and not (meta or {}).get("color"):
