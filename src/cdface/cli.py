@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Iterator, Sequence
 
@@ -85,10 +86,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CdfaceError as exc:
         print(f"cdface {args.command}: error: {exc}", file=sys.stderr)
         return USER_ERROR_EXIT
+    except BrokenPipeError:  # `cdface models known | head`: the reader is gone, as for any Unix filter
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, what the shell reports for a filter cut off this way
     except OSError as exc:  # a path that cannot be read or written: the user's to fix, not a bug
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         print(f"cdface {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return USER_ERROR_EXIT
+
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail on the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout replaced by an object without a descriptor
+        pass
 
 
 if __name__ == "__main__":

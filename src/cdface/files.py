@@ -81,7 +81,10 @@ def _weights_only_load(path: str | os.PathLike[str], mmap: bool) -> Any:
     """The package's one `torch.load`: CPU tensors, weights only."""
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    # torch.load hands a `.safetensors` name to safetensors: a torch file under that name goes as an open file
+    renamed = str(path).lower().endswith(".safetensors") and not mmap
+    with open(path, "rb") if renamed else contextlib.nullcontext(path) as source:
+        return torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def _is_torchscript(path: str | os.PathLike[str]) -> bool:
@@ -97,14 +100,15 @@ def _is_torchscript(path: str | os.PathLike[str]) -> bool:
 
 
 def _is_safetensors(path: str | os.PathLike[str]) -> bool:
-    """A `.safetensors` name, or the format's header: an 8-byte little-endian length, then a JSON object."""
-    if str(path).lower().endswith(".safetensors"):
-        return True
+    """The format's header (an 8-byte little-endian length, then a JSON object), or a `.safetensors` name on a
+    file that is not a torch.save zip or pickle (a renamed `.pt` goes to torch.load, not to a damaged-file error)."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(9)
     except OSError:
-        return False
+        head = b""
+    if str(path).lower().endswith(".safetensors"):
+        return not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80")
     return len(head) == 9 and head[8:9] == b"{" and 2 <= struct.unpack("<Q", head[:8])[0] < (1 << 30)
 
 

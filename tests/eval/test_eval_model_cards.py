@@ -70,6 +70,13 @@ def test_per_model_options_override_the_card(setup, tmp_path):
     assert models[str(setup["bare"])]["model_info"]["preprocessing"]["assumed"] == ["mean", "std", "color"]
 
 
+def test_a_flag_kept_out_by_a_per_model_option_says_so(setup, tmp_path):
+    models = _eval(setup, tmp_path, "--model", f"{setup['bare']}:mean=0.5", "--input-mean", "0.1,0.2,0.3")
+    info = models[str(setup["bare"])]["model_info"]["preprocessing"]
+    assert info["values_from"]["mean"].startswith("command line, for this model")
+    assert info["not_applied"]["mean"].endswith("comes from command line, for this model (--model PATH:key=value)")
+
+
 def test_a_module_without_its_own_contract_takes_the_fallback_and_one_with_it_keeps_it(setup):
     from inference_helpers import TinyNet
 
@@ -80,9 +87,10 @@ def test_a_module_without_its_own_contract_takes_the_fallback_and_one_with_it_ke
     assert bare.input_cfg["mean"] == (0.1, 0.2, 0.3) and bare.input_cfg["color"] == "BGR"
     module = TinyNet()
     module.input_cfg = {**module.input_cfg, "mean": tuple(IMAGENET[0]), "std": tuple(IMAGENET[1])}
-    own = load_embedding_model(module, fallback_input=flags)  # its own non-default contract wins
-    assert own.input_cfg["mean"] == tuple(IMAGENET[0]) and own.input_cfg["color"] == "BGR"
-    assert set(own.preprocessing["not_applied"]) == {"mean", "std"}
+    own = load_embedding_model(module, fallback_input=flags)  # its own non-default contract wins, all of it:
+    # its RGB belongs with its ImageNet statistics, so --bgr meant for models without a contract stays out
+    assert own.input_cfg["mean"] == tuple(IMAGENET[0]) and own.input_cfg["color"] == "RGB"
+    assert set(own.preprocessing["not_applied"]) == {"mean", "std", "color"}
 
 
 def test_model_spec_parsing(tmp_path):
@@ -96,3 +104,36 @@ def test_model_spec_parsing(tmp_path):
     with pytest.raises(ConfigError):
         parse_model_spec("b.onnx:std=1,2")
     assert np.isclose(parse_model_spec("C:/m.onnx:std=0.2")[1]["std"][0], 0.2)
+
+
+@pytest.mark.parametrize("layout", ["adaface", "cvlface", "facenet"])
+def test_a_recognised_release_keeps_its_whole_contract_against_eval_flags(layout, tmp_path):
+    """A release's contract is one card: eval's --input-mean/--input-std/--bgr must not replace the values of it
+    that happen to equal the project default (AdaFace's 0.5 beside its BGR, facenet's mean 0.5 beside its std
+    128/255, CVLface's RGB [-1, 1]), which would feed the network a mix of two contracts."""
+    import torch
+
+    from cdface.inference.loading import load_embedding_model
+    from cdface.models import create_model
+
+    if layout == "facenet":
+        direct = create_model("inception_resnet_v1", repeats=(1, 1, 1), channel_divisor=8)
+        state = {**direct.state_dict(), "logits.weight": torch.zeros(10, 512), "logits.bias": torch.zeros(10)}
+        path = tmp_path / "facenet.pt"
+        torch.save(state, path)
+    else:
+        direct = create_model("adaface_ir18", widths=(8, 16, 32, 64))
+        prefix = "model." if layout == "adaface" else "net."
+        state = {f"{prefix}{k}": v for k, v in direct.state_dict().items()}
+        if layout == "adaface":
+            state["head.kernel"] = torch.zeros(512, 10)
+        path = tmp_path / f"{layout}.pt"
+        torch.save({"state_dict": state} if layout == "adaface" else state, path)
+    expected = dict(direct.input_cfg) if layout != "cvlface" else {"mean": (0.5,) * 3, "std": (0.5,) * 3,
+                                                                     "color": "RGB"}
+    flags = {"mean": IMAGENET[0], "std": IMAGENET[1], "bgr": layout == "cvlface"}
+    model = load_embedding_model(path, device="cpu", fallback_input=flags)
+    for key in ("mean", "std", "color"):
+        assert model.input_cfg[key] == expected[key], key
+        assert model.preprocessing["values_from"][key] == "the model"
+    assert set(model.preprocessing["not_applied"]) == {"mean", "std", "color"}

@@ -28,6 +28,7 @@ def _small(arch: str) -> nn.Module:
     build = {
         "iresnet_tiny": lambda: create_model("iresnet_tiny", embedding_size=32),
         "vit_tiny": lambda: create_model("vit_tiny", embedding_size=32),
+        "transface_tiny": lambda: create_model("transface_tiny", embedding_size=32),  # the ViT + its patch gate
         "mobilefacenet": lambda: MobileFaceNet(32, blocks=(1, 1, 1, 1), scale=1),
         "iresnet": lambda: IResNet((1, 1, 1, 1), embedding_size=32),
         "ir_se18": lambda: IRBackbone(18, mode="ir_se", embedding_size=32),
@@ -54,7 +55,7 @@ def _check(model: nn.Module, path, opset: int, fp16: bool) -> None:
 
 @pytest.mark.parametrize("opset", [11, 17])
 @pytest.mark.parametrize("fp16", [False, True], ids=["fp32", "fp16"])
-@pytest.mark.parametrize("arch", ["iresnet_tiny", "vit_tiny", "mobilefacenet"])
+@pytest.mark.parametrize("arch", ["iresnet_tiny", "vit_tiny", "transface_tiny", "mobilefacenet"])
 def test_tiny_architectures_export_at_insightface_opsets(tmp_path, arch, opset, fp16):
     _check(_small(arch), tmp_path / f"{arch}.onnx", opset, fp16)
 

@@ -185,6 +185,32 @@ def test_two_inputs_are_refused_in_one_line(tmp_path):
         load_embedding_model(path, device="cpu")
 
 
+@pytest.mark.parametrize("outputs", [1, 9])
+def test_a_detector_graph_is_refused_as_an_embedding_model(tmp_path, capsys, outputs):
+    """A face detector (one 640x640 input; score / box maps, or insightface's 5+ outputs) handed to --model used
+    to be run and its first output flattened into an "embedding" (exit 0): it must be one line naming the file."""
+    shape = [1, 3, 640, 640]
+    maps = [f"y{i}" for i in range(outputs)]
+    graph = helper.make_graph(
+        [helper.make_node("Identity" if outputs == 1 else "Flatten", ["x"], [name]) for name in maps], "det",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape if outputs == 1 else [1, 3 * 640 * 640])
+         for name in maps],
+    )
+    path = tmp_path / "det.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(FormatError) as info:
+        load_embedding_model(path, device="cpu")
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+    assert "detector" in str(info.value)
+    image = tmp_path / "face.png"
+    import cv2
+    cv2.imwrite(str(image), random_faces(1)[0])
+    assert main(["embed", str(image), "--model", str(path), "--out", str(tmp_path / "e.npy"), "--device", "cpu",
+                 "--no-progress"]) == 2
+    assert str(path) in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_the_real_model_normalising_inside_reaches_its_reference_without_flags(tmp_path, capsys):
     """The shared MobileFaceNet with ImageNet normalisation moved inside the graph behind a uint8 NHWC input:

@@ -165,6 +165,22 @@ def test_adaface_block_has_the_extra_batchnorm_and_se_block_keys() -> None:
 # ---------------------------------------------------------------------------------------------- MagFace
 
 
+def test_a_release_loaded_with_a_twin_arch_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """MagFace's README names its network iresnet18; --arch iresnet18 loads the same keys into insightface's
+    IResNet (eps 1e-5, RGB [-1, 1]) and embeds differently: that must not pass silently."""
+    state = {f"features.module.{k}": v for k, v in create_model("magface_iresnet18").state_dict().items()}
+    state["fc.weight"] = torch.zeros(512, 10)
+    path = tmp_path / "magface.pth"
+    torch.save({"state_dict": state}, path)
+    with caplog.at_level("WARNING", logger="cdface.inference"):
+        load_embedding_model(path, device="cpu", arch="iresnet18")
+    assert "a magface release, whose network is magface_iresnet18; --arch iresnet18" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cdface.inference"):
+        load_embedding_model(path, device="cpu", arch="magface_iresnet18")
+    assert "--arch" not in caplog.text
+
+
 @pytest.mark.parametrize("prefix", ["features.module.", "module.features."])
 def test_magface_checkpoint_loads_with_its_eps_and_contract(prefix: str, tmp_path: Path) -> None:
     direct = _randomise(create_model("magface_iresnet18", widths=TINY), 2)
@@ -244,6 +260,19 @@ def test_damaged_safetensors_is_one_format_error(tmp_path: Path) -> None:
     path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(FormatError, match="bad.safetensors.*safetensors"):
         load_embedding_model(path, device="cpu")
+
+
+
+def test_a_torch_file_named_safetensors_loads_with_torch(tmp_path: Path) -> None:
+    """A `.pt` renamed to `.safetensors` (or saved under that name by a script) is a torch zip: it was refused as
+    "a damaged safetensors file"; it is read by its header, like a safetensors file under a `.bin` name."""
+    direct = _randomise(create_model("iresnet_tiny"), 11)
+    path = tmp_path / "renamed.safetensors"
+    torch.save(direct.state_dict(), path)
+    images = _images(112)
+    with torch.no_grad():
+        ref = direct((_nchw(images) / 255 - 0.5) / 0.5)
+    _close(load_embedding_model(path, device="cpu", arch="iresnet_tiny")(images), ref)
 
 
 # ---------------------------------------------------------------------------------------------- TransFace

@@ -65,9 +65,12 @@ def _label_per_model_values(model: EmbeddingModel, own: dict[str, Any]) -> None:
     values_from = model.preprocessing.get("values_from")
     if not own or not values_from:
         return
+    not_applied = model.preprocessing.get("not_applied") or {}
     for key in ("mean", "std", "color"):
         if (key if key != "color" else "bgr") in own and key in values_from:
             values_from[key] = "command line, for this model (--model PATH:key=value)"
+            if key in not_applied:  # the global flag lost to this model's own option, not to "command line"
+                not_applied[key] = not_applied[key].replace("comes from command line", f"comes from {values_from[key]}")
 
 
 def is_folder_target(target: str, data_root: str | Path | None) -> bool:

@@ -19,6 +19,15 @@ __all__ = ["DEFAULT_INPUT_CFG", "InputContract", "resolve_input_cfg", "read_mode
            "parse_triple"]
 
 
+# other tools' names for the card's input keys (timm's pretrained_cfg, insightface, OpenCV, TF model cards)
+_OTHER_SPELLINGS = {
+    "input_mean": "mean", "mean_values": "mean", "pixel_mean": "mean", "norm_mean": "mean",
+    "input_std": "std", "std_values": "std", "pixel_std": "std", "norm_std": "std",
+    "colour": "color", "color_space": "color", "colorspace": "color", "channel_order": "color", "bgr": "color",
+    "rgb": "color", "image_size": "input_size", "img_size": "input_size", "input_shape": "input_size",
+}
+
+
 def read_model_json(path: str | Path) -> dict[str, Any]:
     """Read a `model.json` (arch, embedding_size, model_kwargs, input config); FormatError if malformed."""
     path = Path(path)
@@ -28,6 +37,10 @@ def read_model_json(path: str | Path) -> dict[str, Any]:
         raise FormatError(path, None, f"a readable JSON object ({exc})") from exc
     if not isinstance(data, dict):
         raise FormatError(path, None, "a JSON object with keys arch, embedding_size, input_size, mean, std, color")
+    for key in data:  # a hand-written card in another tool's words would be ignored and the default used
+        if key.lower() in _OTHER_SPELLINGS and key not in _OTHER_SPELLINGS.values():
+            raise FormatError(path, f"key {key!r}", f"a model-card key: cdface reads {_OTHER_SPELLINGS[key.lower()]!r} "
+                              "(keys: arch, embedding_size, model_kwargs, input_size, mean, std, color)")
     kwargs = data.get("model_kwargs") or {}
     if not isinstance(kwargs, dict):
         raise FormatError(path, "key 'model_kwargs'", "a JSON object")

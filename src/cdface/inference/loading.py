@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -204,8 +204,10 @@ class OnnxEmbeddingModel(EmbeddingModel):
         if self.graph_input.size is not None:
             cfg["input_size"] = self.graph_input.size
         super().__init__(cfg, torch.device("cpu"), path)
-        out_shape = self.session.get_outputs()[0].shape
-        self.embedding_size = out_shape[-1] if isinstance(out_shape[-1], int) else None
+        outputs = self.session.get_outputs()
+        out_shape = list(outputs[0].shape or [])
+        _check_embedding_outputs(path, outputs, self.graph_input)
+        self.embedding_size = out_shape[-1] if out_shape and isinstance(out_shape[-1], int) else None
 
     def preprocess(self, images: np.ndarray | Tensor) -> Tensor:
         """uint8 (N,H,W,3) RGB -> (N,C,h,w) as the graph takes it: colour-ordered, grey for a 1-channel graph
@@ -242,6 +244,23 @@ class OnnxEmbeddingModel(EmbeddingModel):
             out = self.session.run(None, {self.input_name: chunk})[0]
             outs.append(np.asarray(out, dtype=np.float32).reshape(step, -1)[:n])
         return np.concatenate(outs)
+
+
+def _check_embedding_outputs(path: Path, outputs: Sequence[Any], graph_input: Any) -> None:
+    """Refuse a graph that is not an embedding model before it is run: its first output must be (N, D) (sizes of
+    1 beside D allowed, e.g. (N, D, 1, 1)), and a graph with 5 or more outputs is a detector (the rule
+    insightface's `model_zoo` router uses). Otherwise a face detector given as --model was run and its score map
+    flattened into an "embedding"."""
+    shape = list(outputs[0].shape or [])
+    feature_dims = [d for d in shape[1:] if d != 1]
+    if len(outputs) < 5 and len(feature_dims) <= 1:
+        return
+    shown = ", ".join(f"{o.name} {list(o.shape or [])}" for o in outputs[:3]) + (", ..." if len(outputs) > 3 else "")
+    raise FormatError(
+        path, None,
+        f"an embedding model, one output (N, D); this graph (input {list(graph_input.shape)}) has {len(outputs)} "
+        f"output(s): {shown}, not an embedding (a face detector goes to --detect FILE.onnx, not to --model)",
+    )
 
 
 def _is_pixel_cfg(cfg: Mapping[str, Any]) -> bool:
@@ -284,7 +303,8 @@ def load_embedding_model(
     if isinstance(path_or_module, nn.Module):
         own = getattr(path_or_module, "input_cfg", None)
         cfg, preprocessing = _apply_fallback(resolve_input_cfg(own, **overrides), own, {}, overrides, fallback,
-                                             type(path_or_module).__name__)
+                                             type(path_or_module).__name__,
+                                             bool(getattr(path_or_module, "release_card", None)))
         dev = None if device is None else resolve_device(device)
         model = TorchEmbeddingModel(path_or_module, cfg, dev, precision)
         model.preprocessing = preprocessing
@@ -317,7 +337,8 @@ def load_embedding_model(
     obj = load_weights(path, "a PyTorch state_dict or checkpoint readable by torch.load")
     module = build_backbone(obj, path, arch, embedding_size, meta, model_kwargs)
     cfg = resolve_input_cfg(getattr(module, "input_cfg", None), meta, **overrides)
-    cfg, preprocessing = _apply_fallback(cfg, getattr(module, "input_cfg", None), meta, overrides, fallback, path)
+    cfg, preprocessing = _apply_fallback(cfg, getattr(module, "input_cfg", None), meta, overrides, fallback, path,
+                                         bool(getattr(module, "release_card", None)))
     module.eval()
     model = TorchEmbeddingModel(module, cfg, dev, precision, source_path=path)
     model.preprocessing = preprocessing
@@ -354,12 +375,18 @@ def _apply_fallback(
     overrides: Mapping[str, Any],
     fallback: Mapping[str, Any],
     source: object = "model",
+    released: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A PyTorch model's input config with `fallback` filled in where neither the card (`meta`) nor the
-    module's own non-default contract (`own`, set by its architecture) gives a value; and the record of where
-    each value came from."""
+    module's own contract (`own`) gives a value; and the record of where each value came from.
+
+    The module has its own contract when it comes from a recognised release (`released`) or when any of its
+    mean / std / colour differs from the project default (its architecture set it): then all three are its
+    own, including those that happen to equal the default (AdaFace's 0.5 beside its BGR, facenet-pytorch's
+    mean 0.5 beside its std 128/255); filling those from the flags would mix two contracts."""
     given, spare = _given(overrides), _given(fallback)
     default, own_cfg = resolve_input_cfg(), resolve_input_cfg(own)
+    has_own = bool(own) and (released or any(own_cfg[k] != default[k] for k in _PREPROCESSING_KEYS))
     values_from: dict[str, str] = {"input_size": "model card" if meta.get("input_size") else "the model"}
     filled: dict[str, Any] = {}
     for key in _PREPROCESSING_KEYS:
@@ -367,7 +394,7 @@ def _apply_fallback(
             values_from[key] = _FROM_FLAG
         elif meta.get(key) is not None:
             values_from[key] = "model card"
-        elif own and own_cfg[key] != default[key]:
+        elif has_own:
             values_from[key] = "the model"  # its architecture's (or a recognised release's) contract
         elif key in spare:
             filled[key], values_from[key] = spare[key], _FROM_FALLBACK
@@ -526,6 +553,13 @@ def build_backbone(
     size = size or _infer_embedding_size(name, state_dict, kwargs)
     module = create_model(name, embedding_size=int(size), **kwargs)
     load_state_dict_strict(module, state_dict, str(source))
+    if released is not None and module.arch != released.config["arch"]:
+        # e.g. MagFace's README calls its network iresnet18: insightface's has BN eps 1e-5 and RGB [-1, 1] input
+        logger.warning(
+            "%s: a %s release, whose network is %s; --arch %s builds %s instead, with its own BatchNorm eps and "
+            "input contract, so the embeddings differ from the release's: leave --arch out to load it as released",
+            source, released.layout, released.config["arch"], name, module.arch,
+        )
     if released is not None:
         _apply_release(module, released, source)
     elif module.arch.startswith("adaface_") and not (meta or {}).get("color"):

@@ -34,6 +34,8 @@ def parse_triple(text: str | Sequence[float] | None, what: str) -> tuple[float, 
     """'0.485,0.456,0.406' (or a single value, or a sequence) -> a 3-tuple of floats; None passes through."""
     if text is None:
         return None
+    if isinstance(text, (int, float)) and not isinstance(text, bool):  # a card's JSON number: one value
+        text = [text]
     try:
         values = [float(v) for v in text.split(",")] if isinstance(text, str) else [float(v) for v in text]
     except (TypeError, ValueError):

@@ -32,7 +32,9 @@ class TransFaceViT(VisionTransformer):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        features = self.forward_features(x).float()  # (B, P * D)
+        features = self.forward_features(x)  # (B, P * D)
+        # float32 as insightface's feature head, unless the whole model was cast to half (cdface export --fp16)
+        features = features.to(self.senet[0].weight.dtype)
         with _autocast_off(features):
             gate = self.senet(features)  # (B, P)
             gated = features.view(len(features), self.num_patches, self.embed_dim) * gate.unsqueeze(-1)
