@@ -11,6 +11,7 @@ from cdface.config.merging import deep_merge
 from cdface.config.schema import (
     CDConfig,
     DataConfig,
+    FinetuneConfig,
     HeadConfig,
     HealthConfig,
     ModelConfig,
@@ -24,7 +25,8 @@ from cdface.config.sources import Sources
 from cdface.config.validation import check_world_size, validate
 
 __all__ = [
-    "CDConfig", "DataConfig", "HeadConfig", "HealthConfig", "ModelConfig", "OptimConfig", "ScoreConfig", "Sources",
+    "CDConfig", "DataConfig", "FinetuneConfig", "HeadConfig", "HealthConfig", "ModelConfig", "OptimConfig",
+    "ScoreConfig", "Sources",
     "TrainConfig", "apply_values", "check_world_size", "config_from_dict", "config_to_dict", "deep_merge",
     "dump_config", "load_config", "parse_overrides", "resolve_config_path", "shipped_config", "shipped_config_dir",
     "shipped_configs", "validate",

@@ -657,8 +657,8 @@ def _infer_embedding_size(name: str, state_dict: Mapping[str, Tensor], kwargs: M
 
 def _model_file_in_dir(directory: Path) -> Path:
     """A run directory: backbone.pt, else model.onnx, else its newest checkpoint whose checksum matches (the
-    rule of `resume=auto` and `init_from`: `cdface.train.checkpoint.newest_valid_checkpoint`)."""
-    from cdface.train.checkpoint import list_checkpoints, newest_valid_checkpoint
+    rule of `resume=auto` and `init_from`: `cdface.run_files.newest_valid_checkpoint`)."""
+    from cdface.run_files import list_checkpoints, newest_valid_checkpoint
 
     for name in ("backbone.pt", "backbone.pth", "model.onnx"):
         if (directory / name).is_file():

@@ -14,7 +14,6 @@ import hashlib
 import io
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,15 @@ import torch
 
 from cdface.data.fingerprint import DataFingerprint
 from cdface.errors import CdfaceError, FormatError
-from cdface.files import atomic_write, load_weights, sha256_file
+from cdface.files import atomic_write, load_weights
+from cdface.run_files import (  # checkpoint discovery lives below train/ and inference/, which both use it
+    checkpoint_path,
+    is_valid,
+    latest_valid_checkpoint,
+    list_checkpoints,
+    step_of,
+)
 
-_CKPT_RE = re.compile(r"^ckpt_(\d{8})\.pt$")
 log = logging.getLogger("cdface.train")
 
 
@@ -58,10 +63,6 @@ def nonfinite_entries(state: Any, prefix: str = "") -> list[str]:
     return found
 
 
-def checkpoint_path(directory: str | Path, step: int) -> Path:
-    return Path(directory) / f"ckpt_{step:08d}.pt"
-
-
 def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int, keep: int = 3) -> Path:
     """Write `state` atomically; on failure the previous checkpoints are untouched and the error says so.
 
@@ -90,15 +91,11 @@ def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int, kee
     return path
 
 
-def _step_of(path: Path) -> int:
-    return int(_CKPT_RE.match(path.name).group(1))
-
-
 def _prune(directory: Path, keep: int, current_step: int) -> None:
     """Keep the `keep` newest checkpoints up to `current_step` (the one just written among them)."""
     if keep <= 0:
         return
-    older = [p for p in list_checkpoints(directory) if _step_of(p) <= current_step]
+    older = [p for p in list_checkpoints(directory) if step_of(p) <= current_step]
     for old in older[:-keep]:
         old.unlink(missing_ok=True)
         old.with_name(old.name + ".sha256").unlink(missing_ok=True)
@@ -108,7 +105,7 @@ def set_aside_newer(directory: str | Path, step: int) -> Path | None:
     """Move checkpoints of steps after `step` into `abandoned_after_<step>/`: resuming from an older
     checkpoint starts a new history, and `resume: auto` must not jump back into the abandoned one."""
     directory = Path(directory)
-    newer = [p for p in list_checkpoints(directory) if _step_of(p) > step]
+    newer = [p for p in list_checkpoints(directory) if step_of(p) > step]
     if not newer:
         return None
     target = directory / f"abandoned_after_{step:08d}"
@@ -118,41 +115,6 @@ def set_aside_newer(directory: str | Path, step: int) -> Path | None:
             if part.exists():
                 os.replace(part, target / part.name)
     return target
-
-
-def list_checkpoints(directory: str | Path) -> list[Path]:
-    """Checkpoints of a run, oldest first (by step), whatever their validity."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    found = [p for p in directory.iterdir() if _CKPT_RE.match(p.name)]
-    return sorted(found, key=_step_of)
-
-
-def is_valid(path: Path) -> bool:
-    sidecar = path.with_name(path.name + ".sha256")
-    if not path.is_file() or not sidecar.is_file():
-        return False
-    expected = sidecar.read_text(errors="replace").split()  # a damaged sidecar is a mismatch, not a crash
-    return bool(expected) and expected[0] == sha256_file(path)
-
-
-def latest_valid_checkpoint(directory: str | Path) -> Path | None:
-    """The newest checkpoint of a checkpoints folder whose sha256 sidecar matches; newer ones that do not
-    (truncated, corrupt, or their sidecar missing) are skipped with a warning naming them."""
-    for path in reversed(list_checkpoints(directory)):
-        if is_valid(path):
-            return path
-        log.warning("%s: skipped: no .sha256 sidecar matches it (truncated, corrupt, or copied without it)", path)
-    return None
-
-
-def newest_valid_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint a run folder stands for: the newest valid one in `<run_dir>/checkpoints/`, else in
-    `run_dir` itself (a checkpoints folder given directly). The one rule for `resume=auto`'s folder, `init_from=RUN`
-    and `cdface eval --model RUN` (`latest_valid_checkpoint`'s checksum check included)."""
-    run_dir = Path(run_dir)
-    return latest_valid_checkpoint(run_dir / "checkpoints") or latest_valid_checkpoint(run_dir)
 
 
 def check_data_fingerprint(

@@ -10,7 +10,6 @@ import torch
 import torch.distributed as dist
 
 from cdface.process_group import DistInfo
-from cdface.process_group import init_distributed as init_distributed  # re-exported until trainer.py imports it
 
 
 def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:

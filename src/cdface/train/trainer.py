@@ -27,17 +27,13 @@ from cdface.files import atomic_write, atomic_writer
 from cdface.losses import ClosenessDiversityLoss
 from cdface.models import InputContract, create_model, load_state_dict_strict, strip_wrapper_prefixes
 from cdface.parallel import ShardedMarginHead, gather_full_state, load_full_state, reshard
+from cdface.process_group import DistInfo, init_distributed
 from cdface.threads import ThreadPlan, plan_threads, threads_applied
 from cdface.train import checkpoint as ckpt
 from cdface.train.bad_step import BadSteps
 from cdface.train.cd_sampler import FaceBatchSampler
 from cdface.train.data_setup import build_training_data, training_input_contract
-from cdface.train.distributed import (
-    DistInfo,
-    gather_objects,
-    init_distributed,
-    own_entry,
-)
+from cdface.train.distributed import gather_objects, own_entry
 from cdface.train.finetune import freeze_backbone
 from cdface.train.head_setup import build_head
 from cdface.train.health import TrainingHealth, collapse_plateau, health_line
