@@ -63,3 +63,34 @@ def test_pack_detect_all_faces(photos, tmp_path):
 def test_all_faces_needs_detect(photos, tmp_path, capsys):
     assert main(["data", "pack", str(photos), str(tmp_path / "rec"), "--all-faces"]) == 2
     assert "add --detect" in capsys.readouterr().err
+
+
+def test_make_pairs_detect_stores_each_photos_largest_face_aligned(tmp_path, monkeypatch, capsys):
+    from cdface.data.decode import decode_image
+    from cdface.data.pairs_bin import load_bin
+
+    detector = FakeDetector()
+    monkeypatch.setattr(cdface.detect, "create_detector", lambda spec=None: detector, raising=False)
+    root = tmp_path / "photos"
+    rows = 0
+    for identity in range(4):
+        (root / f"id{identity}").mkdir(parents=True)
+        for k in range(3):
+            write_photo(root / f"id{identity}" / f"{k}.png", [identity], detector, seed=k, extra_rows=rows)
+            rows += 1
+    write_photo(root / "id0" / "none.png", [], detector, extra_rows=rows)  # a photo without a face
+    out = tmp_path / "pairs.bin"
+    assert main(["data", "make-pairs", str(root), "--out", str(out), "--pairs", "8", "--folds", "2",
+                 "--detect"]) == 0
+    assert "left out 1 photo(s) without a face" in capsys.readouterr().out
+    pairs = load_bin(out)
+    colours = IDENTITY_COLOURS / np.linalg.norm(IDENTITY_COLOURS, axis=1, keepdims=True)
+    names = [line.split("\t")[2:] for line in out.with_name("pairs.pairs.txt").read_text().splitlines()[1:]]
+    assert len(names) == 8 and not any("none.png" in n for pair in names for n in pair)
+    for k, data in enumerate(pairs.images):
+        crop = decode_image(data)
+        assert crop.shape == (112, 112, 3)  # the aligned crop, not the 240-pixel photo
+        mean = crop.reshape(-1, 3).mean(axis=0) / 127.5 - 1.0
+        cosines = colours @ (mean / np.linalg.norm(mean))
+        identity = int(names[k // 2][k % 2].split("/")[0].removeprefix("id"))
+        assert cosines.argmax() == identity and cosines.max() > 0.97

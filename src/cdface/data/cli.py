@@ -76,6 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="require identity-disjoint folds (an error when there are too few identities)")
     folds.add_argument("--mixed-folds", dest="disjoint", action="store_false",
                        help="every fold draws from all identities")
+    add_detect_options(p, several=False, what="the folder holds raw photos: each photo's largest face is "
+                       "aligned and stored; photos without a face are left out and counted")
     p.set_defaults(func=_make_pairs)
 
     p = sub.add_parser("synthetic", help="write the synthetic face benchmark (train.rec + eval.bin)")
@@ -265,9 +267,19 @@ def _make_bin(args: argparse.Namespace) -> int:
 
 def _make_pairs(args: argparse.Namespace) -> int:
     from cdface.data.make_pairs import make_pair_set
+    from cdface.detect.options import detector_from_args, selection_from_args
 
+    selection = selection_from_args(args)  # a face filter without --detect is an error
+    crops = None
+    if args.detect is not None:
+        from cdface.detect.pack import aligned_photo_crops
+
+        crops = aligned_photo_crops(detector_from_args(args), selection)
     r = make_pair_set(args.folder, args.out, num_pairs=args.pairs, folds=args.folds, seed=args.seed,
-                      exclude=args.exclude_from, disjoint=args.disjoint)
+                      exclude=args.exclude_from, disjoint=args.disjoint, photo_crops=crops)
+    if r.no_face:
+        print(f"left out {len(r.no_face)} photo(s) without a face or unreadable: "
+              + "; ".join(r.no_face[:5]) + (" ..." if len(r.no_face) > 5 else ""))
     lowered = f" (asked for {r.requested}: the folder allows no more distinct pairs)" if r.pairs < r.requested else ""
     print(f"wrote {r.out}: {r.pairs} pairs{lowered}, {r.folds} folds of {r.pairs // r.folds} "
           f"({r.same // r.folds} same, then {(r.pairs - r.same) // r.folds} different), seed {r.seed}")

@@ -22,7 +22,7 @@ byte layout of the field's files: `pickle.load(f, encoding='bytes')` gives `(bin
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +63,7 @@ class PairSetSummary:
     excluded: list[str] = field(default_factory=list)
     reencoded: int = 0
     sizes: list[tuple[int, int]] = field(default_factory=list)
+    no_face: list[str] = field(default_factory=list)  # with photo crops: photos left out (no face, unreadable)
 
 
 _ENUMERATE = 4_000_000  # up to this many candidate pairs a fold lists them all and samples without replacement
@@ -251,12 +252,20 @@ def _bin_bytes(path: Path, reencoded: list[int]) -> tuple[bytes, tuple[int, int]
     return data, (int(image.shape[0]), int(image.shape[1]))
 
 
+PhotoCrops = Callable[[list[Path]], tuple[dict[int, bytes], list[str]]]
+
+
 def make_pair_set(root: str | Path, out: str | Path, num_pairs: int = 6000, folds: int = 10, seed: int = 0,
-                  exclude: Iterable[str | Path] = (), disjoint: bool | None = None) -> PairSetSummary:
+                  exclude: Iterable[str | Path] = (), disjoint: bool | None = None,
+                  photo_crops: PhotoCrops | None = None) -> PairSetSummary:
     """Draw pairs from `root/<identity>/<image>` and write `out` (.bin) and `<out stem>.pairs.txt`.
 
     `num_pairs` is lowered to the largest multiple of `2 * folds` the folder allows (distinct pairs, two
     identities per fold) when it asks for more; the summary keeps what was requested.
+
+    `photo_crops` (the images are raw photos; `cdface.detect.pack.aligned_photo_crops`): paths -> ({image
+    index: encoded aligned crop}, one line per photo left out). Only photos with a crop are drawn from, and the
+    .bin holds their crops.
     """
     from cdface.data.datasets import ImageFolderDataset
     from cdface.data.pairs_bin import write_bin
@@ -270,7 +279,14 @@ def make_pair_set(root: str | Path, out: str | Path, num_pairs: int = 6000, fold
     for source in exclude:
         dropped |= excluded_identities(source, names, paths, labels)
     keep_ids = np.array([i for i, n in enumerate(names) if n not in dropped], dtype=np.int64)
-    keep = np.flatnonzero(np.isin(labels, keep_ids))
+    crops: dict[int, bytes] | None = None
+    no_face: list[str] = []
+    usable = np.ones(len(paths), dtype=bool)
+    if photo_crops is not None:
+        crops, no_face = photo_crops(paths)
+        usable[:] = False
+        usable[np.fromiter(crops, dtype=np.int64, count=len(crops))] = True
+    keep = np.flatnonzero(np.isin(labels, keep_ids) & usable)
     kept = labels[keep]
     ids, counts = np.unique(kept, return_counts=True)
     split = bool(disjoint) if disjoint is not None else int((counts >= 2).sum()) >= 2 * folds
@@ -288,6 +304,9 @@ def make_pair_set(root: str | Path, out: str | Path, num_pairs: int = 6000, fold
     sizes: set[tuple[int, int]] = set()
     cache: dict[int, bytes] = {}
     for i in np.unique(index):  # each image decoded once (the pairs reuse images)
+        if crops is not None:
+            cache[int(i)] = crops[int(i)]
+            continue
         cache[int(i)], size = _bin_bytes(paths[int(i)], reencoded)
         sizes.add(size)
     images = [cache[int(i)] for i in index.reshape(-1)]
@@ -301,5 +320,5 @@ def make_pair_set(root: str | Path, out: str | Path, num_pairs: int = 6000, fold
         out=out, listing=listing, pairs=len(drawn.issame), same=int(drawn.issame.sum()), folds=folds,
         identities_used=int(np.unique(labels[index]).size), identities_total=len(names), images_total=len(paths),
         disjoint=drawn.disjoint, seed=seed, requested=num_pairs, excluded=sorted(dropped),
-        reencoded=len(reencoded), sizes=sorted(sizes),
+        reencoded=len(reencoded), sizes=sorted(sizes), no_face=no_face,
     )

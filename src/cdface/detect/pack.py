@@ -9,6 +9,7 @@ and unreadable photos are skipped and listed, never packed.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,3 +107,23 @@ def pack_photo_folder(
         empty_classes=[n for c, n in enumerate(dataset.class_names) if c not in named],
         scan_note=dataset.scan.note(),
     )
+
+
+def aligned_photo_crops(detector: FaceDetector, selection: FaceSelection | None = None, size: int = 112,
+                        quality: int = 95, workers: int = 0, progress: bool = False
+                        ) -> Callable[[list[Path]], tuple[dict[int, bytes], list[str]]]:
+    """`cdface data make-pairs --detect`: a function of photo paths -> ({photo index: JPEG of its largest
+    face aligned to size x size}, one line per photo without a face or unreadable), for
+    `cdface.data.make_pairs.make_pair_set(photo_crops=...)`."""
+
+    def crops(paths: list[Path]) -> tuple[dict[int, bytes], list[str]]:
+        found = find_faces(detector, [str(p) for p in paths], selection, workers=workers, progress=progress)
+        out: dict[int, bytes] = {}
+        for row in largest_per_photo(found.rows):  # one row per photo: each photo decoded once
+            with open(row.path, "rb") as handle:
+                image = decode_image(handle.read(), row.path)
+            out[row.photo] = encode_jpeg(align_face(image, np.asarray(row.face.landmarks), size=size), quality)
+        return out, found.no_face + found.errors
+
+    return crops
+
