@@ -21,7 +21,7 @@ from collections.abc import Callable
 from torch import Tensor, nn
 
 from cdface.models.init import kaiming_init_
-from cdface.models.ir import IR_STAGES, SEModule
+from cdface.models.ir import IR_STAGES, SEModule, ir_shortcut
 from cdface.models.registry import register_model
 
 __all__ = ["ADAFACE_INPUT_CFG", "AdaFaceBlock", "AdaFaceIR"]
@@ -36,12 +36,7 @@ class AdaFaceBlock(nn.Module):
 
     def __init__(self, in_channel: int, depth: int, stride: int, se: bool = False):
         super().__init__()
-        if in_channel == depth:
-            self.shortcut_layer: nn.Module = nn.MaxPool2d(1, stride)
-        else:
-            self.shortcut_layer = nn.Sequential(
-                nn.Conv2d(in_channel, depth, (1, 1), stride, bias=False), nn.BatchNorm2d(depth)
-            )
+        self.shortcut_layer = ir_shortcut(in_channel, depth, stride)
         self.res_layer = nn.Sequential(
             nn.BatchNorm2d(in_channel),
             nn.Conv2d(in_channel, depth, (3, 3), (1, 1), 1, bias=False),

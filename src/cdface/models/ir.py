@@ -45,17 +45,20 @@ class SEModule(nn.Module):
         return x * self.sigmoid(self.fc2(self.relu(self.fc1(self.avg_pool(x)))))
 
 
+def ir_shortcut(in_channel: int, depth: int, stride: int) -> nn.Module:
+    """The IR block's shortcut (face.evoLVe's, AdaFace's): a 1x1 max-pool (a stride) when the width stays, else a
+    strided 1x1 conv + BN."""
+    if in_channel == depth:
+        return nn.MaxPool2d(1, stride)
+    return nn.Sequential(nn.Conv2d(in_channel, depth, (1, 1), stride, bias=False), nn.BatchNorm2d(depth))
+
+
 class BottleneckIR(nn.Module):
     """BN -> conv3x3 -> PReLU -> conv3x3(stride) -> BN [-> SE], plus a max-pool or conv+BN shortcut."""
 
     def __init__(self, in_channel: int, depth: int, stride: int, se: bool = False):
         super().__init__()
-        if in_channel == depth:
-            self.shortcut_layer: nn.Module = nn.MaxPool2d(1, stride)
-        else:
-            self.shortcut_layer = nn.Sequential(
-                nn.Conv2d(in_channel, depth, (1, 1), stride, bias=False), nn.BatchNorm2d(depth)
-            )
+        self.shortcut_layer = ir_shortcut(in_channel, depth, stride)
         res: list[nn.Module] = [
             nn.BatchNorm2d(in_channel),
             nn.Conv2d(in_channel, depth, (3, 3), (1, 1), 1, bias=False),
