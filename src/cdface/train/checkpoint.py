@@ -27,8 +27,14 @@ from cdface.run_files import (  # checkpoint discovery lives below train/ and in
     is_valid,
     latest_valid_checkpoint,
     list_checkpoints,
+    newest_valid_checkpoint,
     step_of,
 )
+
+# writing and reading here; finding a run's checkpoints is cdface.run_files', offered here too for train/
+__all__ = ["CheckpointError", "NonFiniteState", "save_checkpoint", "load_checkpoint", "set_aside_newer",
+           "check_data_fingerprint", "nonfinite_entries", "checkpoint_path", "is_valid", "latest_valid_checkpoint",
+           "list_checkpoints", "newest_valid_checkpoint", "step_of"]
 
 log = logging.getLogger("cdface.train")
 
