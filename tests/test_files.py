@@ -87,7 +87,7 @@ def test_load_weights_refuses_code_names_the_file_and_reads_tensors(tmp_path):
 def _export_backbone(run_dir: Path) -> None:
     from cdface.config import TrainConfig
     from cdface.models import create_model
-    from cdface.train.trainer import export_backbone
+    from cdface.train.export import export_backbone
 
     cfg = TrainConfig()
     cfg.model.arch = "iresnet_tiny"

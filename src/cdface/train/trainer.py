@@ -7,7 +7,6 @@ stage 1 and stage 2 are the same loop with `method: arcface` or `method: cd`.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -23,7 +22,6 @@ from cdface import __version__
 from cdface.config import TrainConfig, config_to_dict
 from cdface.data.bad_samples import BadSampleTracker
 from cdface.errors import CdfaceError, ConfigError
-from cdface.files import atomic_write, atomic_writer
 from cdface.losses import ClosenessDiversityLoss
 from cdface.models import InputContract, create_model, load_state_dict_strict, strip_wrapper_prefixes
 from cdface.parallel import ShardedMarginHead, gather_full_state, load_full_state, reshard
@@ -34,6 +32,7 @@ from cdface.train.bad_step import BadSteps
 from cdface.train.cd_sampler import FaceBatchSampler
 from cdface.train.data_setup import build_training_data, training_input_contract
 from cdface.train.distributed import gather_objects, own_entry
+from cdface.train.export import export_backbone
 from cdface.train.finetune import freeze_backbone
 from cdface.train.head_setup import build_head
 from cdface.train.health import TrainingHealth, collapse_plateau, health_line
@@ -548,34 +547,4 @@ def _verify(
     return accuracies
 
 
-def export_backbone(backbone: torch.nn.Module, cfg: TrainConfig, run_dir: Path, num_classes: int, step: int) -> Path:
-    """`backbone.pt` (a plain state_dict, loadable with weights_only=True) and its model card `model.json`."""
-    path = run_dir / "backbone.pt"
-    with atomic_writer(path) as handle:
-        torch.save({k: v.detach().cpu() for k, v in backbone.state_dict().items()}, handle)
-    card = {
-        "arch": cfg.model.arch,
-        "embedding_size": cfg.model.embedding_size,
-        # the options that define the architecture; fp16 / checkpointing / channels_last are how it was trained
-        "model_kwargs": {
-            k: v
-            for k, v in dict(getattr(backbone, "model_kwargs", model_options(cfg))).items()
-            if k not in ("fp16", "gradient_checkpointing", "channels_last")
-        },
-        **InputContract.from_model(backbone).card_fields(),  # what the training loop applied
-        "training": {
-            "method": cfg.method,
-            "head": cfg.head.name,
-            "head_params": cfg.head.params,
-            "dataset": cfg.data.path,
-            "num_classes": num_classes,
-            "step": step,
-            "cdface_version": __version__,
-        },
-        "evaluation": {},
-    }
-    atomic_write(run_dir / "model.json", json.dumps(card, indent=2, sort_keys=True))
-    return path
-
-
-__all__ = ["fit", "FitResult", "TrainingStopped", "export_backbone"]
+__all__ = ["fit", "FitResult", "TrainingStopped"]
