@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
+from train_helpers import tiny_run_config
 
 from cdface.config import FinetuneConfig, OptimConfig, config_from_dict, deep_merge
 from cdface.data.datasets import ImageFolderDataset
@@ -25,23 +27,7 @@ from cdface.train.optim import build_optimizer
 from cdface.train.schedule import group_multipliers, lr_multiplier
 from cdface.train.trainer import fit
 
-
-def _cfg(tmp_path: Path, data: dict, name: str, **overrides) -> dict:
-    values = {
-        "name": name,
-        "output_dir": str(tmp_path / "runs"),
-        "batch_size": 16,
-        "epochs": 1.0,
-        "device": "cpu",
-        "deterministic": True,
-        "tensorboard": False,
-        "log_every": 1,
-        "checkpoint_every": 100,
-        "data": {"num_workers": 0, **data},
-        "model": {"arch": "iresnet_tiny", "embedding_size": 32},
-        "optim": {"lr": 0.05, "scheduler": "constant", "milestones": []},
-    }
-    return deep_merge(values, overrides)
+_cfg = functools.partial(tiny_run_config, checkpoint_every=100)
 
 
 @pytest.fixture(scope="module")

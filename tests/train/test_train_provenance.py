@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from train_helpers import tiny_run_config
 
-from cdface.config import TrainConfig, config_from_dict, deep_merge
+from cdface.config import TrainConfig, config_from_dict
 from cdface.data.datasets import ImageFolderDataset, RecordIODataset
 from cdface.data.extract import extract_recordio
 from cdface.data.fingerprint import DataFingerprint, labels_digest
@@ -32,22 +33,7 @@ from cdface.train.trainer import fit
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _cfg(tmp_path: Path, data: dict, name: str = "run", **overrides) -> dict:
-    values = {
-        "name": name,
-        "output_dir": str(tmp_path / "runs"),
-        "batch_size": 16,
-        "epochs": 1.0,
-        "device": "cpu",
-        "deterministic": True,
-        "tensorboard": False,
-        "log_every": 1,
-        "checkpoint_every": 2,
-        "data": {"num_workers": 0, **data},
-        "model": {"arch": "iresnet_tiny", "embedding_size": 32},
-        "optim": {"lr": 0.05, "scheduler": "constant", "milestones": []},
-    }
-    return deep_merge(values, overrides)
+_cfg = tiny_run_config
 
 
 @pytest.fixture(scope="module")
