@@ -35,6 +35,7 @@ __all__ = [
     "TorchEmbeddingModel",
     "OnnxEmbeddingModel",
     "load_embedding_model",
+    "is_onnx_file",
     "build_backbone",
     "resolve_device",
     "PRECISIONS",
@@ -316,7 +317,7 @@ def load_embedding_model(
     if not path.is_file():
         raise FormatError(path, None, "a model file or run directory (not found)")
     meta = _find_model_json(path)
-    if _is_onnx(path):
+    if is_onnx_file(path):
         if precision != "fp32":  # autocast does not reach onnxruntime: say so instead of recording a lie
             logger.warning(
                 "%s: --precision %s is ignored for an ONNX model, which runs in its graph's own precision "
@@ -345,7 +346,7 @@ def load_embedding_model(
     return model
 
 
-def _is_onnx(path: Path) -> bool:
+def is_onnx_file(path: Path) -> bool:
     """An .onnx name, or an ONNX file under another name (``cdface export --out r50`` writes no suffix): a
     serialised ModelProto starts with field 1, ir_version (tag byte 0x08), while a torch.save file is a zip
     (``PK``) or a pickle (0x80)."""

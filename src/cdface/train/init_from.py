@@ -62,21 +62,14 @@ def resolve_init(init_from: str) -> Path:
     return path
 
 
-def _is_onnx(path: Path) -> bool:
-    """An ONNX graph: by name, or by its first byte (a ModelProto starts with field 1, tag 0x08; a torch.save file
-    with PK or 0x80), as the model loader recognises one."""
-    if path.suffix.lower() == ".onnx":
-        return True
-    with open(path, "rb") as handle:
-        return handle.read(1) == b"\x08"
-
-
 def take_backbone(cfg: TrainConfig, backbone: nn.Module, dataset: Any) -> StartingPoint:
     """Load the backbone of `cfg.init_from` into `backbone` (and its input contract); returns what was taken,
     with the checkpoint in `state` when head and scores are to be taken too."""
     path = resolve_init(cfg.init_from)
     obj = None
-    if not _is_onnx(path):  # an ONNX graph goes to the loader, which reads it and is then refused below
+    from cdface.inference.loading import is_onnx_file
+
+    if not is_onnx_file(path):  # an ONNX graph goes to the loader, which reads it and is then refused below
         try:
             obj = load_weights(path, "a cdface checkpoint, a run's backbone.pt or a backbone state_dict")
         except FormatError:
