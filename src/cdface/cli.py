@@ -14,7 +14,8 @@ from cdface.cli_args import HelpFormatter
 from cdface.errors import CdfaceError
 
 # Each module defines `register(subparsers)`, adding subcommands with `set_defaults(func=handler)`,
-# where `handler(args) -> int`.
+# where `handler(args) -> int`. Order matters: an area may extend a command of an area registered before it
+# (detect/ adds `--detect` to `data pack`; inference/ adds `models import`), never the reverse.
 _COMMAND_MODULES = (
     "cdface.models.cli",
     "cdface.data.cli",

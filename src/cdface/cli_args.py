@@ -16,6 +16,8 @@ __all__ = [
     "add_allow_nonfinite",
     "nonfinite_exit",
     "INVALID_RESULT_EXIT",
+    "subcommands",
+    "subcommand_parser",
 ]
 
 # Exit status when the scores were computed but are invalid (non-finite embeddings), unless allowed.
@@ -45,6 +47,25 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.help and "default" in action.help:
             return action.help
         return super()._get_help_string(action)
+
+
+def subcommands(parser: argparse.ArgumentParser, dest: str | None = None) -> argparse._SubParsersAction:
+    """The sub-command table of ``parser``, made on first use (argparse allows one per parser), so that
+    several areas can add sub-commands to one command (``cdface models import`` is added by inference/)."""
+    for action in parser._actions:  # argparse keeps the table among the parser's actions
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest=dest, metavar="SUBCOMMAND")
+
+
+def subcommand_parser(subparsers: argparse._SubParsersAction, *names: str) -> argparse.ArgumentParser:
+    """The parser of an already registered command, e.g. ``("data", "pack")`` for ``cdface data pack``: an
+    area higher in the pipeline extends a lower area's command (detect/ adds ``--detect`` to ``data pack``)
+    without the lower one importing it. KeyError when a name is not registered (a wiring bug)."""
+    parser = subparsers.choices[names[0]]
+    for name in names[1:]:
+        parser = subcommands(parser).choices[name]
+    return parser
 
 
 def positive_int(text: str) -> int:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cdface.cli_args import output_file, output_folder
 from cdface.errors import FormatError
 
-__all__ = ["register"]
+__all__ = ["register", "run_pack", "run_make_pairs"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,12 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("image_folder")
     p.add_argument("out_dir", type=output_folder)
     p.add_argument("--quality", type=int, default=95, help="JPEG quality for images that are not JPEG already")
-    from cdface.detect.options import add_detect_options  # `--detect`: the folder holds raw photos
-
-    add_detect_options(p, what="pack the largest face of each photo (every face with --all-faces) as an aligned "
-                       "112x112 crop; photos without a face are listed in OUT_DIR/skipped.txt")
-    p.add_argument("--all-faces", action="store_true", help="with --detect: every face of a photo, not the largest")
-    p.set_defaults(func=_pack)
+    p.set_defaults(func=run_pack)  # detect/data_cli.py adds --detect
 
     p = sub.add_parser("make-bin", help="build an insightface .bin from aligned images and an LFW pairs.txt")
     p.add_argument("root", help="folder of root/<name>/<name>_%%04d.jpg aligned 112x112 faces")
@@ -76,9 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="require identity-disjoint folds (an error when there are too few identities)")
     folds.add_argument("--mixed-folds", dest="disjoint", action="store_false",
                        help="every fold draws from all identities")
-    add_detect_options(p, several=False, what="the folder holds raw photos: each photo's largest face is "
-                       "aligned and stored; photos without a face are left out and counted")
-    p.set_defaults(func=_make_pairs)
+    p.set_defaults(func=run_make_pairs)  # detect/data_cli.py adds --detect
 
     p = sub.add_parser("synthetic", help="write the synthetic face benchmark (train.rec + eval.bin)")
     p.add_argument("out_dir", type=output_folder)
@@ -203,16 +196,12 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pack(args: argparse.Namespace) -> int:
+def run_pack(args: argparse.Namespace) -> int:
+    """`cdface data pack` of aligned crops (detect/data_cli.py handles `--detect`, then comes here without)."""
     from cdface.data.datasets import ImageFolderDataset
     from cdface.data.decode import decode_image, encode_jpeg, is_jpeg
     from cdface.data.recordio_writer import write_insightface_rec
 
-    if args.detect is not None or args.all_faces:
-        return _pack_photos(args)
-    from cdface.detect.options import selection_from_args
-
-    selection_from_args(args)  # a face filter without --detect is an error
     dataset = ImageFolderDataset(args.image_folder)
     shapes: set[tuple[int, ...]] = set()
 
@@ -233,28 +222,6 @@ def _pack(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pack_photos(args: argparse.Namespace) -> int:
-    from cdface.detect.options import detector_from_args, selection_from_args
-    from cdface.detect.pack import pack_photo_folder
-    from cdface.errors import ConfigError
-
-    if args.detect is None:
-        raise ConfigError("--all-faces chooses which detected faces are packed: add --detect")
-    summary = pack_photo_folder(detector_from_args(args), args.image_folder, args.out_dir, selection_from_args(args),
-                                all_faces=args.all_faces, quality=args.quality,
-                                progress=sys.stderr.isatty())
-    print(f"packed {summary.faces} face(s) of {summary.classes} classes from {summary.photos_with_face} of "
-          f"{summary.photos} photos into {summary.rec}")
-    if summary.skipped:
-        print(f"{len(summary.skipped)} photo(s) without a face or unreadable, listed in {summary.skipped_file}")
-    if summary.empty_classes:
-        print(f"{len(summary.empty_classes)} class folder(s) without any face, not packed: "
-              f"{', '.join(summary.empty_classes[:10])}")
-    if summary.scan_note:
-        print(f"{args.image_folder}: {summary.scan_note}")
-    return 0
-
-
 def _make_bin(args: argparse.Namespace) -> int:
     from cdface.data.lfw_pairs import make_bin_from_folder
     from cdface.data.pairs_bin import load_bin
@@ -265,18 +232,12 @@ def _make_bin(args: argparse.Namespace) -> int:
     return 0
 
 
-def _make_pairs(args: argparse.Namespace) -> int:
+def run_make_pairs(args: argparse.Namespace, photo_crops: Any = None) -> int:
+    """`cdface data make-pairs`; ``photo_crops`` (detect/data_cli.py, with `--detect`) aligns raw photos."""
     from cdface.data.make_pairs import make_pair_set
-    from cdface.detect.options import detector_from_args, selection_from_args
 
-    selection = selection_from_args(args)  # a face filter without --detect is an error
-    crops = None
-    if args.detect is not None:
-        from cdface.detect.pack import aligned_photo_crops
-
-        crops = aligned_photo_crops(detector_from_args(args), selection)
     r = make_pair_set(args.folder, args.out, num_pairs=args.pairs, folds=args.folds, seed=args.seed,
-                      exclude=args.exclude_from, disjoint=args.disjoint, photo_crops=crops)
+                      exclude=args.exclude_from, disjoint=args.disjoint, photo_crops=photo_crops)
     if r.no_face:
         print(f"left out {len(r.no_face)} photo(s) without a face or unreadable: "
               + "; ".join(r.no_face[:5]) + (" ..." if len(r.no_face) > 5 else ""))

@@ -18,7 +18,7 @@ __all__ = ["register", "detection_record"]
 
 
 def register(subparsers: Any) -> None:
-    """Add `detect`."""
+    """Add `detect`, and `--detect` to `data pack` and `data make-pairs`."""
     from cdface.detect.registry import DETECTOR_HELP
 
     p = subparsers.add_parser(
@@ -38,6 +38,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--save-crops", type=output_folder, metavar="DIR",
                    help="write each face's aligned 112x112 crop (ArcFace template) into DIR as PNG")
     p.set_defaults(func=_run_detect)
+
+    from cdface.detect.data_cli import extend_data_commands  # `data pack/make-pairs --detect` (own file)
+
+    extend_data_commands(subparsers)
 
 
 def detection_record(path: str, image: np.ndarray, faces: list) -> dict[str, Any]:

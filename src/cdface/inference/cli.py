@@ -23,7 +23,7 @@ __all__ = ["register"]
 
 
 def register(subparsers: Any) -> None:
-    """Add `embed`, `compare`, `search` and `export`."""
+    """Add `embed`, `compare`, `search`, `export`, and `import` under `cdface models`."""
     e = subparsers.add_parser(
         "embed",
         help="embed face images (one image, a folder, a list file or a .rec) into .npy",
@@ -118,6 +118,10 @@ def register(subparsers: Any) -> None:
     x.add_argument("--bgr", action="store_true", default=None,
                    help="the model expects BGR channel order (default: the model's)")
     x.set_defaults(func=_run_export)
+
+    from cdface.inference.import_cli import register_models_import  # `cdface models import` (own file)
+
+    register_models_import(subparsers)
 
 
 # ---------------------------------------------------------------------------------------------------- embed

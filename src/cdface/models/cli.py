@@ -1,5 +1,6 @@
 """`cdface models`: a table of every registered backbone (params, GFLOPs as MACs, input, embedding, aliases);
-`cdface models known`: the released checkpoints cdface recognises (`cdface.models.known`)."""
+`cdface models known`: the released checkpoints cdface recognises (`cdface.models.known`).
+(`cdface models import` checks an ONNX graph with onnxruntime, inference/'s job: inference/import_cli.py adds it.)"""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import argparse
 import json
 from typing import Any
 
-from cdface.cli_args import positive_int
+from cdface.cli_args import positive_int, subcommands
 
 __all__ = ["register"]
 
@@ -24,49 +25,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     parser.add_argument("--embedding-size", type=positive_int, default=512, help="embedding size to count with")
     parser.set_defaults(func=_run)
-    _register_import(parser)
     _register_known(parser)
-
-
-def _register_import(parser: argparse.ArgumentParser) -> None:
-    """`cdface models import FILE.onnx --arch NAME --out backbone.pt`."""
-    sub = _subcommands(parser)
-    imp = sub.add_parser(
-        "import",
-        help="turn an ONNX recognition model into a trainable backbone (backbone.pt + model.json)",
-        description="Map an ONNX graph's weights onto one of cdface's architectures (IResNet / IR / "
-        "MobileFaceNet as torch.onnx.export writes them, e.g. insightface's w600k_r50.onnx: BatchNorms folded "
-        "into convolutions are restored as identities), check that both give the same embeddings on random "
-        "faces, and write a plain state_dict with its model card (model.json beside backbone.pt, else "
-        "<stem>.json). A graph of another architecture is refused in one line saying where it differs.",
-    )
-    imp.add_argument("onnx", metavar="FILE.onnx", help="the ONNX model")
-    imp.add_argument("--arch", required=True, help="the architecture it is (see cdface models), e.g. iresnet50")
-    imp.add_argument("--out", required=True, help="the state_dict to write (or a folder: backbone.pt + model.json)")
-    imp.add_argument("--embedding-size", type=positive_int, help="default: the graph's output size")
-    imp.set_defaults(func=_run_import)
-
-
-def _run_import(args: argparse.Namespace) -> int:
-    from cdface.inference.onnx_import import import_onnx  # the CLI edge: loading and checking live in inference/
-
-    report = import_onnx(args.onnx, args.arch, args.out, embedding_size=args.embedding_size)
-    print(json.dumps(report.to_dict(), indent=2))
-    return 0
-
-
-def _subcommands(parser: argparse.ArgumentParser) -> Any:
-    """The `cdface models` sub-command table, made once and shared by every sub-command (`known`, `import`):
-    argparse allows one per parser."""
-    for action in parser._actions:  # argparse keeps the table among the parser's actions
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest="models_command", metavar="{import,known}")
 
 
 def _register_known(parser: argparse.ArgumentParser) -> None:
     """`cdface models known [--json]`."""
-    known = _subcommands(parser).add_parser(
+    known = subcommands(parser, dest="models_command").add_parser(
         "known",
         help="list the released checkpoints cdface recognises (architecture, training set, input, accuracy)",
         description="Released face-recognition checkpoints that load with no --arch and no preprocessing "
