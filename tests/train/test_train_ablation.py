@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,6 +165,32 @@ def test_ablate_cli_trains_every_variant_and_seed_from_one_stage1(tmp_path):
     assert json.loads((out / "ablation.json").read_text())["rows"] == result["rows"]
 
 
+@pytest.mark.slow
+def test_ablate_trains_one_stage1_per_stage1_seed_and_pairs_within_it(tmp_path):
+    out = tmp_path / "study"
+    cmd = [sys.executable, "-m", "cdface", "ablate", "--out", str(out), "--scale", "0.05", "--seeds", "0",
+           "--stage1-seeds", "0,2", "--variants", "arcface,cd"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((out / "ablation.json").read_text())
+    stage1_runs = {r["stage1_seed"]: r["run"] for r in result["stage1_runs"]}
+    assert stage1_runs == {0: str(out / "stage1_arcface"), 2: str(out / "stage1_seed2" / "stage1_arcface")}
+    for row in result["rows"]:  # each stage-2 run starts from its own stage 1
+        cfg_text = (out / row["run"] / "config.yaml").read_text()
+        assert f"init_from: {stage1_runs[row['stage1_seed']]}/checkpoints/" in cfg_text
+    import yaml
+
+    stage1_cfgs = [yaml.safe_load((Path(run) / "config.yaml").read_text()) for run in stage1_runs.values()]
+    assert [c["seed"] for c in stage1_cfgs] == [0, 2]
+    assert all(c["data"]["path"] == str(out / "data") for c in stage1_cfgs)  # one data set, built once
+    assert not (out / "stage1_seed2" / "data").exists()
+    assert result["summary"]["cd"]["seeds"] == [[0, 0], [2, 0]]
+    assert set(result["by_stage1"]) == {"0", "2"}
+    assert "The same Δ within each stage 1" in (out / "ablation.md").read_text()
+    refused = subprocess.run(cmd + ["seed=3"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "--stage1-seeds" in refused.stderr and "Traceback" not in refused.stderr
+
+
 def test_gpu_preset_is_the_documented_one(tmp_path):
     from cdface.train.ablation import stage_configs
 
@@ -191,3 +218,48 @@ def test_ablation_presets_merge_overrides_as_the_config_loader_does(tmp_path, ov
         assert getattr(getattr(stage1, section), field) == getattr(getattr(loaded, section), field)
     want = {**base["head"]["params"], "m": 0.4} if override == ["head.params.m=0.4"] else base["head"]["params"]
     assert stage1.head.params == want  # the preset's s stays
+
+
+def test_runs_pair_on_their_stage1_and_seed():
+    # two stage 1s with the same stage-2 seeds: keyed by seed alone, the second stage 1's runs replaced the
+    # first's, and the difference paired runs of different stage 1s
+    rows = [
+        {"variant": v, "stage1_seed": k, "seed": s, "accuracy": a, "tar_at_far_1e-2": a}
+        for v, k, s, a in [("cd", 0, 0, 0.90), ("cd", 0, 1, 0.92), ("cd", 1, 0, 0.80), ("cd", 1, 1, 0.84),
+                           ("cd_wd0.5", 0, 0, 0.91), ("cd_wd0.5", 0, 1, 0.95), ("cd_wd0.5", 1, 0, 0.80),
+                           ("cd_wd0.5", 1, 1, 0.83)]
+    ]
+    summary = summarise(rows, "cd")
+    assert summary["cd"]["accuracy"]["mean"] == pytest.approx(np.mean([0.90, 0.92, 0.80, 0.84]))
+    assert summary["cd_wd0.5"]["seeds"] == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    diffs = np.array([0.01, 0.03, 0.0, -0.01])
+    assert summary["cd_wd0.5"]["accuracy_vs_cd"] == pytest.approx(paired_difference(diffs))
+    from cdface.train.ablation import summarise_by_stage1
+
+    per = summarise_by_stage1(rows, "cd")
+    assert per["0"]["cd_wd0.5"]["accuracy_vs_cd"]["mean"] == pytest.approx(0.02)
+    assert per["1"]["cd_wd0.5"]["accuracy_vs_cd"]["mean"] == pytest.approx(-0.005)
+
+
+def test_a_study_over_several_stage1s_tables_each_stage1s_differences():
+    from cdface.train.ablation import format_ablation, mean_row, summarise_by_stage1
+
+    metrics = {"accuracy": 0.9, "tar_at_far_1e-2": 0.5, "tar_at_far_1e-1": 0.8, "hard_pair_accuracy": 0.7,
+               "train_accuracy": 0.99, "easy_intra_class_variance": 0.2, "hardest_own_cosine": 0.6,
+               "hardest_nearest_wrong_cosine": 0.5, "cd_closeness": 0.1, "cd_diversity": 0.2}
+    rows = [metrics | {"variant": v, "stage1_seed": k, "seed": s, "accuracy": a}
+            for v, k, s, a in [("cd", 0, 0, 0.90), ("cd", 0, 1, 0.92), ("arcface", 0, 0, 0.91), ("arcface", 0, 1, 0.95),
+                               ("cd", 4, 0, 0.90), ("cd", 4, 1, 0.92), ("arcface", 4, 0, 0.89),
+                               ("arcface", 4, 1, 0.90)]]
+    stage1_runs = [metrics | {"stage1_seed": 0, "accuracy": 0.93}, metrics | {"stage1_seed": 4, "accuracy": 0.95}]
+    result = {"preset": "cpu", "baseline": "arcface", "stage1": mean_row(stage1_runs), "stage1_runs": stage1_runs,
+              "summary": summarise(rows, "arcface"), "by_stage1": summarise_by_stage1(rows, "arcface")}
+    assert result["stage1"]["accuracy"] == pytest.approx(0.94)
+    table = format_ablation(result)
+    assert table.startswith("# cdface ablation (cpu preset, 2 stage-1 seeds, 4 runs)")
+    assert "seed 0: pair accuracy 93.00 %" in table and "seed 4: pair accuracy 95.00 %" in table
+    assert "(same stage 1 and seed)" in table
+    per_stage1 = [line for line in table.splitlines() if line.startswith("| closeness & diversity | ")]
+    # after the main table's row, one per stage 1 (TAR is equal within each pair here), then the mechanism row
+    assert per_stage1[1:3] == ["| closeness & diversity | 0 | -2.00 [-14.71, +10.71] | +0.00 [+0.00, +0.00] |",
+                               "| closeness & diversity | 4 | +1.50 [-4.85, +7.85] | +0.00 [+0.00, +0.00] |"]

@@ -55,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="cpu: the quickstart regime (2 cores, ~30 min for 3 seeds x 4 variants); "
                         "gpu: iresnet50, 20k identities, bf16 (one H100/H200)")
     ablate.add_argument("--seeds", default="0,1,2", help="comma-separated stage-2 seeds")
+    ablate.add_argument("--stage1-seeds", default="0",
+                        help="comma-separated stage-1 seeds: one stage 1 each, every variant x seed from each; "
+                        "runs pair on (stage-1 seed, seed), and a table gives each stage 1's differences")
     ablate.add_argument("--variants", default="arcface,cd,closeness,diversity",
                         help="comma-separated, from: " + ", ".join(_variant_names()))
     ablate.add_argument("--baseline", default="arcface",
@@ -197,13 +200,19 @@ def _quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seed_list(option: str, text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise CdfaceError(f"{option}: expected comma-separated integers, got {text!r}") from None
+
+
 def _ablate(args: argparse.Namespace) -> int:
     from cdface.train.ablation import VARIANTS, format_ablation, run_ablation
 
-    try:
-        seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
-    except ValueError:
-        raise CdfaceError(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from None
+    seeds, stage1_seeds = _seed_list("--seeds", args.seeds), _seed_list("--stage1-seeds", args.stage1_seeds)
+    if not stage1_seeds or len(set(stage1_seeds)) != len(stage1_seeds):
+        raise CdfaceError(f"--stage1-seeds: expected distinct comma-separated integers, got {args.stage1_seeds!r}")
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants or not seeds:
@@ -213,8 +222,11 @@ def _ablate(args: argparse.Namespace) -> int:
     _setup_logging()
     from cdface.config import parse_overrides
 
+    overrides = parse_overrides(args.overrides)
+    if "seed" in overrides:  # it would set stage 1's seed behind --stage1-seeds' back (stage 2's come from --seeds)
+        raise CdfaceError("seed=...: give stage-1 seeds with --stage1-seeds and stage-2 seeds with --seeds")
     result = run_ablation(args.out, preset=args.preset, seeds=seeds, variants=variants, scale=args.scale,
-                          overrides=parse_overrides(args.overrides), baseline=args.baseline)
+                          overrides=overrides, baseline=args.baseline, stage1_seeds=stage1_seeds)
     print(format_ablation(result))
     print(f"written: {args.out}/ablation.md, {args.out}/ablation.json")
     return 0

@@ -40,13 +40,21 @@ from cdface.train.ablation.presets import (
     stage_configs,
     variant_config,
 )
-from cdface.train.ablation.report import METRICS, format_ablation, paired_difference, summarise, t_quantile_975
+from cdface.train.ablation.report import (
+    METRICS,
+    format_ablation,
+    mean_row,
+    paired_difference,
+    summarise,
+    summarise_by_stage1,
+    t_quantile_975,
+)
 from cdface.train.ablation.runner import run_ablation
 from cdface.train.plots import read_history
 
 __all__ = [
     "BASELINE", "DEFAULT_VARIANTS", "HARDEST_FRACTION", "METRICS", "VARIANTS", "Probe", "build_probe", "cd_terms",
-    "embed", "evaluate_run", "format_ablation", "hard_pair_accuracy", "load_backbone", "mechanism_metrics",
+    "embed", "evaluate_run", "format_ablation", "hard_pair_accuracy", "load_backbone", "mean_row", "mechanism_metrics",
     "paired_difference", "preset_base", "read_health", "read_history", "run_ablation", "stage_configs", "summarise",
-    "t_quantile_975", "variant_config",
+    "summarise_by_stage1", "t_quantile_975", "variant_config",
 ]

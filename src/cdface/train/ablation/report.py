@@ -31,16 +31,22 @@ METRICS = (
 )
 
 
+def _run_key(row: dict[str, Any]) -> tuple[int, int]:
+    """(stage-1 seed, stage-2 seed): a stage-2 run pairs with the baseline's run of the same stage 1 and seed."""
+    return int(row.get("stage1_seed", 0)), int(row["seed"])
+
+
 def summarise(rows: list[dict[str, Any]], baseline: str = BASELINE) -> dict[str, dict[str, Any]]:
-    """Per variant: mean and std (ddof 1; 0 for one seed) of every metric, and the paired difference of
-    accuracy and TAR@FAR=1e-2 to ``baseline`` over the seeds both have, with a 95 % Student-t interval."""
-    by_variant: dict[str, dict[int, dict[str, Any]]] = {}
+    """Per variant: mean and std (ddof 1; 0 for one run) of every metric over its runs, and the paired
+    difference of accuracy and TAR@FAR=1e-2 to ``baseline`` over the (stage-1 seed, seed) runs both have,
+    with a 95 % Student-t interval. ``seeds`` lists the runs as [stage-1 seed, seed]."""
+    by_variant: dict[str, dict[tuple[int, int], dict[str, Any]]] = {}
     for row in rows:
-        by_variant.setdefault(row["variant"], {})[row["seed"]] = row
+        by_variant.setdefault(row["variant"], {})[_run_key(row)] = row
     base = by_variant.get(baseline, {})
     out: dict[str, dict[str, Any]] = {}
     for variant, seeds in by_variant.items():
-        entry: dict[str, Any] = {"seeds": sorted(seeds)}
+        entry: dict[str, Any] = {"seeds": [list(k) for k in sorted(seeds)]}
         for metric in METRICS:
             values = np.array([seeds[s].get(metric, np.nan) for s in sorted(seeds)], dtype=np.float64)
             entry[metric] = {"mean": _nanmean(values), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
@@ -51,6 +57,19 @@ def summarise(rows: list[dict[str, Any]], baseline: str = BASELINE) -> dict[str,
                 entry[f"{metric}_vs_{baseline}"] = paired_difference(diffs)
         out[variant] = entry
     return out
+
+
+def summarise_by_stage1(rows: list[dict[str, Any]], baseline: str = BASELINE) -> dict[str, dict[str, Any]]:
+    """``summarise`` of each stage 1's runs alone, keyed by the stage-1 seed (as text, for JSON)."""
+    stage1_seeds = sorted({_run_key(r)[0] for r in rows})
+    return {str(k): summarise([r for r in rows if _run_key(r)[0] == k], baseline) for k in stage1_seeds}
+
+
+def mean_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean of each metric over ``rows`` (the stage-1 runs); the row itself when there is one."""
+    if len(rows) == 1:
+        return {k: v for k, v in rows[0].items() if k != "scores"}
+    return {m: _nanmean(np.array([r.get(m, np.nan) for r in rows], dtype=np.float64)) for m in METRICS}
 
 
 def paired_difference(diffs: np.ndarray) -> dict[str, float]:
@@ -91,13 +110,25 @@ def format_ablation(result: dict[str, Any]) -> str:
     """The two Markdown tables (accuracy; mechanism metrics) of an ``run_ablation`` result."""
     summary = result["summary"]
     baseline = result.get("baseline", BASELINE)
-    seeds = max((len(v["seeds"]) for v in summary.values()), default=0)
+    stage1_runs = result.get("stage1_runs") or [result["stage1"]]
+    runs = max((len(v["seeds"]) for v in summary.values()), default=0)
+    several = len(stage1_runs) > 1
+    if several:
+        title = f"{len(stage1_runs)} stage-1 seeds, {runs} runs"
+        stage1_text = "Stage 1 (one per stage-1 seed, shared by its stage-2 runs): " + "; ".join(
+            f"seed {r.get('stage1_seed', 0)}: pair accuracy {100 * r['accuracy']:.2f} %, train-set accuracy "
+            f"{100 * r['train_accuracy']:.2f} %" for r in stage1_runs) + ".\n"
+        same = "same stage 1 and seed"
+    else:
+        title = f"{runs} seed(s)"
+        stage1_text = (f"Stage 1 (shared): pair accuracy {100 * result['stage1']['accuracy']:.2f} %, "
+                       f"train-set accuracy {100 * result['stage1']['train_accuracy']:.2f} %.\n")
+        same = "same seed"
     lines = [
-        f"# cdface ablation ({result['preset']} preset{_scale(result.get('scale', 1.0))}, {seeds} seed(s))\n",
-        f"Stage 1 (shared): pair accuracy {100 * result['stage1']['accuracy']:.2f} %, "
-        f"train-set accuracy {100 * result['stage1']['train_accuracy']:.2f} %.\n",
+        f"# cdface ablation ({result['preset']} preset{_scale(result.get('scale', 1.0))}, {title})\n",
+        stage1_text,
         "Accuracy: insightface's 10-fold protocol on the synthetic pairs of disjoint identities; mean ± std over "
-        f"seeds. Δ: paired difference to {VARIANTS[baseline][0]} (same seed), mean [95 % t-interval], in points.\n",
+        f"runs. Δ: paired difference to {VARIANTS[baseline][0]} ({same}), mean [95 % t-interval], in points.\n",
         "| variant | accuracy % | Δ accuracy | TAR@FAR=1e-2 % | Δ TAR@1e-2 | TAR@FAR=1e-1 % | hard-pair acc % |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -107,9 +138,18 @@ def format_ablation(result: dict[str, Any]) -> str:
             f"{_pct(s['tar_at_far_1e-2'])} | {_diff(s.get(f'tar_at_far_1e-2_vs_{baseline}'))} | "
             f"{_pct(s['tar_at_far_1e-1'])} | {_pct(s['hard_pair_accuracy'])} |"
         )
+    if several:
+        lines += ["", "The same Δ within each stage 1 (an interval over stage-2 seeds holds for its stage 1 only):\n",
+                  "| variant | stage-1 seed | Δ accuracy | Δ TAR@1e-2 |", "|---|---:|---:|---:|"]
+        for variant in summary:
+            for stage1_seed, part in result["by_stage1"].items():
+                if variant in part and variant != baseline:
+                    lines.append(f"| {VARIANTS[variant][0]} | {stage1_seed} | "
+                                 f"{_diff(part[variant].get(f'accuracy_vs_{baseline}'))} | "
+                                 f"{_diff(part[variant].get(f'tar_at_far_1e-2_vs_{baseline}'))} |")
     lines += [
         "",
-        "Mechanism metrics on the training set (means over seeds): easy intra-class variance = 1 - |mean unit "
+        "Mechanism metrics on the training set (means over runs): easy intra-class variance = 1 - |mean unit "
         "embedding|^2 over each class's easy samples; hardest 5 % by stage-1 score: mean cosine to their own centre "
         "and to the nearest wrong centre; the CD terms as logged over training (unweighted).\n",
         "| variant | train acc % | easy intra-class var | hardest: own cos | hardest: nearest wrong cos | "
@@ -118,7 +158,8 @@ def format_ablation(result: dict[str, Any]) -> str:
     ]
     st = result["stage1"]
     lines.append(
-        f"| stage 1 (start) | {100 * st['train_accuracy']:.2f} | {st['easy_intra_class_variance']:.3f} | "
+        f"| stage 1 (start{', mean' if several else ''}) | {100 * st['train_accuracy']:.2f} | "
+        f"{st['easy_intra_class_variance']:.3f} | "
         f"{st['hardest_own_cosine']:.3f} | {st['hardest_nearest_wrong_cosine']:.3f} | – | – |"
     )
     for variant, s in summary.items():
