@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from train_helpers import tiny_run_config
 
 from cdface.config import config_from_dict, deep_merge
 from cdface.files import load_weights
@@ -22,22 +23,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _cfg(tmp_path: Path, face_set: dict, name: str, **overrides) -> dict:
-    values = {
-        "name": name,
-        "output_dir": str(tmp_path / "runs"),
-        "batch_size": 16,
-        "epochs": 2.0,
-        "device": "cpu",
-        "deterministic": True,
-        "tensorboard": False,
-        "log_every": 2,
-        "checkpoint_every": 1000,
-        "data": {"kind": "recordio", "path": str(face_set["rec"]), "num_workers": 0},
-        "model": {"arch": "iresnet_tiny", "embedding_size": 32},
-        "optim": {"lr": 0.05, "milestones": [1.0]},
+    """tiny_run_config on the face set: two epochs, a step schedule (lr x0.1 at epoch 1), few logs and
+    checkpoints, and a small CD setting for stage-2 tests."""
+    data = {"kind": "recordio", "path": str(face_set["rec"])}
+    local = {
+        "epochs": 2.0, "log_every": 2, "checkpoint_every": 1000,
+        "optim": {"scheduler": "step", "milestones": [1.0]},
         "cd": {"num_classes": 2, "num_easy": 3, "num_hard": 1, "num_negatives": 4, "interval": 2},
     }
-    return deep_merge(values, overrides)  # the config loader's own merge
+    return deep_merge(deep_merge(tiny_run_config(tmp_path, data, name), local), overrides)
 
 
 def _weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from train_helpers import tiny_run_config
 
 from cdface.config import TrainConfig, config_from_dict, config_to_dict, deep_merge
 from cdface.errors import ConfigError
@@ -19,21 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cfg(tmp_path: Path, face_set: dict, name: str = "run", **overrides) -> dict:
-    values = {
-        "name": name,
-        "output_dir": str(tmp_path / "runs"),
-        "batch_size": 16,
-        "epochs": 2.0,
-        "device": "cpu",
-        "deterministic": True,
-        "tensorboard": False,
-        "log_every": 1,
-        "checkpoint_every": 2,
-        "data": {"kind": "recordio", "path": str(face_set["rec"]), "num_workers": 0},
-        "model": {"arch": "iresnet_tiny", "embedding_size": 32},
-        "optim": {"lr": 0.05, "scheduler": "constant", "milestones": []},
-    }
-    return deep_merge(values, overrides)  # the config loader's own merge
+    """tiny_run_config on the face set, two epochs."""
+    data = {"kind": "recordio", "path": str(face_set["rec"])}
+    return deep_merge(tiny_run_config(tmp_path, data, name, epochs=2.0), overrides)
 
 
 def _steps(run_dir: Path) -> list[int]:
